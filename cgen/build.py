@@ -1,0 +1,127 @@
+"""cgen.build: schedule -> C -> a module callable on numpy arrays."""
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from targets import resolve, compile_c
+from targets.target import Target
+from .codegen.c import emit_c
+from .codegen.harness import harness_source
+from .lower.ir import PrimFunc
+from .lower.lower import lower
+from .schedule import Schedule
+
+SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g",
+                  "-fno-omit-frame-pointer")
+
+
+class Module:
+    """A built kernel: `.c_source`, and a call taking one numpy array per argument."""
+
+    def __init__(self, func: PrimFunc, c_source: str, prototype: str, target: Target,
+                 sanitize: bool = False):
+        self.func = func
+        self.name = func.name
+        self.c_source = c_source
+        self.prototype = prototype
+        self.target = target
+        self.sanitize = sanitize
+        self._lib = None
+        self._exe = None
+
+    @property
+    def params(self):
+        return self.func.params
+
+    def check_args(self, arrays) -> list:
+        params = self.func.params
+        if len(arrays) != len(params):
+            raise ValueError(f"{self.name} takes {len(params)} arrays "
+                             f"({', '.join(p.name for p in params)}), got {len(arrays)}")
+        out = []
+        for a, p in zip(arrays, params):
+            if not isinstance(a, np.ndarray):
+                raise ValueError(f"{self.name}: argument {p.name} must be a numpy array, got {type(a).__name__}")
+            if a.dtype != np.dtype(p.dtype if p.dtype != "bool" else np.bool_):
+                raise ValueError(f"{self.name}: argument {p.name} has dtype {a.dtype}, expected {p.dtype}")
+            if tuple(a.shape) != tuple(p.shape):
+                raise ValueError(f"{self.name}: argument {p.name} has shape {tuple(a.shape)}, expected {tuple(p.shape)}")
+            if not a.flags.c_contiguous:
+                raise ValueError(f"{self.name}: argument {p.name} must be C-contiguous (use np.ascontiguousarray)")
+            if p.name in self.func.outputs and not a.flags.writeable:
+                raise ValueError(f"{self.name}: output {p.name} is read-only")
+            out.append(a)
+        return out
+
+    # ---------------------------------------------------------------- host
+    def _load(self):
+        if self._lib is None:
+            import cffi
+            so = compile_c(self.c_source, self.target, "shared", name=self.name)
+            ffi = cffi.FFI()
+            ffi.cdef(self.prototype.replace("restrict", "").replace("const ", ""))
+            self._ffi = ffi
+            self._lib = ffi.dlopen(str(so))
+        return self._lib
+
+    def executable(self) -> Path:
+        """A standalone harness executable (see codegen.harness)."""
+        if self._exe is None:
+            flags = SANITIZE_FLAGS if self.sanitize else ()
+            self._exe = compile_c(self.c_source, self.target, "executable", extra_flags=flags,
+                                  name=self.name, extra_sources=(harness_source(self.func, self.prototype),))
+        return self._exe
+
+    def __call__(self, *arrays):
+        arrays = self.check_args(arrays)
+        if self.sanitize or self.target.runner != "local":
+            return self._run_harness(arrays)
+        lib = self._load()
+        ffi = self._ffi
+        ptrs = [ffi.from_buffer(a) for a in arrays]
+        ptrs = [ffi.cast(f"{_ctype(p.dtype)} *", x) for p, x in zip(self.func.params, ptrs)]
+        rc = getattr(lib, self.name)(*ptrs)
+        if rc != 0:
+            raise RuntimeError(f"{self.name} returned {rc} (out of memory for a temporary buffer)")
+
+    def _run_harness(self, arrays):
+        exe = self.executable()
+        with tempfile.TemporaryDirectory(prefix="cgen-run-") as d:
+            paths = []
+            for p, a in zip(self.func.params, arrays):
+                path = Path(d) / f"{p.name}.bin"
+                path.write_bytes(a.tobytes())
+                paths.append(path)
+            proc = subprocess.run([str(exe), *map(str, paths)], capture_output=True, text=True,
+                                  timeout=600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{self.name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+            for p, a, path in zip(self.func.params, arrays, paths):
+                if p.name in self.func.outputs:
+                    a[...] = np.frombuffer(path.read_bytes(), dtype=a.dtype).reshape(a.shape)
+
+
+def _ctype(dtype: str) -> str:
+    from .codegen.c import C_TYPES
+    return C_TYPES[dtype]
+
+
+def build(sch: Schedule, args, target="host", name: str = "kernel", sanitize: bool = False) -> Module:
+    """Lower, emit C and prepare a module for the target.
+
+    The host module compiles on first call (or `.executable()`); a compiler
+    failure raises targets.CompileError with the compiler's message and the C file.
+    """
+    tgt = resolve(target)
+    if not name.isidentifier():
+        raise ValueError(f"module name {name!r} must be a C identifier")
+    func = lower(sch, args, name)
+    src, proto = emit_c(func)
+    mod = Module(func, src, proto, tgt, sanitize)
+    if tgt.runner == "local" and not sanitize:
+        mod._load()
+    return mod

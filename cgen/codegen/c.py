@@ -1,0 +1,262 @@
+"""Loop IR -> C99 through pycparser's C AST; its generator owns precedence.
+
+Integer floor division and modulo keep Python semantics through helpers
+(C truncates); narrow integer results are cast back to their type so C's
+promotion to int never leaks into stored values.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+from pycparser import c_ast, c_generator
+
+from ..te.expr import (Binary, Call, Cast, Compare, Const, Expr, Logic, Not, Select, Var,
+                       INDEX, is_float, is_int)
+from ..lower.ir import (Allocate, Buffer, Evaluate, For, IfThenElse, Let, Load, PrimFunc, Seq,
+                        Store, Stmt)
+from ..te.visit import walk
+
+C_TYPES = {"float32": "float", "int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t",
+           "int32": "int32_t", "int64": "int64_t", "bool": "_Bool"}
+SUFFIX = {"float32": "f32", "int8": "i8", "uint8": "u8", "int16": "i16", "int32": "i32",
+          "int64": "i64"}
+NARROW = ("int8", "uint8", "int16")
+MATH = {"exp": "expf", "log": "logf", "sqrt": "sqrtf", "tanh": "tanhf", "erf": "erff",
+        "floor": "floorf"}
+C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float
+for goto if inline int long register restrict return short signed sizeof static struct switch
+typedef union unsigned void volatile while _Bool _Complex _Imaginary main
+expf logf sqrtf tanhf erff floorf fabsf malloc free NAN INFINITY INT64_C INT8_MIN INT16_MIN
+INT32_MIN INT64_MIN""".split())
+STACK_LIMIT = 64 * 1024
+
+# Helper bodies are fixed C (no generated expressions inside), one per helper name.
+HELPERS = {
+    "floordiv": "static inline {T} cg_floordiv_{S}({T} a, {T} b) {{ {T} q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }}",
+    "floormod": "static inline {T} cg_floormod_{S}({T} a, {T} b) {{ {T} r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; }}",
+    "min": "static inline {T} cg_min_{S}({T} a, {T} b) {{ return a < b ? a : b; }}",
+    "max": "static inline {T} cg_max_{S}({T} a, {T} b) {{ return a > b ? a : b; }}",
+    "abs": "static inline {T} cg_abs_{S}({T} a) {{ return a < 0 ? ({T})(0 - a) : a; }}",
+    "sigmoid": "static inline float cg_sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }",
+}
+
+
+def typename(dtype: str) -> c_ast.Typename:
+    return c_ast.Typename(None, [], None, c_ast.TypeDecl(None, [], None,
+                                                         c_ast.IdentifierType([C_TYPES[dtype]])))
+
+
+def float_literal(v: float) -> c_ast.Node:
+    if math.isnan(v):
+        return c_ast.ID("NAN")
+    if math.isinf(v):
+        return c_ast.ID("INFINITY") if v > 0 else c_ast.UnaryOp("-", c_ast.ID("INFINITY"))
+    s = repr(float(np.float32(v)))
+    neg = s.startswith("-")
+    s = s.lstrip("-")
+    if "e" not in s and "." not in s:
+        s += ".0"
+    if "e" in s and "." not in s.split("e")[0]:
+        m, e = s.split("e")
+        s = f"{m}.0e{e}"
+    lit = c_ast.Constant("float", s + "f")
+    return c_ast.UnaryOp("-", lit) if neg else lit
+
+
+def int_literal(v: int, dtype: str) -> c_ast.Node:
+    if dtype != "bool" and v == np.iinfo(dtype).min and v < 0:
+        return c_ast.ID(f"INT{np.iinfo(dtype).bits}_MIN")
+    lit = c_ast.Constant("int", str(abs(v)) if abs(v) < 2**31 else f"INT64_C({abs(v)})")
+    if abs(v) >= 2**31:
+        lit = c_ast.FuncCall(c_ast.ID("INT64_C"), c_ast.ExprList([c_ast.Constant("int", str(abs(v)))]))
+    return c_ast.UnaryOp("-", lit) if v < 0 else lit
+
+
+class _Names:
+    """Deterministic C identifiers: first come, first served."""
+
+    def __init__(self, reserved=()):
+        self.used = set(C_KEYWORDS) | set(reserved)
+        self.of: dict = {}
+
+    def get(self, obj, hint: str) -> str:
+        if obj in self.of:
+            return self.of[obj]
+        base = re.sub(r"[^A-Za-z0-9_]", "_", hint) or "v"
+        if base[0].isdigit():
+            base = "v" + base
+        if base.startswith("cg_"):
+            base = "u" + base
+        name, k = base, 1
+        while name in self.used:
+            name = f"{base}_{k}"
+            k += 1
+        self.used.add(name)
+        self.of[obj] = name
+        return name
+
+
+class CEmitter:
+    def __init__(self, func: PrimFunc):
+        self.func = func
+        self.names = _Names()
+        self.helpers: dict = {}  # key -> text, in first-use order
+        self.uses_malloc = False
+
+    # ------------------------------------------------------------ helpers
+    def helper(self, kind: str, dtype: str) -> str:
+        if kind == "sigmoid":
+            key, name = "sigmoid", "cg_sigmoid_f32"
+            text = HELPERS["sigmoid"]
+        else:
+            key = f"{kind}_{dtype}"
+            name = f"cg_{kind}_{SUFFIX[dtype]}"
+            text = HELPERS[kind].format(T=C_TYPES[dtype], S=SUFFIX[dtype])
+        self.helpers.setdefault(key, text)
+        return name
+
+    def call(self, fname: str, *args) -> c_ast.FuncCall:
+        return c_ast.FuncCall(c_ast.ID(fname), c_ast.ExprList(list(args)))
+
+    # ------------------------------------------------------------ expressions
+    def expr(self, e: Expr) -> c_ast.Node:
+        if isinstance(e, Const):
+            if e.dtype == "bool":
+                return c_ast.Constant("int", "1" if e.value else "0")
+            if is_float(e.dtype):
+                return float_literal(e.value)
+            return int_literal(e.value, e.dtype)
+        if isinstance(e, Var):
+            return c_ast.ID(self.names.get(e, e.name))
+        if isinstance(e, Load):
+            return c_ast.ArrayRef(c_ast.ID(self.names.get(e.buffer, e.buffer.name)), self.expr(e.index))
+        if isinstance(e, Binary):
+            a, b = self.expr(e.a), self.expr(e.b)
+            if e.op in ("//", "%"):
+                return self.call(self.helper("floordiv" if e.op == "//" else "floormod", e.dtype), a, b)
+            if e.op in ("min", "max"):
+                return self.call(self.helper(e.op, e.dtype), a, b)
+            out = c_ast.BinaryOp(e.op, a, b)
+            if e.dtype in NARROW:
+                out = c_ast.Cast(typename(e.dtype), out)
+            return out
+        if isinstance(e, Compare):
+            return c_ast.BinaryOp(e.op, self.expr(e.a), self.expr(e.b))
+        if isinstance(e, Logic):
+            return c_ast.BinaryOp(e.op, self.expr(e.a), self.expr(e.b))
+        if isinstance(e, Not):
+            return c_ast.UnaryOp("!", self.expr(e.a))
+        if isinstance(e, Select):
+            return c_ast.TernaryOp(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
+        if isinstance(e, Cast):
+            return c_ast.Cast(typename(e.dtype), self.expr(e.value))
+        if isinstance(e, Call):
+            args = [self.expr(a) for a in e.args]
+            if e.name == "abs":
+                if is_float(e.dtype):
+                    return self.call("fabsf", *args)
+                return self.call(self.helper("abs", e.dtype), *args)
+            if e.name == "sigmoid":
+                return self.call(self.helper("sigmoid", e.dtype), *args)
+            return self.call(MATH[e.name], *args)
+        raise TypeError(f"codegen: unsupported expression {type(e).__name__}")
+
+    # ------------------------------------------------------------ statements
+    def stmts(self, s: Stmt) -> list:
+        if isinstance(s, Seq):
+            out = []
+            for x in s.stmts:
+                out.extend(self.stmts(x))
+            return out
+        if isinstance(s, For):
+            v = self.names.get(s.var, s.var.name)
+            init = c_ast.DeclList([self.decl(v, INDEX, self.expr(s.min))])
+            if isinstance(s.min, Const) and s.min.value == 0:
+                hi = self.expr(s.extent)
+            else:
+                hi = self.expr(Binary("+", s.min, s.extent, INDEX))
+            cond = c_ast.BinaryOp("<", c_ast.ID(v), hi)
+            nxt = c_ast.UnaryOp("++", c_ast.ID(v))
+            loop = c_ast.For(init, cond, nxt, c_ast.Compound(self.stmts(s.body)))
+            return [c_ast.Pragma(p) for p in s.pragmas] + [loop]
+        if isinstance(s, Store):
+            lhs = c_ast.ArrayRef(c_ast.ID(self.names.get(s.buffer, s.buffer.name)), self.expr(s.index))
+            return [c_ast.Assignment("=", lhs, self.expr(s.value))]
+        if isinstance(s, IfThenElse):
+            then = c_ast.Compound(self.stmts(s.then))
+            els = None if s.else_ is None else c_ast.Compound(self.stmts(s.else_))
+            return [c_ast.If(self.expr(s.cond), then, els)]
+        if isinstance(s, Let):
+            v = self.names.get(s.var, s.var.name)
+            return [c_ast.Compound([self.decl(v, s.var.dtype, self.expr(s.value))] + self.stmts(s.body))]
+        if isinstance(s, Evaluate):
+            return [self.expr(s.value)]
+        if isinstance(s, Allocate):
+            return [c_ast.Compound(self.allocate(s.buffer, s.body))]
+        raise TypeError(f"codegen: unsupported statement {type(s).__name__}")
+
+    def decl(self, name: str, dtype: str, init=None, quals=()) -> c_ast.Decl:
+        return c_ast.Decl(name, list(quals), [], [], [],
+                          c_ast.TypeDecl(name, list(quals), None, c_ast.IdentifierType([C_TYPES[dtype]])),
+                          init, None)
+
+    def allocate(self, buf: Buffer, body: Stmt) -> list:
+        name = self.names.get(buf, buf.name)
+        ctype = c_ast.IdentifierType([C_TYPES[buf.dtype]])
+        if buf.nbytes <= STACK_LIMIT:
+            arr = c_ast.ArrayDecl(c_ast.TypeDecl(name, [], None, ctype),
+                                  c_ast.Constant("int", str(buf.size)), [])
+            return [c_ast.Decl(name, [], [], [], [], arr, None, None)] + self.stmts(body)
+        self.uses_malloc = True
+        ptr = c_ast.PtrDecl([], c_ast.TypeDecl(name, [], None, ctype))
+        size = c_ast.BinaryOp("*", c_ast.Constant("int", str(buf.size)),
+                              c_ast.UnaryOp("sizeof", typename(buf.dtype)))
+        init = c_ast.Cast(c_ast.Typename(None, [], None, c_ast.PtrDecl([], c_ast.TypeDecl(None, [], None, ctype))),
+                          self.call("malloc", size))
+        fail = c_ast.If(c_ast.UnaryOp("!", c_ast.ID(name)), c_ast.Return(c_ast.Constant("int", "-1")), None)
+        return ([c_ast.Decl(name, [], [], [], [], ptr, init, None), fail] + self.stmts(body)
+                + [self.call("free", c_ast.ID(name))])
+
+    # ------------------------------------------------------------ function
+    def function(self) -> c_ast.FuncDef:
+        f = self.func
+        params = []
+        for b in f.params:
+            name = self.names.get(b, b.name)
+            quals = [] if b.name in f.outputs else ["const"]
+            ptr = c_ast.PtrDecl(["restrict"], c_ast.TypeDecl(name, quals, None,
+                                                             c_ast.IdentifierType([C_TYPES[b.dtype]])))
+            params.append(c_ast.Decl(name, quals, [], [], [], ptr, None, None))
+        fname = self.names.get(("func", f.name), f.name)
+        fdecl = c_ast.FuncDecl(c_ast.ParamList(params),
+                               c_ast.TypeDecl(fname, [], None, c_ast.IdentifierType(["int"])))
+        decl = c_ast.Decl(fname, [], [], [], [], fdecl, None, None)
+        body = self.stmts(f.body) + [c_ast.Return(c_ast.Constant("int", "0"))]
+        return c_ast.FuncDef(decl, None, c_ast.Compound(body))
+
+    def signature(self) -> str:
+        """The C prototype, for cffi's cdef and for harnesses."""
+        fd = self.function_ast.decl
+        return c_generator.CGenerator().visit(fd) + ";"
+
+    def source(self) -> str:
+        self.function_ast = self.function()
+        gen = c_generator.CGenerator()
+        body = gen.visit(self.function_ast)
+        lines = ["/* Generated by cgen. */", "#include <stdint.h>", "#include <math.h>"]
+        if self.uses_malloc:
+            lines.append("#include <stdlib.h>")
+        lines.append("")
+        lines.extend(self.helpers.values())
+        if self.helpers:
+            lines.append("")
+        return "\n".join(lines) + "\n" + body
+
+
+def emit_c(func: PrimFunc) -> tuple[str, str]:
+    """(C source, prototype of the kernel)."""
+    em = CEmitter(func)
+    src = em.source()
+    return src, em.signature()

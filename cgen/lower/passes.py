@@ -1,0 +1,67 @@
+"""Loop-IR passes after lowering: each is a function from statement to statement."""
+from __future__ import annotations
+
+from ..te.expr import Binary, Compare, Const, Var, INDEX
+from ..te.visit import map_children, substitute, free_vars
+from .ir import For, IfThenElse, Seq, Stmt, seq
+from .simplify import linear, from_linear, simplify, simplify_expr
+
+MAX_UNROLL = 64
+
+
+def unroll_loops(s: Stmt) -> Stmt:
+    """Replace loops marked unrolled (constant extent up to MAX_UNROLL) by copies."""
+    def rec(x):
+        if not isinstance(x, Stmt):
+            return x
+        x = map_children(x, rec)
+        if isinstance(x, For) and x.kind == "unrolled" and isinstance(x.extent, Const) \
+                and isinstance(x.min, Const) and x.extent.value <= MAX_UNROLL:
+            copies = [substitute(x.body, {x.var: Const(x.min.value + k, INDEX)})
+                      for k in range(x.extent.value)]
+            return seq(*copies)
+        if isinstance(x, For) and x.kind == "unrolled":
+            return For(x.var, x.min, x.extent, "serial", x.body, x.pragmas)
+        return x
+    return rec(s)
+
+
+def guards_to_bounds(s: Stmt) -> Stmt:
+    """for v in [0, E): if (v + rest < lim) body  ->  for v in [0, min(E, lim - rest)): body.
+
+    Tail guards that depend on the loop variable with unit coefficient become
+    the loop's bound, so the loop body stays branch-free (and vectorizable).
+    """
+    def rec(x):
+        if not isinstance(x, Stmt):
+            return x
+        x = map_children(x, rec)
+        if not (isinstance(x, For) and x.kind in ("serial", "vectorized", "parallel")
+                and isinstance(x.body, IfThenElse) and x.body.else_ is None
+                and _is_zero(x.min)):
+            return x
+        cond = x.body.cond
+        if not (isinstance(cond, Compare) and cond.op == "<" and cond.a.dtype == INDEX):
+            return x
+        terms, c0 = linear(simplify_expr(Binary("-", cond.a, cond.b, INDEX)))
+        if terms.get(x.var) != 1:
+            return x
+        rest = {t: k for t, k in terms.items() if t is not x.var}
+        if any(x.var in free_vars(t) for t in rest):
+            return x
+        # v + rest + c0 < 0  <=>  v < -(rest + c0)
+        lim = from_linear({t: -k for t, k in rest.items()}, -c0)
+        ext = simplify_expr(Binary("min", x.extent, lim, INDEX))
+        return For(x.var, x.min, ext, x.kind, x.body.then, x.pragmas)
+    return rec(s)
+
+
+def _is_zero(e) -> bool:
+    return isinstance(e, Const) and e.value == 0
+
+
+def optimize(s: Stmt) -> Stmt:
+    s = unroll_loops(s)
+    s = simplify(s) or Seq(())
+    s = guards_to_bounds(s)
+    return simplify(s) or Seq(())

@@ -1,0 +1,125 @@
+"""Tensor expressions: the algorithm, written once, separate from its schedule."""
+from __future__ import annotations
+
+import builtins
+
+from .expr import (Expr, Const, Var, IterVar, Binary, Compare, Logic, Not, Select, Cast,
+                   Call, TensorLoad, Reduce, as_expr, cast, const, binary, compare, logic,
+                   is_float, is_int, reduce_identity, _unify)
+from .tensor import Tensor, PlaceholderOp, ComputeOp, placeholder, compute, reduce_axis
+
+UNARY_FLOAT = ("exp", "log", "sqrt", "tanh", "sigmoid", "erf", "floor")
+
+
+def _float_call(name):
+    def fn(x):
+        x = as_expr(x, "float32")
+        if not is_float(x.dtype):
+            raise TypeError(f"te.{name} takes float32, got {x.dtype}; cast first")
+        return Call(name, (x,), x.dtype)
+    fn.__name__ = name
+    fn.__doc__ = f"Elementwise {name} of a float32 expression."
+    return fn
+
+
+exp = _float_call("exp")
+log = _float_call("log")
+sqrt = _float_call("sqrt")
+tanh = _float_call("tanh")
+sigmoid = _float_call("sigmoid")
+erf = _float_call("erf")
+floor = _float_call("floor")
+
+
+def abs(x):  # noqa: A001 - te namespace mirrors numpy
+    x = as_expr(x)
+    return Call("abs", (x,), x.dtype)
+
+
+def _reduce(combiner, expr, axis, where):
+    if isinstance(axis, IterVar):
+        axis = (axis,)
+    axis = tuple(axis)
+    if not axis or not builtins.all(isinstance(a, IterVar) and a.kind == "reduce" for a in axis):
+        raise TypeError(f"te.{combiner}: axis must be te.reduce_axis(...) iteration variables")
+    src = as_expr(expr)
+    cond = None if where is None else as_expr(where)
+    return Reduce(combiner, src, axis, cond, src.dtype)
+
+
+def _is_axis(x) -> bool:
+    return isinstance(x, IterVar) or (isinstance(x, (list, tuple)) and x
+                                      and builtins.all(isinstance(a, IterVar) for a in x))
+
+
+def sum(expr, axis, where=None):  # noqa: A001
+    """Sum reduction over reduce axes (identity 0)."""
+    return _reduce("sum", expr, axis, where)
+
+
+def max(a, b=None, axis=None, where=None):  # noqa: A001
+    """te.max(expr, axis=k) reduces (identity -inf); te.max(a, b) is elementwise."""
+    if axis is None and b is not None and _is_axis(b):
+        axis, b = b, None
+    if axis is not None:
+        return _reduce("max", a, axis, where)
+    return maximum(a, b)
+
+
+def min(a, b=None, axis=None, where=None):  # noqa: A001
+    """te.min(expr, axis=k) reduces (identity +inf); te.min(a, b) is elementwise."""
+    if axis is None and b is not None and _is_axis(b):
+        axis, b = b, None
+    if axis is not None:
+        return _reduce("min", a, axis, where)
+    return minimum(a, b)
+
+
+def maximum(a, b):
+    return binary("max", a, b)
+
+
+def minimum(a, b):
+    return binary("min", a, b)
+
+
+def clip(x, lo, hi):
+    return minimum(maximum(x, lo), hi)
+
+
+def if_then_else(cond, t, f):
+    cond = as_expr(cond)
+    if cond.dtype != "bool":
+        raise TypeError("if_then_else: condition must be a comparison")
+    t, f = _unify(t, f)
+    return Select(cond, t, f, t.dtype)
+
+
+select = if_then_else
+
+
+def equal(a, b):
+    return compare("==", a, b)
+
+
+def not_equal(a, b):
+    return compare("!=", a, b)
+
+
+def all(*conds):  # noqa: A001
+    out = as_expr(conds[0])
+    for c in conds[1:]:
+        out = logic("&&", out, c)
+    return out
+
+
+def any(*conds):  # noqa: A001
+    out = as_expr(conds[0])
+    for c in conds[1:]:
+        out = logic("||", out, c)
+    return out
+
+
+def create_schedule(outputs):
+    from ..schedule import Schedule
+    return Schedule(outputs)

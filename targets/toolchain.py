@@ -1,0 +1,84 @@
+"""The toolchain driver: C source -> shared library or executable for a target."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .target import Target, STRICT_CFLAGS
+
+
+class CompileError(RuntimeError):
+    """The C compiler refused generated code; carries its message and the C file."""
+
+    def __init__(self, message: str, c_path: str):
+        super().__init__(f"C compilation failed for {c_path}:\n{message}")
+        self.message = message
+        self.c_path = c_path
+
+
+class ToolchainMissing(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    base = Path(tempfile.gettempdir()) / f"cgen-cache-{os.getuid()}"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def compiler_path(cc: str, apt_package: str) -> str:
+    path = shutil.which(cc)
+    if path is None:
+        raise ToolchainMissing(f"C compiler '{cc}' not found; install it with: apt-get install {apt_package}")
+    return path
+
+
+def compiler_version(cc: str) -> str:
+    out = subprocess.run([cc, "--version"], capture_output=True, text=True)
+    return out.stdout.splitlines()[0] if out.stdout else cc
+
+
+def compile_c(source: str, target: Target, kind: str = "shared", extra_flags=(),
+              strict: bool = True, name: str = "kernel", extra_sources=()) -> Path:
+    """Compile source (plus extra sources) and return the artifact's path.
+
+    kind: "shared" (a .so for cffi), "object" or "executable".  Artifacts are
+    cached by the hash of everything that decides them.
+    """
+    cc = compiler_path(target.cc, target.apt_package)
+    flags = list(target.flags()) + (list(STRICT_CFLAGS) if strict else []) + list(extra_flags)
+    if kind == "shared":
+        flags += ["-shared", "-fPIC"]
+    elif kind == "object":
+        flags += ["-c"]
+    key = hashlib.sha256("\0".join([source, *extra_sources, cc, kind, *flags]).encode()).hexdigest()[:24]
+    out_dir = cache_dir() / key
+    suffix = {"shared": ".so", "object": ".o", "executable": ""}[kind]
+    artifact = out_dir / f"{name}{suffix}"
+    if artifact.exists():
+        return artifact
+    tmp = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=cache_dir()))
+    c_path = tmp / f"{name}.c"
+    c_path.write_text(source)
+    srcs = [str(c_path)]
+    for i, extra in enumerate(extra_sources):
+        p = tmp / f"{name}_extra{i}.c"
+        p.write_text(extra)
+        srcs.append(str(p))
+    out = tmp / artifact.name
+    cmd = [cc, *flags, *srcs, "-o", str(out)]
+    if kind != "object":
+        cmd += list(target.libs)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CompileError((proc.stderr or proc.stdout).strip() + f"\n(command: {' '.join(cmd)})", str(c_path))
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:
+        # another process built the same artifact first; theirs is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return artifact
