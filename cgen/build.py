@@ -32,6 +32,7 @@ class Module:
         self.sanitize = sanitize
         self._lib = None
         self._exe = None
+        self.timeout = 600.0
 
     @property
     def params(self):
@@ -78,8 +79,15 @@ class Module:
 
     def __call__(self, *arrays):
         arrays = self.check_args(arrays)
-        if self.sanitize or self.target.runner != "local":
-            return self._run_harness(arrays)
+        if self.sanitize or not self.target.is_host:
+            res = self._runner().run(self.executable(), [p.name for p in self.func.params], arrays,
+                                     self.func.outputs, timeout=self.timeout)
+            if res.error is not None:
+                raise RuntimeError(f"{self.name} on {self.target.name}: {res.error.kind}: {res.error.msg}")
+            for p, a in zip(self.func.params, arrays):
+                if p.name in res.outputs:
+                    a[...] = res.outputs[p.name]
+            return
         lib = self._load()
         ffi = self._ffi
         ptrs = [ffi.from_buffer(a) for a in arrays]
@@ -88,21 +96,20 @@ class Module:
         if rc != 0:
             raise RuntimeError(f"{self.name} returned {rc} (out of memory for a temporary buffer)")
 
-    def _run_harness(self, arrays):
-        exe = self.executable()
-        with tempfile.TemporaryDirectory(prefix="cgen-run-") as d:
-            paths = []
-            for p, a in zip(self.func.params, arrays):
-                path = Path(d) / f"{p.name}.bin"
-                path.write_bytes(a.tobytes())
-                paths.append(path)
-            proc = subprocess.run([str(exe), *map(str, paths)], capture_output=True, text=True,
-                                  timeout=600)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{self.name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-            for p, a, path in zip(self.func.params, arrays, paths):
-                if p.name in self.func.outputs:
-                    a[...] = np.frombuffer(path.read_bytes(), dtype=a.dtype).reshape(a.shape)
+    def _runner(self):
+        from targets.runner import runner_for
+        return runner_for(self.target)
+
+    def benchmark(self, *arrays, repeat: int = 5, number: int = 1, timeout: float | None = None):
+        """Time the kernel in a child process through the target's runner.
+
+        Returns targets.runner.Result: `times` holds seconds per call for each
+        repeat (emulation time when `emulated`), `outputs` the written arrays.
+        """
+        arrays = self.check_args(arrays)
+        return self._runner().run(self.executable(), [p.name for p in self.func.params], arrays,
+                                  self.func.outputs, repeat=repeat, number=number,
+                                  timeout=timeout or self.timeout)
 
 
 def _ctype(dtype: str) -> str:
@@ -117,11 +124,13 @@ def build(sch: Schedule, args, target="host", name: str = "kernel", sanitize: bo
     failure raises targets.CompileError with the compiler's message and the C file.
     """
     tgt = resolve(target)
+    from targets.toolchain import check_toolchain
+    check_toolchain(tgt)
     if not name.isidentifier():
         raise ValueError(f"module name {name!r} must be a C identifier")
     func = lower(sch, args, name)
     src, proto = emit_c(func)
     mod = Module(func, src, proto, tgt, sanitize)
-    if tgt.runner == "local" and not sanitize:
+    if tgt.is_host and not sanitize:
         mod._load()
     return mod

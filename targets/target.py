@@ -1,7 +1,13 @@
-"""Targets as data: which compiler, which flags, which ISA, how code runs."""
+"""Targets as data: which compiler, which flags, which ISA, how code runs.
+
+A target is a frozen value named by a short string (`host`, `aarch64`,
+`rpi4`, ...) or loaded from a user's TOML file; nothing here is global state.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, replace, fields
+from pathlib import Path
+import platform
 
 COMMON_CFLAGS = ("-std=c99", "-O3", "-ffp-contract=fast")
 STRICT_CFLAGS = ("-Wall", "-Wextra", "-Werror", "-pedantic")
@@ -10,62 +16,167 @@ STRICT_CFLAGS = ("-Wall", "-Wextra", "-Werror", "-pedantic")
 @dataclass(frozen=True)
 class Target:
     name: str
-    cc: str                       # compiler command
-    cflags: tuple = ()            # target flags beyond COMMON_CFLAGS
-    isa: str = "none"             # none | avx2 | avx512 | neon
+    cc: str                        # compiler command
+    cflags: tuple = ()             # target flags beyond COMMON_CFLAGS
+    isa: str = "none"              # none | avx2 | avx512 | neon
+    arch: str = "x86_64"           # x86_64 | aarch64 | armv7 | armv7e-m
     vector_bits: int = 0
-    triple: str = ""              # e.g. aarch64-linux-gnu; "" for the host
-    runner: str = "local"         # local | qemu-aarch64 | qemu-arm
-    apt_package: str = "gcc"      # what provides cc on Debian
+    triple: str = ""               # e.g. aarch64-linux-gnu; "" for the host
+    runner: str = "local"          # local | qemu-aarch64 | qemu-arm
+    apt_package: str = "gcc"       # what provides cc on Debian
+    static: bool = False           # link executables -static (boards, QEMU)
+    threads: bool = True           # OpenMP available
     bare_metal: bool = False
+    sysroot: str = ""
     libs: tuple = ("-lm",)
+    description: str = ""
 
     def flags(self) -> tuple:
-        return COMMON_CFLAGS + self.cflags
+        out = COMMON_CFLAGS + self.cflags
+        if self.sysroot:
+            out += (f"--sysroot={self.sysroot}",)
+        return out
+
+    @property
+    def is_host(self) -> bool:
+        return self.runner == "local"
+
+    @property
+    def lanes_f32(self) -> int:
+        return self.vector_bits // 32
 
     def with_cc(self, cc: str) -> "Target":
-        return replace(self, cc=cc)
+        """The same target built with another compiler (gcc or clang).
+
+        clang cross-compiles with --target=TRIPLE and the gcc cross sysroot."""
+        if "clang" in Path(cc).name and self.triple:
+            return replace(self, cc=cc, cflags=(f"--target={self.triple}",) + self.cflags,
+                           apt_package="clang")
+        return replace(self, cc=cc, apt_package="clang" if "clang" in cc else self.apt_package)
+
+    def describe(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _host_isa() -> tuple[str, int, tuple]:
+def _cpu_flags() -> set:
     try:
         with open("/proc/cpuinfo") as f:
             info = f.read()
     except OSError:
-        info = ""
-    flags = set()
+        return set()
     for line in info.splitlines():
         if line.startswith("flags") or line.startswith("Features"):
-            flags.update(line.split(":", 1)[1].split())
-            break
-    if "avx512f" in flags:
-        return "avx512", 512, ("-march=native",)
-    if "avx2" in flags and "fma" in flags:
-        return "avx2", 256, ("-march=native",)
-    if "asimd" in flags or "neon" in flags:
-        return "neon", 128, ("-mcpu=native",)
-    return "none", 0, ("-march=native",)
+            return set(line.split(":", 1)[1].split())
+    return set()
 
 
-def _builtin(name: str) -> Target:
-    if name == "host":
-        isa, bits, flags = _host_isa()
-        return Target("host", "cc", flags, isa, bits)
-    if name == "generic-c":
-        return Target("generic-c", "cc", (), "none", 0)
-    raise KeyError(name)
+_AARCH64 = Target("aarch64", "aarch64-linux-gnu-gcc", ("-march=armv8-a",), "neon", "aarch64", 128,
+                  "aarch64-linux-gnu", "qemu-aarch64", "gcc-aarch64-linux-gnu", static=True,
+                  description="armv8-a + NEON, 64-bit Linux (Raspberry Pi 3/4/5 on a 64-bit OS)")
+# Debian's armhf default is armv7-a+fp without NEON: the FPU flags are not optional.
+_ARMV7 = Target("armv7", "arm-linux-gnueabihf-gcc",
+                ("-march=armv7-a", "-mfpu=neon-vfpv4", "-mfloat-abi=hard"), "neon", "armv7", 128,
+                "arm-linux-gnueabihf", "qemu-arm", "gcc-arm-linux-gnueabihf", static=True,
+                description="armv7-a + NEON-VFPv4, hard float, 32-bit Linux (Raspberry Pi 2/3/4 on a 32-bit OS)")
 
 
-TARGET_NAMES = ("host", "generic-c")
+def _board(base: Target, name: str, cpu: str, desc: str) -> Target:
+    flags = tuple(f for f in base.cflags if not f.startswith("-march="))
+    return replace(base, name=name, cflags=(f"-mcpu={cpu}",) + flags, description=desc)
+
+
+def _host() -> Target:
+    machine = platform.machine()
+    flags = _cpu_flags()
+    if machine in ("x86_64", "AMD64"):
+        if "avx512f" in flags:
+            isa, bits = "avx512", 512
+        elif "avx2" in flags and "fma" in flags:
+            isa, bits = "avx2", 256
+        else:
+            isa, bits = "none", 0
+        return Target("host", "cc", ("-march=native",), isa, "x86_64", bits,
+                      description=f"this machine ({isa})")
+    if machine in ("aarch64", "arm64"):
+        return Target("host", "cc", ("-mcpu=native",), "neon", "aarch64", 128,
+                      description="this machine (NEON)")
+    return Target("host", "cc", (), "none", machine, 0, description="this machine (portable C)")
+
+
+def builtin_targets() -> dict:
+    """Every named target, freshly made (host is detected from this machine)."""
+    t = {
+        "host": _host(),
+        "generic-c": Target("generic-c", "cc", (), "none", platform.machine(), 0,
+                            description="portable C99, no intrinsics, for this machine"),
+        "x86-avx2": Target("x86-avx2", "cc", ("-mavx2", "-mfma"), "avx2", "x86_64", 256,
+                           description="x86-64 with AVX2 + FMA"),
+        "x86-avx512": Target("x86-avx512", "cc",
+                             ("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma"),
+                             "avx512", "x86_64", 512, description="x86-64 with AVX-512 F/BW/VL/DQ"),
+        "aarch64": _AARCH64,
+        "armv7": _ARMV7,
+        "rpi3": _board(_AARCH64, "rpi3", "cortex-a53", "Raspberry Pi 3, 64-bit OS"),
+        "rpi4": _board(_AARCH64, "rpi4", "cortex-a72", "Raspberry Pi 4, 64-bit OS"),
+        "rpi5": _board(_AARCH64, "rpi5", "cortex-a76", "Raspberry Pi 5, 64-bit OS"),
+        "rpi2": _board(_ARMV7, "rpi2", "cortex-a7", "Raspberry Pi 2, 32-bit OS"),
+        "rpi3-32": _board(_ARMV7, "rpi3-32", "cortex-a53", "Raspberry Pi 3, 32-bit OS"),
+        "rpi4-32": _board(_ARMV7, "rpi4-32", "cortex-a72", "Raspberry Pi 4, 32-bit OS"),
+    }
+    return t
+
+
+TARGET_NAMES = tuple(builtin_targets())
+_TOML_KEYS = {f.name for f in fields(Target)}
+
+
+def load_toml(path) -> Target:
+    """A user target from a TOML file.
+
+    Keys are Target's fields; `base = "aarch64"` starts from a named target.
+    Example:
+        name = "myboard"
+        base = "aarch64"
+        cflags = ["-mcpu=cortex-a55"]
+    """
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except OSError as e:
+        raise ValueError(f"cannot read target file {p}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"target file {p} is not valid TOML: {e}") from None
+    base_name = data.pop("base", None)
+    unknown = set(data) - _TOML_KEYS
+    if unknown:
+        raise ValueError(f"target file {p}: unknown keys {sorted(unknown)}; known: {sorted(_TOML_KEYS)}")
+    if base_name is not None:
+        base = resolve(base_name)
+    else:
+        for req in ("cc", "isa", "arch"):
+            if req not in data:
+                raise ValueError(f"target file {p}: needs '{req}' (or 'base = \"NAME\"')")
+        base = Target(name=p.stem, cc=data["cc"])
+    data.setdefault("name", p.stem)
+    for k in ("cflags", "libs"):
+        if k in data:
+            data[k] = tuple(data[k])
+    return replace(base, **data)
 
 
 def resolve(target) -> Target:
-    """A Target from a Target or a name."""
+    """A Target from a Target, a built-in name, or a path to a TOML file."""
     if isinstance(target, Target):
         return target
+    if isinstance(target, Path) or (isinstance(target, str) and target.endswith(".toml")):
+        return load_toml(target)
     if not isinstance(target, str):
-        raise TypeError(f"target must be a name or a Target, got {target!r}")
-    try:
-        return _builtin(target)
-    except KeyError:
-        raise ValueError(f"unknown target {target!r}; known: {', '.join(TARGET_NAMES)}") from None
+        raise TypeError(f"target must be a name, a .toml path or a Target, got {target!r}")
+    table = builtin_targets()
+    if target not in table:
+        raise ValueError(f"unknown target {target!r}; known: {', '.join(table)} (or a .toml file)")
+    return table[target]

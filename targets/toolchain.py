@@ -37,6 +37,11 @@ def compiler_path(cc: str, apt_package: str) -> str:
     return path
 
 
+def check_toolchain(target: Target) -> None:
+    """One-line error naming the Debian package when the compiler is missing."""
+    compiler_path(target.cc, target.apt_package)
+
+
 def compiler_version(cc: str) -> str:
     out = subprocess.run([cc, "--version"], capture_output=True, text=True)
     return out.stdout.splitlines()[0] if out.stdout else cc
@@ -55,6 +60,9 @@ def compile_c(source: str, target: Target, kind: str = "shared", extra_flags=(),
         flags += ["-shared", "-fPIC"]
     elif kind == "object":
         flags += ["-c"]
+    elif target.static:
+        # boards and QEMU: no dependence on the device's glibc
+        flags += ["-static"]
     key = hashlib.sha256("\0".join([source, *extra_sources, cc, kind, *flags]).encode()).hexdigest()[:24]
     out_dir = cache_dir() / key
     suffix = {"shared": ".so", "object": ".o", "executable": ""}[kind]

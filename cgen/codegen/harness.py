@@ -1,6 +1,11 @@
-"""A standalone executable around a kernel: reads each argument from a raw
-file, calls the kernel, writes the written arguments back.  The same harness
-serves sanitizer runs on the host and emulated runs of cross builds."""
+"""A standalone executable around a kernel.
+
+`exe [--time REPEAT NUMBER] FILE...`: reads each parameter from a raw file,
+calls the kernel once (the warm-up, whose results are written back to the
+files of the written parameters), then with --time prints one line per repeat:
+the mean seconds of NUMBER calls.  The same harness serves sanitizer runs on
+the host, timing in a child process, and emulated runs of cross builds.
+"""
 from __future__ import annotations
 
 from pycparser import c_ast, c_generator
@@ -8,9 +13,12 @@ from pycparser import c_ast, c_generator
 from ..lower.ir import PrimFunc
 from .c import C_TYPES
 
-_PRELUDE = """#include <stdio.h>
+_PRELUDE = """#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
+#include <string.h>
+#include <time.h>
 
 static void *cg_read(const char *path, size_t n) {
   FILE *f = fopen(path, "rb");
@@ -25,27 +33,46 @@ static void cg_write(const char *path, const void *p, size_t n) {
   if (!f || fwrite(p, 1, n, f) != n) { fprintf(stderr, "cannot write %s\\n", path); exit(2); }
   fclose(f);
 }
+
+static double cg_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 """
 
 
 def harness_source(func: PrimFunc, prototype: str) -> str:
-    """C of main(argc, argv): argv[1..n] are the files of the n parameters, in order."""
     gen = c_generator.CGenerator()
     n = len(func.params)
-    body = []
     args = []
     for k, b in enumerate(func.params):
         ptr = c_ast.Typename(None, [], None, c_ast.PtrDecl([], c_ast.TypeDecl(
             None, [], None, c_ast.IdentifierType([C_TYPES[b.dtype]]))))
         args.append(c_ast.Cast(ptr, c_ast.ID(f"p{k}")))
     call = gen.visit(c_ast.FuncCall(c_ast.ID(func.name), c_ast.ExprList(args)))
-    body.append(f"  if (argc != {n + 1}) {{ fprintf(stderr, \"usage: %s {n} files\\n\", argv[0]); return 2; }}")
+    body = [
+        "  int a0 = 1, repeat = 0, number = 1, r, i;",
+        "  if (argc > 1 && strcmp(argv[1], \"--time\") == 0) {",
+        "    if (argc < 4) { fprintf(stderr, \"--time REPEAT NUMBER\\n\"); return 2; }",
+        "    repeat = atoi(argv[2]); number = atoi(argv[3]); a0 = 4;",
+        "  }",
+        f"  if (argc - a0 != {n}) {{ fprintf(stderr, \"expected {n} files\\n\"); return 2; }}",
+    ]
     for k, b in enumerate(func.params):
-        body.append(f"  void *p{k} = cg_read(argv[{k + 1}], {b.nbytes}u);")
+        body.append(f"  void *p{k} = cg_read(argv[a0 + {k}], {b.nbytes}u);")
     body.append(f"  int rc = {call};")
+    body.append("  if (rc != 0) { fprintf(stderr, \"kernel returned %d\\n\", rc); return 3; }")
     for k, b in enumerate(func.params):
         if b.name in func.outputs:
-            body.append(f"  cg_write(argv[{k + 1}], p{k}, {b.nbytes}u);")
+            body.append(f"  cg_write(argv[a0 + {k}], p{k}, {b.nbytes}u);")
+    body += [
+        "  for (r = 0; r < repeat; ++r) {",
+        "    double t0 = cg_now();",
+        f"    for (i = 0; i < number; ++i) rc |= {call};",
+        "    printf(\"%.9e\\n\", (cg_now() - t0) / number);",
+        "  }",
+    ]
     for k in range(n):
         body.append(f"  free(p{k});")
     body.append("  return rc == 0 ? 0 : 3;")

@@ -116,3 +116,58 @@ class PrimFunc:
     params: tuple  # of Buffer
     outputs: tuple  # names of params that are written
     body: Stmt
+
+
+# ---------------------------------------------------------------------------
+# Vector forms, made by the vectorize pass.  dtype "float32x8" is 8 lanes of
+# float32; `count` (lanes actually touched, None for all) marks a masked tail.
+
+
+def vector_dtype(scalar: str, lanes: int) -> str:
+    return f"{scalar}x{lanes}"
+
+
+def split_dtype(dtype: str) -> tuple:
+    """("float32", 8) for "float32x8"; (dtype, 1) for a scalar."""
+    if "x" in dtype:
+        base, lanes = dtype.rsplit("x", 1)
+        return base, int(lanes)
+    return dtype, 1
+
+
+@dataclass(frozen=True, slots=True)
+class VLoad(Expr):
+    """lanes consecutive elements buffer[index .. index+lanes)."""
+    buffer: Buffer
+    index: Expr
+    dtype: str
+    count: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast(Expr):
+    value: Expr
+    dtype: str
+
+
+@dataclass(frozen=True, slots=True)
+class VStore(Stmt):
+    buffer: Buffer
+    index: Expr
+    value: Expr
+    count: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Address(Expr):
+    """&buffer[index], a pointer argument for micro-kernel calls."""
+    buffer: Buffer
+    index: Expr
+    dtype: str = "handle"
+
+
+@dataclass(frozen=True, slots=True)
+class CallKernel(Stmt):
+    """A call of a micro-kernel (tensorize) or a builtin such as prefetch."""
+    name: str
+    args: tuple
