@@ -128,8 +128,9 @@ def build(sch: Schedule, args, target="host", name: str = "kernel", sanitize: bo
     check_toolchain(tgt)
     if not name.isidentifier():
         raise ValueError(f"module name {name!r} must be a C identifier")
-    func = lower(sch, args, name)
-    src, proto = emit_c(func)
+    from .codegen.isa import isa_for
+    func = lower(sch, args, name, tgt)
+    src, proto = emit_c(func, isa_for(tgt))
     mod = Module(func, src, proto, tgt, sanitize)
     if tgt.is_host and not sanitize:
         mod._load()

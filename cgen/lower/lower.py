@@ -55,7 +55,8 @@ class Region:
 
 
 class _Lowerer:
-    def __init__(self, sch: Schedule, args, name: str):
+    def __init__(self, sch: Schedule, args, name: str, isa=None):
+        self.isa = isa
         self.sch = sch
         self.name = name
         self.storage: dict = {}   # Tensor -> Storage
@@ -321,7 +322,7 @@ class _Lowerer:
         for b in reversed(self.allocs):
             body = Allocate(b, body)
         body = simplify(body) or Seq(())
-        body = passes.optimize(body)
+        body = passes.optimize(body, self.isa)
         return PrimFunc(self.name, tuple(self.params), tuple(self.outputs), body)
 
 
@@ -348,6 +349,10 @@ def _and(conds):
     return out
 
 
-def lower(sch: Schedule, args, name: str = "kernel") -> PrimFunc:
-    """Lower a schedule to a PrimFunc whose parameters are `args` in order."""
-    return _Lowerer(sch, list(args), name).run()
+def lower(sch: Schedule, args, name: str = "kernel", target=None) -> PrimFunc:
+    """Lower a schedule to a PrimFunc whose parameters are `args` in order.
+
+    The target decides vector lanes (vectorized loops become vector IR for its
+    ISA); without one, vectorized loops stay plain loops."""
+    from ..codegen.isa import isa_for
+    return _Lowerer(sch, list(args), name, isa_for(target)).run()

@@ -43,7 +43,8 @@ def guards_to_bounds(s: Stmt) -> Stmt:
         cond = x.body.cond
         if not (isinstance(cond, Compare) and cond.op == "<" and cond.a.dtype == INDEX):
             return x
-        terms, c0 = linear(simplify_expr(Binary("-", cond.a, cond.b, INDEX)))
+        # linear() keeps min/max as atoms; the simplifier would distribute into them
+        terms, c0 = linear(Binary("-", cond.a, cond.b, INDEX))
         if terms.get(x.var) != 1:
             return x
         rest = {t: k for t, k in terms.items() if t is not x.var}
@@ -60,8 +61,12 @@ def _is_zero(e) -> bool:
     return isinstance(e, Const) and e.value == 0
 
 
-def optimize(s: Stmt) -> Stmt:
+def optimize(s: Stmt, isa=None) -> Stmt:
+    from .vectorize import vectorize
     s = unroll_loops(s)
     s = simplify(s) or Seq(())
     s = guards_to_bounds(s)
+    s = simplify(s) or Seq(())
+    s = vectorize(s, isa)
+    s = unroll_loops(s)
     return simplify(s) or Seq(())

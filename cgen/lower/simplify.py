@@ -233,26 +233,24 @@ def _simp(e: Expr, ranges: dict) -> Expr:
                 return r
         if dt == INDEX and op in ("+", "-", "*"):
             terms, c0 = linear(e)
-            if all(isinstance(t, Expr) for t in terms):
-                return from_linear(terms, c0)
+            mm = [t for t, k in terms.items() if isinstance(t, Binary) and t.op in ("min", "max")
+                  and abs(k) == 1]
+            if len(mm) == 1 and (len(terms) > 1 or c0 != 0):
+                # min(a, b) + r -> min(a + r, b + r); -min(a, b) + r -> max(r - a, r - b)
+                t = mm[0]
+                k = terms.pop(t)
+                rest = from_linear(terms, c0)
+                if k == 1:
+                    a, b, o = Binary("+", t.a, rest, dt), Binary("+", t.b, rest, dt), t.op
+                else:
+                    a, b = Binary("-", rest, t.a, dt), Binary("-", rest, t.b, dt)
+                    o = "max" if t.op == "min" else "min"
+                return _simp(Binary(o, simplify_expr(a, ranges), simplify_expr(b, ranges), dt), ranges)
+            return from_linear(terms, c0)
         if dt == INDEX and op in ("//", "%") and isinstance(b, Const) and b.value > 0:
             return _simp_divmod(op, a, b.value, ranges)
-        if op in ("min", "max") and is_int(dt):
-            d = irange(Binary("-", a, b, dt), ranges) if dt == INDEX else (None, None)
-            if dt == INDEX:
-                d = _linear_range(*linear(simplify_expr(Binary("-", a, b, dt))), ranges)
-            le = _prove("<=", d)
-            ge = _prove(">=", d)
-            if op == "min":
-                if le:
-                    return a
-                if ge:
-                    return b
-            else:
-                if ge:
-                    return a
-                if le:
-                    return b
+        if op in ("min", "max") and dt == INDEX:
+            return _simp_minmax(op, a, b, ranges)
         if op == "*":
             if _is(b, 1):
                 return a
@@ -316,6 +314,43 @@ def _simp(e: Expr, ranges: dict) -> Expr:
                 return Cast(e.dtype, v.value) if v.value.dtype != e.dtype else v.value
         return e
     return e
+
+
+def _simp_minmax(op: str, a: Expr, b: Expr, ranges: dict) -> Expr:
+    """Flatten nested min (or max), fold constants, drop provably dominated operands."""
+    items = []
+
+    def flat(x):
+        if isinstance(x, Binary) and x.op == op:
+            flat(x.a)
+            flat(x.b)
+        else:
+            items.append(x)
+    flat(a)
+    flat(b)
+    consts = [x.value for x in items if isinstance(x, Const)]
+    rest = [x for x in items if not isinstance(x, Const)]
+    if consts:
+        rest.append(Const(min(consts) if op == "min" else max(consts), INDEX))
+    keep = []
+    for i, x in enumerate(rest):
+        dominated = False
+        for j, y in enumerate(rest):
+            if i == j:
+                continue
+            d = _linear_range(*linear(simplify_expr(Binary("-", x, y, INDEX))), ranges)
+            # for min, x is useless when x >= y always (ties: keep the earlier one)
+            worse = _prove(">=", d) if op == "min" else _prove("<=", d)
+            strictly = _prove(">", d) if op == "min" else _prove("<", d)
+            if worse and (strictly or j < i):
+                dominated = True
+                break
+        if not dominated:
+            keep.append(x)
+    out = keep[0]
+    for x in keep[1:]:
+        out = Binary(op, out, x, INDEX)
+    return out
 
 
 def _is(x, v) -> bool:
@@ -405,6 +440,9 @@ def _stmt(s, ranges):
         return None if body is None else Allocate(s.buffer, body)
     if isinstance(s, Evaluate):
         return Evaluate(simplify_expr(s.value, ranges))
+    if isinstance(s, Stmt):
+        # vector stores, kernel calls: simplify the expressions they hold
+        return map_children(s, lambda x: simplify_expr(x, ranges) if isinstance(x, Expr) else _stmt(x, ranges))
     return s
 
 

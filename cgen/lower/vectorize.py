@@ -1,0 +1,138 @@
+"""Vectorize pass: loops marked vectorized become vector loads, arithmetic and
+stores of the ISA's lane count, with a masked or scalar tail.
+
+Only what maps one-to-one onto vector instructions is vectorized: float32
+stores contiguous in the loop variable whose values are built from
+contiguous or loop-invariant loads and + - * / min max.  Anything else keeps
+a plain loop, which the C compiler may still vectorize.
+"""
+from __future__ import annotations
+
+from ..te.expr import Binary, Const, Expr, Var, INDEX
+from ..te.visit import free_vars, map_children, substitute
+from .ir import (Broadcast, For, Seq, Stmt, Store, VLoad, VStore, Load, seq, vector_dtype)
+from .simplify import linear, simplify_expr
+
+MAX_UNROLL_CHUNKS = 8
+
+
+class _Bail(Exception):
+    pass
+
+
+def vectorize(s: Stmt, isa) -> Stmt:
+    def rec(x):
+        if not isinstance(x, Stmt):
+            return x
+        x = map_children(x, rec)
+        if isinstance(x, For) and x.kind == "vectorized":
+            if isa is None:
+                return For(x.var, x.min, x.extent, "serial", x.body, x.pragmas)
+            try:
+                return _vectorize_loop(x, isa)
+            except _Bail:
+                return For(x.var, x.min, x.extent, "serial", x.body, x.pragmas)
+        return x
+    return rec(s)
+
+
+def _stores(body) -> list:
+    if isinstance(body, Store):
+        return [body]
+    if isinstance(body, Seq) and all(isinstance(b, Store) for b in body.stmts):
+        return list(body.stmts)
+    raise _Bail()
+
+
+def _coef(index: Expr, v: Var) -> int:
+    terms, _ = linear(simplify_expr(index))
+    if any(v in free_vars(t) for t, _ in terms.items() if t is not v):
+        raise _Bail()
+    return terms.get(v, 0)
+
+
+def _vec_expr(e: Expr, v: Var, isa, lanes_dtype: str):
+    """(is_vector, expr) for e with v the lane variable at its chunk base."""
+    if v not in free_vars(e):
+        return False, e
+    if isinstance(e, Load):
+        if e.dtype != "float32" or _coef(e.index, v) != 1:
+            raise _Bail()
+        return True, VLoad(e.buffer, e.index, lanes_dtype)
+    if isinstance(e, Binary) and e.dtype == "float32" and e.op in isa.binary:
+        va, a = _vec_expr(e.a, v, isa, lanes_dtype)
+        vb, b = _vec_expr(e.b, v, isa, lanes_dtype)
+        a = a if va else Broadcast(a, lanes_dtype)
+        b = b if vb else Broadcast(b, lanes_dtype)
+        return True, Binary(e.op, a, b, lanes_dtype)
+    raise _Bail()
+
+
+def _with_count(e, count):
+    if count is None:
+        return e
+
+    def rec(x):
+        if isinstance(x, VLoad):
+            return VLoad(x.buffer, x.index, x.dtype, count)
+        return map_children(x, rec)
+    return rec(e)
+
+
+def _vectorize_loop(loop: For, isa) -> Stmt:
+    W = isa.lanes
+    v = loop.var
+    stores = _stores(loop.body)
+    for st in stores:
+        if st.value.dtype != "float32" or _coef(st.index, v) != 1:
+            raise _Bail()
+        _vec_expr(st.value, v, isa, vector_dtype("float32", W))  # check only
+    if not (isinstance(loop.min, Const) and loop.min.value == 0):
+        raise _Bail()
+    dt = vector_dtype("float32", W)
+    E = loop.extent
+    const_E = E.value if isinstance(E, Const) else None
+    if const_E is not None and const_E < W and not isa.masked:
+        raise _Bail()
+    vo = Var(f"{v.name}_v")
+    from .simplify import irange
+    lo_E, hi_E = irange(E, {})
+    if hi_E is not None and hi_E < W:
+        if not isa.masked:
+            raise _Bail()
+        n_chunks = Const(0, INDEX)
+    else:
+        n_chunks = simplify_expr(Binary("//", E, Const(W, INDEX), INDEX))
+    base = Binary("*", vo, Const(W, INDEX), INDEX)
+    body = _vector_body_at(stores, v, base, isa, dt)
+    kind = "unrolled" if isinstance(n_chunks, Const) and n_chunks.value <= MAX_UNROLL_CHUNKS else "serial"
+    main = For(vo, Const(0, INDEX), n_chunks, kind, body, loop.pragmas) if not _is_zero(n_chunks) else None
+    done = simplify_expr(Binary("*", n_chunks, Const(W, INDEX), INDEX))
+    rem = simplify_expr(Binary("-", E, done, INDEX))
+    if isinstance(rem, Const) and rem.value == 0:
+        return main if main is not None else seq()
+    if isa.masked:
+        tail = _vector_body_at(stores, v, done, isa, dt, count=rem)
+        if not isinstance(rem, Const):
+            from .ir import IfThenElse
+            from ..te.expr import Compare
+            tail = IfThenElse(Compare(">", rem, Const(0, INDEX)), tail)
+    else:
+        tail = For(v, done, rem, "serial", loop.body, ())
+    return seq(main, tail)
+
+
+def _is_zero(e) -> bool:
+    return isinstance(e, Const) and e.value == 0
+
+
+def _vector_body_at(stores, v, base, isa, dt, count=None):
+    """Vector statements for lanes base .. base+W-1 of the loop variable v."""
+    out = []
+    for st in stores:
+        is_vec, val = _vec_expr(st.value, v, isa, dt)
+        if not is_vec:
+            val = Broadcast(val, dt)
+        val = substitute(_with_count(val, count), {v: base})
+        out.append(VStore(st.buffer, simplify_expr(substitute(st.index, {v: base})), val, count))
+    return seq(*out)
