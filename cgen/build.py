@@ -130,7 +130,7 @@ def build(sch: Schedule, args, target="host", name: str = "kernel", sanitize: bo
         raise ValueError(f"module name {name!r} must be a C identifier")
     from .codegen.isa import isa_for
     func = lower(sch, args, name, tgt)
-    src, proto = emit_c(func, isa_for(tgt))
+    src, proto = emit_c(func, isa_for(tgt), func.kernels)
     mod = Module(func, src, proto, tgt, sanitize)
     if tgt.is_host and not sanitize:
         mod._load()

@@ -116,6 +116,7 @@ class PrimFunc:
     params: tuple  # of Buffer
     outputs: tuple  # names of params that are written
     body: Stmt
+    kernels: tuple = ()  # micro-kernel sources the body calls (tensorize)
 
 
 # ---------------------------------------------------------------------------

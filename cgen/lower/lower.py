@@ -17,7 +17,8 @@ from ..te.tensor import ComputeOp, PlaceholderOp, Tensor
 from ..te.visit import map_children, substitute, walk
 from ..schedule.schedule import Schedule, StageState
 from .bounds import sym_bound
-from .ir import (Allocate, Buffer, For, IfThenElse, Load, PrimFunc, Seq, Store, seq)
+from .ir import (Address, Allocate, Buffer, CallKernel, For, IfThenElse, Load, PrimFunc, Seq,
+                 Store, seq)
 from .simplify import simplify, simplify_expr
 from . import passes
 
@@ -88,6 +89,7 @@ class _Lowerer:
                 raise ValueError(f"input {t.name} is read but missing from the build arguments")
         self._inlined_body: dict = {}
         self.regions: dict = {}   # stage name -> Region, for stages computed at a loop
+        self.tensorized: dict = {}  # loop Var -> TensorIntrin
 
     def _placeholders(self):
         out = []
@@ -280,9 +282,29 @@ class _Lowerer:
 
         def loop(q):
             n = leaves[q]
-            return For(leaf_vars[n], _i(0), _i(ext[n]), KIND.get(st.ann.get(n), "serial"),
-                       level(q), st.pragmas.get(n, ()))
+            kind = KIND.get(st.ann.get(n), "serial")
+            if n in st.tensorized:
+                kind = "tensorized"
+                self.tensorized[leaf_vars[n]] = self.sch.intrinsics[st.tensorized[n]]
+            body = level(q)
+            pf = [self._prefetch(t, leaf_vars[n], d, update) for t, a, d in st.prefetch if a == n]
+            pf = [x for x in pf if x is not None]
+            if pf:
+                body = seq(*pf, body)
+            return For(leaf_vars[n], _i(0), _i(ext[n]), kind, body, st.pragmas.get(n, ()))
         return level(-1)
+
+    def _prefetch(self, tensor_name: str, var: Var, distance: int, update):
+        """__builtin_prefetch of the first element of `tensor_name` the body reads,
+        `distance` iterations of `var` ahead (clamped inside the buffer)."""
+        loads = []
+        walk(update, lambda x: loads.append(x) if isinstance(x, Load) and x.buffer.name == tensor_name else None)
+        if not loads:
+            return None
+        ld = loads[0]
+        ahead = substitute(ld.index, {var: _add(var, _i(distance))})
+        ahead = Binary("min", ahead, _i(ld.buffer.size - 1), INDEX)
+        return CallKernel("__builtin_prefetch", (Address(ld.buffer, ahead),))
 
     def _nest(self, st, names, leaf_vars, ext, guards, inner, _unused, base_level):
         pos = {n: q for q, n in enumerate(names)}
@@ -322,8 +344,9 @@ class _Lowerer:
         for b in reversed(self.allocs):
             body = Allocate(b, body)
         body = simplify(body) or Seq(())
-        body = passes.optimize(body, self.isa)
-        return PrimFunc(self.name, tuple(self.params), tuple(self.outputs), body)
+        body = passes.optimize(body, self.isa, self.tensorized)
+        kernels = tuple(dict.fromkeys(i.body for i in self.tensorized.values()))
+        return PrimFunc(self.name, tuple(self.params), tuple(self.outputs), body, kernels)
 
 
 def flat_index(stor: Storage, idx) -> Expr:

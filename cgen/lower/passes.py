@@ -36,7 +36,7 @@ def guards_to_bounds(s: Stmt) -> Stmt:
         if not isinstance(x, Stmt):
             return x
         x = map_children(x, rec)
-        if not (isinstance(x, For) and x.kind in ("serial", "vectorized", "parallel")
+        if not (isinstance(x, For) and x.kind in ("serial", "vectorized", "parallel", "tensorized")
                 and isinstance(x.body, IfThenElse) and x.body.else_ is None
                 and _is_zero(x.min)):
             return x
@@ -61,12 +61,61 @@ def _is_zero(e) -> bool:
     return isinstance(e, Const) and e.value == 0
 
 
-def optimize(s: Stmt, isa=None) -> Stmt:
+def tensorize(s: Stmt, table: dict) -> Stmt:
+    """Loops marked tensorized become micro-kernel calls (see cgen.tensorize)."""
+    from ..tensorize.intrin import tensorize_loop, _serial
+
+    def rec(x):
+        if not isinstance(x, Stmt):
+            return x
+        if isinstance(x, For) and x.kind == "tensorized":
+            out = tensorize_loop(x, table[x.var])
+            return out if out is not None else _serial(x)
+        return map_children(x, rec)
+    return rec(s)
+
+
+def hoist_allocations(s: Stmt) -> Stmt:
+    """Heap-sized local buffers move out of loops (up to the function or the
+    innermost parallel loop), so a packed tile is allocated once, not per
+    iteration; stack-sized ones stay where they are (registers)."""
+    from .ir import Allocate
+    from ..codegen.c import STACK_LIMIT
+
+    def strip(x, found):
+        if not isinstance(x, Stmt):
+            return x
+        if isinstance(x, For) and x.kind == "parallel":
+            return hoist_into(x)
+        if isinstance(x, Allocate) and x.buffer.nbytes > STACK_LIMIT:
+            found.append(x.buffer)
+            return strip(x.body, found)
+        return map_children(x, lambda y: strip(y, found))
+
+    def hoist_into(loop):
+        found = []
+        body = strip(loop.body, found)
+        for b in reversed(found):
+            body = Allocate(b, body)
+        return For(loop.var, loop.min, loop.extent, loop.kind, body, loop.pragmas)
+
+    found = []
+    body = strip(s, found)
+    for b in reversed(found):
+        body = Allocate(b, body)
+    return body
+
+
+def optimize(s: Stmt, isa=None, tensorized=None) -> Stmt:
     from .vectorize import vectorize
     s = unroll_loops(s)
     s = simplify(s) or Seq(())
     s = guards_to_bounds(s)
     s = simplify(s) or Seq(())
+    if tensorized:
+        s = tensorize(s, tensorized)
+        s = simplify(s) or Seq(())
+    s = hoist_allocations(s)
     s = vectorize(s, isa)
     s = unroll_loops(s)
     return simplify(s) or Seq(())

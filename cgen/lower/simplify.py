@@ -233,6 +233,8 @@ def _simp(e: Expr, ranges: dict) -> Expr:
                 return r
         if dt == INDEX and op in ("+", "-", "*"):
             terms, c0 = linear(e)
+            if not (_fits(c0, dt) and all(_fits(k, dt) for k in terms.values())):
+                return e  # regrouped, a constant would not fit int64 (x + 2**62 + 2**62)
             mm = [t for t, k in terms.items() if isinstance(t, Binary) and t.op in ("min", "max")
                   and abs(k) == 1]
             if len(mm) == 1 and (len(terms) > 1 or c0 != 0):

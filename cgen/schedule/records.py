@@ -68,9 +68,32 @@ class CacheWrite:
     scope: str = "local"
 
 
+@dataclass(frozen=True)
+class CacheRead:
+    """A copy of `tensor` read by `readers` instead of it (packing when computed at a loop)."""
+    stage: str          # the tensor's name (a placeholder or a stage)
+    scope: str
+    readers: tuple
+
+
+@dataclass(frozen=True)
+class Tensorize:
+    stage: str
+    axis: str
+    intrin: str
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    stage: str
+    tensor: str
+    axis: str
+    distance: int
+
+
 RECORD_TYPES = {cls.__name__.lower(): cls for cls in
                 (Split, Reorder, Fuse, Annotate, Pragma, ComputeAt, ComputeInline,
-                 ComputeRoot, CacheWrite)}
+                 ComputeRoot, CacheWrite, CacheRead, Tensorize, Prefetch)}
 
 
 def record_to_json(r) -> dict:
