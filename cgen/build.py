@@ -33,6 +33,8 @@ class Module:
         self._lib = None
         self._exe = None
         self.timeout = 600.0
+        # -fopenmp exactly when a pragma needs it: an omp pragma without it fails under -Werror
+        self.extra_flags = ("-fopenmp",) if "#pragma omp" in c_source else ()
 
     @property
     def params(self):
@@ -62,7 +64,8 @@ class Module:
     def _load(self):
         if self._lib is None:
             import cffi
-            so = compile_c(self.c_source, self.target, "shared", name=self.name)
+            so = compile_c(self.c_source, self.target, "shared", extra_flags=self.extra_flags,
+                           name=self.name)
             ffi = cffi.FFI()
             ffi.cdef(self.prototype.replace("restrict", "").replace("const ", ""))
             self._ffi = ffi
@@ -72,7 +75,7 @@ class Module:
     def executable(self) -> Path:
         """A standalone harness executable (see codegen.harness)."""
         if self._exe is None:
-            flags = SANITIZE_FLAGS if self.sanitize else ()
+            flags = self.extra_flags + (SANITIZE_FLAGS if self.sanitize else ())
             self._exe = compile_c(self.c_source, self.target, "executable", extra_flags=flags,
                                   name=self.name, extra_sources=(harness_source(self.func, self.prototype),))
         return self._exe
@@ -130,7 +133,7 @@ def build(sch: Schedule, args, target="host", name: str = "kernel", sanitize: bo
         raise ValueError(f"module name {name!r} must be a C identifier")
     from .codegen.isa import isa_for
     func = lower(sch, args, name, tgt)
-    src, proto = emit_c(func, isa_for(tgt), func.kernels)
+    src, proto = emit_c(func, isa_for(tgt), func.kernels, openmp=tgt.threads and not tgt.bare_metal)
     mod = Module(func, src, proto, tgt, sanitize)
     if tgt.is_host and not sanitize:
         mod._load()

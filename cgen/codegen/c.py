@@ -29,7 +29,7 @@ MATH = {"exp": "expf", "log": "logf", "sqrt": "sqrtf", "tanh": "tanhf", "erf": "
 C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float
 for goto if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while _Bool _Complex _Imaginary main
-expf logf sqrtf tanhf erff floorf fabsf malloc free NAN INFINITY INT64_C INT8_MIN INT16_MIN
+expf logf sqrtf tanhf erff floorf fabsf malloc free cg_status NAN INFINITY INT64_C INT8_MIN INT16_MIN
 INT32_MIN INT64_MIN""".split())
 STACK_LIMIT = 64 * 1024
 
@@ -41,6 +41,12 @@ HELPERS = {
     "max": "static inline {T} cg_max_{S}({T} a, {T} b) {{ return a > b ? a : b; }}",
     "abs": "static inline {T} cg_abs_{S}({T} a) {{ return a < 0 ? ({T})(0 - a) : a; }}",
     "sigmoid": "static inline float cg_sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }",
+}
+# Unsigned values: C's / and % already floor, and `a < 0` would trip -Wtype-limits.
+UNSIGNED_HELPERS = {
+    "floordiv": "static inline {T} cg_floordiv_{S}({T} a, {T} b) {{ return ({T})(a / b); }}",
+    "floormod": "static inline {T} cg_floormod_{S}({T} a, {T} b) {{ return ({T})(a % b); }}",
+    "abs": "static inline {T} cg_abs_{S}({T} a) {{ return a; }}",
 }
 
 
@@ -100,8 +106,9 @@ class _Names:
 
 
 class CEmitter:
-    def __init__(self, func: PrimFunc, isa=None, kernels=()):
+    def __init__(self, func: PrimFunc, isa=None, kernels=(), openmp=False):
         self.func = func
+        self.openmp = openmp  # the target has threads: parallel loops get OpenMP
         self.isa = isa
         self.kernels = tuple(kernels)  # micro-kernel C definitions (tensorize)
         self.names = _Names(k.name for k in self.kernels)
@@ -117,7 +124,8 @@ class CEmitter:
         else:
             key = f"{kind}_{dtype}"
             name = f"cg_{kind}_{SUFFIX[dtype]}"
-            text = HELPERS[kind].format(T=C_TYPES[dtype], S=SUFFIX[dtype])
+            table = UNSIGNED_HELPERS if dtype == "uint8" and kind in UNSIGNED_HELPERS else HELPERS
+            text = table[kind].format(T=C_TYPES[dtype], S=SUFFIX[dtype])
         self.helpers.setdefault(key, text)
         return name
 
@@ -216,7 +224,8 @@ class CEmitter:
             cond = c_ast.BinaryOp("<", c_ast.ID(v), hi)
             nxt = c_ast.UnaryOp("++", c_ast.ID(v))
             loop = c_ast.For(init, cond, nxt, c_ast.Compound(self.stmts(s.body)))
-            return [c_ast.Pragma(p) for p in s.pragmas] + [loop]
+            omp = [c_ast.Pragma("omp parallel for")] if s.kind == "parallel" and self.openmp else []
+            return [c_ast.Pragma(p) for p in s.pragmas] + omp + [loop]
         if isinstance(s, Store):
             lhs = c_ast.ArrayRef(c_ast.ID(self.names.get(s.buffer, s.buffer.name)), self.expr(s.index))
             return [c_ast.Assignment("=", lhs, self.expr(s.value))]
@@ -259,9 +268,10 @@ class CEmitter:
                               c_ast.UnaryOp("sizeof", typename(buf.dtype)))
         init = c_ast.Cast(c_ast.Typename(None, [], None, c_ast.PtrDecl([], c_ast.TypeDecl(None, [], None, ctype))),
                           self.call("malloc", size))
-        fail = c_ast.If(c_ast.UnaryOp("!", c_ast.ID(name)), c_ast.Return(c_ast.Constant("int", "-1")), None)
-        return ([c_ast.Decl(name, [], [], [], [], ptr, init, None), fail] + self.stmts(body)
-                + [self.call("free", c_ast.ID(name))])
+        # no early return: it would branch out of an OpenMP region; report through the status
+        ok = c_ast.Compound(self.stmts(body) + [self.call("free", c_ast.ID(name))])
+        fail = c_ast.Compound([c_ast.Assignment("=", c_ast.ID("cg_status"), c_ast.Constant("int", "-1"))])
+        return [c_ast.Decl(name, [], [], [], [], ptr, init, None), c_ast.If(c_ast.ID(name), ok, fail)]
 
     # ------------------------------------------------------------ function
     def function(self) -> c_ast.FuncDef:
@@ -277,7 +287,12 @@ class CEmitter:
         fdecl = c_ast.FuncDecl(c_ast.ParamList(params),
                                c_ast.TypeDecl(fname, [], None, c_ast.IdentifierType(["int"])))
         decl = c_ast.Decl(fname, [], [], [], [], fdecl, None, None)
-        body = self.stmts(f.body) + [c_ast.Return(c_ast.Constant("int", "0"))]
+        body = self.stmts(f.body)
+        if self.uses_malloc:
+            body = [self.decl("cg_status", "int32", c_ast.Constant("int", "0"))] + body
+            body.append(c_ast.Return(c_ast.ID("cg_status")))
+        else:
+            body.append(c_ast.Return(c_ast.Constant("int", "0")))
         return c_ast.FuncDef(decl, None, c_ast.Compound(body))
 
     def signature(self) -> str:
@@ -304,8 +319,8 @@ class CEmitter:
         return "\n".join(lines) + "\n" + body
 
 
-def emit_c(func: PrimFunc, isa=None, kernels=()) -> tuple[str, str]:
+def emit_c(func: PrimFunc, isa=None, kernels=(), openmp=False) -> tuple[str, str]:
     """(C source, prototype of the kernel)."""
-    em = CEmitter(func, isa, kernels)
+    em = CEmitter(func, isa, kernels, openmp)
     src = em.source()
     return src, em.signature()
