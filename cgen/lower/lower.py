@@ -287,14 +287,15 @@ class _Lowerer:
                 kind = "tensorized"
                 self.tensorized[leaf_vars[n]] = self.sch.intrinsics[st.tensorized[n]]
             body = level(q)
-            pf = [self._prefetch(t, leaf_vars[n], d, update) for t, a, d in st.prefetch if a == n]
+            inner = [leaf_vars[m] for m in leaves[q + 1:]]
+            pf = [self._prefetch(t, leaf_vars[n], d, update, inner) for t, a, d in st.prefetch if a == n]
             pf = [x for x in pf if x is not None]
             if pf:
                 body = seq(*pf, body)
             return For(leaf_vars[n], _i(0), _i(ext[n]), kind, body, st.pragmas.get(n, ()))
         return level(-1)
 
-    def _prefetch(self, tensor_name: str, var: Var, distance: int, update):
+    def _prefetch(self, tensor_name: str, var: Var, distance: int, update, inner=()):
         """__builtin_prefetch of the first element of `tensor_name` the body reads,
         `distance` iterations of `var` ahead (clamped inside the buffer)."""
         loads = []
@@ -302,7 +303,8 @@ class _Lowerer:
         if not loads:
             return None
         ld = loads[0]
-        ahead = substitute(ld.index, {var: _add(var, _i(distance))})
+        # the first element the loop body reads, `distance` iterations ahead
+        ahead = substitute(ld.index, {var: _add(var, _i(distance)), **{v: _i(0) for v in inner}})
         ahead = Binary("min", ahead, _i(ld.buffer.size - 1), INDEX)
         return CallKernel("__builtin_prefetch", (Address(ld.buffer, ahead),))
 

@@ -190,7 +190,7 @@ def dot_i8_intrin(target) -> TensorIntrin:
     C = te.compute((1,), lambda i: te.sum(A[0, k].astype("int32") * B[0, k].astype("int32"), axis=k),
                    name="C")
     # the output axis has extent 1 in the definition: the kernel covers the k loop only
-    intr = from_compute(name, C, {}, {("a", "k"), ("b", "k")}, KernelSource(name, _DOT[key].format(name=name)))
+    intr = from_compute(name, C, {}, {("a", "k"), ("b", "k")}, KernelSource(name, _DOT[key].replace("{name}", name)))
     roles = tuple(r for r in intr.roles if r != "i")
     operands = {t: frozenset(r for r in rs if r != "i") for t, rs in intr.operands.items()}
     from dataclasses import replace
