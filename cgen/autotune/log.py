@@ -1,0 +1,127 @@
+"""Tuning logs: JSON lines, one record per measured candidate.
+
+Each record is appended and flushed (and fsynced) as it arrives, so a killed
+run loses nothing; a truncated last line from a kill is skipped on reading.
+The schema is the one in the architecture notes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+import json
+import os
+import time
+from pathlib import Path
+
+VERSION = 1
+COST_UNITS = ("s", "icount_ticks")
+
+
+def canonical(obj) -> str:
+    """Canonical JSON of a workload or config: the key used to match records."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Record:
+    workload: dict
+    target: str               # resolved target name, never "host" (use host-<isa>)
+    toolchain: dict           # {"cc": ..., "version": ..., "flags": [...]}
+    config: dict              # {"index": i, "knobs": {...}}
+    costs: tuple              # seconds (or ticks) per call, one per repeat
+    cost_unit: str = "s"
+    error: dict | None = None  # {"kind": ..., "msg": ...}
+    timestamp: float = field(default_factory=time.time)
+    version: int = VERSION
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and len(self.costs) > 0
+
+    @property
+    def mean_cost(self) -> float:
+        return sum(self.costs) / len(self.costs) if self.costs else float("inf")
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["costs"] = list(self.costs)
+        return json.dumps(d, sort_keys=True)
+
+    @staticmethod
+    def from_dict(d: dict) -> "Record":
+        if d.get("cost_unit", "s") not in COST_UNITS:
+            raise ValueError(f"unknown cost_unit {d.get('cost_unit')!r}")
+        return Record(workload=d["workload"], target=d["target"], toolchain=d.get("toolchain", {}),
+                      config=d["config"], costs=tuple(d.get("costs", ())),
+                      cost_unit=d.get("cost_unit", "s"), error=d.get("error"),
+                      timestamp=d.get("timestamp", 0.0), version=d.get("version", VERSION))
+
+
+def resolved_target_name(target) -> str:
+    """The name a log records: host becomes host-<isa> so logs never say 'host'."""
+    if target.name == "host":
+        return f"host-{target.arch}-{target.isa}"
+    return target.name
+
+
+class LogWriter:
+    """Appends records to a JSON-lines file, flushed and synced per record."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair_tail()
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def _repair_tail(self):
+        # a kill mid-write leaves a partial last line: end it so the next record starts clean
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                last = f.read(1)
+            if last != b"\n":
+                with open(self.path, "ab") as f:
+                    f.write(b"\n")
+
+    def write(self, rec: Record):
+        self._f.write(rec.to_json() + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self):
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def read_log(path) -> list:
+    """Every well-formed record of a log; malformed lines (a truncated tail) are skipped."""
+    out = []
+    p = Path(path)
+    if not p.exists():
+        return out
+    with open(p, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(Record.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return out
+
+
+def best_records(records, cost_unit: str | None = None) -> dict:
+    """(canonical workload, target) -> the fastest successful record."""
+    best = {}
+    for r in records:
+        if not r.ok or (cost_unit and r.cost_unit != cost_unit):
+            continue
+        key = (canonical(r.workload), r.target)
+        if key not in best or r.mean_cost < best[key].mean_cost:
+            best[key] = r
+    return best
