@@ -69,7 +69,10 @@ class Module:
             ffi = cffi.FFI()
             ffi.cdef(self.prototype.replace("restrict", "").replace("const ", ""))
             self._ffi = ffi
-            self._lib = ffi.dlopen(str(so))
+            # An OpenMP kernel is never unloaded: dlclose would unmap libgomp under its
+            # idle worker threads, which then crash the process.
+            flags = ffi.RTLD_NOW | (ffi.RTLD_NODELETE if "-fopenmp" in self.extra_flags else 0)
+            self._lib = ffi.dlopen(str(so), flags)
         return self._lib
 
     def executable(self) -> Path:

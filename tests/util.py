@@ -1,0 +1,39 @@
+"""Helpers shared by tests: strict compiles and the project's notion of 'matches'."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+import cgen
+from targets import compile_c
+from targets.target import Target
+
+STRICT = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
+
+
+def strict_compile(source: str, compilers=("gcc", "clang")) -> None:
+    """Compile source to an object with each compiler under the strict flags."""
+    for cc in compilers:
+        if shutil.which(cc) is None:
+            raise AssertionError(f"{cc} is not installed; run ci/setup.sh")
+        compile_c(source, Target(f"strict-{cc}", cc, ()), "object", strict=True)
+
+
+def build_checked(s, args, sanitize=False, **kw):
+    """cgen.build, plus the same C compiled strictly by clang for the same target."""
+    mod = cgen.build(s, args, sanitize=sanitize, **kw)
+    compile_c(mod.c_source, mod.target.with_cc("clang"), "object", strict=True,
+              extra_flags=mod.extra_flags)
+    return mod
+
+
+def assert_matches(out: np.ndarray, ref: np.ndarray) -> None:
+    """float32: allclose(rtol=1e-4, atol=1e-4*max|ref|); integers: exact."""
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    if np.issubdtype(out.dtype, np.floating):
+        atol = 1e-4 * float(np.max(np.abs(ref))) if ref.size else 0.0
+        ok = np.allclose(out, ref, rtol=1e-4, atol=atol)
+        assert ok, f"max abs err {np.max(np.abs(out - ref))}, atol {atol}"
+    else:
+        np.testing.assert_array_equal(out, ref)
