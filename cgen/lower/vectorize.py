@@ -97,6 +97,10 @@ def _vectorize_loop(loop: For, isa) -> Stmt:
     vo = Var(f"{v.name}_v")
     from .simplify import irange
     lo_E, hi_E = irange(E, {})
+    if lo_E is None or lo_E < 0:
+        # A loop runs zero times when its extent is negative (a tile wholly past
+        # the tensor's end); chunk and tail arithmetic below need E >= 0.
+        E = simplify_expr(Binary("max", E, Const(0, INDEX), INDEX))
     if hi_E is not None and hi_E < W:
         if not isa.masked:
             raise _Bail()

@@ -37,6 +37,8 @@ class StageState:
     ann: dict = field(default_factory=dict)        # leaf name -> unroll | vectorize | parallel
     pragmas: dict = field(default_factory=dict)    # leaf name -> tuple of texts
     attach: tuple = ("root",)                      # ("root",) | ("inline",) | ("at", stage, axis)
+    tensorized: dict = field(default_factory=dict)  # leaf name -> intrinsic name
+    prefetch: list = field(default_factory=list)   # (tensor name, leaf name, distance)
 
     def reset_axes(self):
         self.axes, self.kinds, self.root = {}, {}, []
@@ -102,11 +104,21 @@ class Stage:
         if len(axes) < 2:
             raise ScheduleError(self.name, None, "fuse takes at least two axes")
         names = [self._name(a) for a in axes]
+        st = self._st
+        # one record per pair: if a later pair is illegal, undo the earlier ones
+        saved = (dict(st.axes), dict(st.kinds), list(st.relations), list(st.leaves),
+                 len(self._sch.records))
         cur = names[0]
-        for nxt in names[1:]:
-            self._do(R.Fuse(self.name, cur, nxt))
-            cur = self._st.relations[-1][3]
-        return self._st.axes[cur]
+        try:
+            for nxt in names[1:]:
+                self._do(R.Fuse(self.name, cur, nxt))
+                cur = st.relations[-1][3]
+        except ScheduleError:
+            st.axes, st.kinds, st.relations, st.leaves = (dict(saved[0]), dict(saved[1]),
+                                                          list(saved[2]), list(saved[3]))
+            del self._sch.records[saved[4]:]
+            raise
+        return st.axes[cur]
 
     def unroll(self, axis):
         self._do(R.Annotate(self.name, self._name(axis), "unroll"))
@@ -128,6 +140,20 @@ class Stage:
     def compute_inline(self):
         self._do(R.ComputeInline(self.name))
 
+    def tensorize(self, axis, intrin):
+        """Replace the loop nest under `axis` by a micro-kernel (cgen.tensorize)."""
+        name = getattr(intrin, "name", intrin)
+        if not isinstance(name, str):
+            raise ScheduleError(self.name, None, "tensorize takes a TensorIntrin")
+        if not isinstance(intrin, str):
+            self._sch.intrinsics[name] = intrin
+        self._do(R.Tensorize(self.name, self._name(axis), name))
+
+    def prefetch(self, tensor, axis, distance: int):
+        """Prefetch what `tensor` reads `distance` iterations of `axis` ahead."""
+        tname = tensor if isinstance(tensor, str) else tensor.name
+        self._do(R.Prefetch(self.name, tname, self._name(axis), distance))
+
     def compute_root(self):
         self._do(R.ComputeRoot(self.name))
 
@@ -143,6 +169,7 @@ class Schedule:
         self.stages: dict = {}
         self._stage_of: dict = {}
         self.records: list = []
+        self.intrinsics: dict = {}   # name -> TensorIntrin used by tensorize records
         self._collect()
 
     # ------------------------------------------------------------------ graph
@@ -233,10 +260,18 @@ class Schedule:
         self.apply(R.CacheWrite(name, scope))
         return self.stages[self._last_cache].tensor
 
+    def cache_read(self, tensor, scope: str, readers) -> Tensor:
+        """A stage copying `tensor`, read by `readers` (tensors) in its place."""
+        if isinstance(readers, Tensor):
+            readers = [readers]
+        names = tuple(self[r].name for r in readers)
+        self.apply(R.CacheRead(tensor.name, scope, names))
+        return self.stages[self._last_cache].tensor
+
     def apply(self, rec):
         """Check one record against the current state, then apply it."""
         fn = getattr(self, "_" + type(rec).__name__.lower())
-        if rec.stage not in self.stages:
+        if rec.stage not in self.stages and not isinstance(rec, R.CacheRead):
             raise ScheduleError(rec.stage, None, "no such stage")
         fn(rec)
         self.records.append(rec)
@@ -278,7 +313,8 @@ class Schedule:
         for a in r.axes:
             self._leaf(st, a)
         if len(set(r.axes)) != len(r.axes):
-            raise ScheduleError(st.name, None, f"reorder names an axis twice: {list(r.axes)}")
+            dup = next(a for a in r.axes if r.axes.count(a) > 1)
+            raise ScheduleError(st.name, dup, f"reorder names an axis twice: {list(r.axes)}")
         positions = sorted(st.leaves.index(a) for a in r.axes)
         new = list(st.leaves)
         for p, a in zip(positions, r.axes):
@@ -337,7 +373,7 @@ class Schedule:
             raise ScheduleError(st.name, None, f"compute_at target {r.target} is not a stage")
         tgt = self.stages[r.target]
         if st.is_output:
-            raise ScheduleError(st.name, None, "an output stage cannot be computed inside another")
+            raise ScheduleError(st.name, r.axis, "an output stage cannot be computed inside another")
         if r.target == r.stage:
             raise ScheduleError(st.name, r.axis, "compute_at into itself")
         if tgt.attach[0] == "inline":
@@ -395,17 +431,87 @@ class Schedule:
         self._stage_of[local] = name
         self._last_cache = name
 
+    def _tensor_named(self, name: str):
+        for st in self.stages.values():
+            if st.name == name:
+                return st.tensor
+            for t in st.op.input_tensors:
+                if t.name == name and isinstance(t.op, PlaceholderOp):
+                    return t
+        return None
+
+    def _cacheread(self, r: R.CacheRead):
+        src = self._tensor_named(r.stage)
+        if src is None:
+            raise ScheduleError(r.stage, None, "cache_read of a tensor this schedule does not read")
+        if r.scope not in ("local", "packed", "shared"):
+            raise ScheduleError(r.stage, None, f"cache_read scope must be local/packed/shared, got {r.scope!r}")
+        if not r.readers:
+            raise ScheduleError(r.stage, None, "cache_read needs at least one reader")
+        for rd in r.readers:
+            if rd not in self.stages:
+                raise ScheduleError(r.stage, None, f"reader {rd} is not a stage")
+            if src not in self.stages[rd].op.input_tensors:
+                raise ScheduleError(r.stage, None, f"stage {rd} does not read {r.stage}")
+            if self.stages[rd].attach[0] == "inline":
+                raise ScheduleError(r.stage, None, f"reader {rd} is inlined")
+        name = f"{r.stage}_{r.scope}"
+        k = 1
+        while name in self.stages:
+            name = f"{r.stage}_{r.scope}{k}"
+            k += 1
+        from ..te.tensor import compute
+        copy = compute(src.shape, lambda *idx: src[idx], name=name)
+        copy_st = StageState(name, copy, copy.op, False)
+        copy_st.reset_axes()
+
+        def swap(x):
+            if isinstance(x, TensorLoad) and x.tensor is src:
+                return TensorLoad(copy, tuple(swap(i) for i in x.indices), x.dtype)
+            return map_children(x, swap)
+        for rd in r.readers:
+            st = self.stages[rd]
+            st.op = ComputeOp(st.op.name, st.op.axis, swap(st.op.body), st.op.dtype)
+        items = list(self.stages.items())
+        first = min([n for n, _ in items].index(rd) for rd in r.readers)
+        items.insert(first, (name, copy_st))
+        self.stages = dict(items)
+        self._stage_of[copy] = name
+        self._last_cache = name
+
+    def _tensorize(self, r: R.Tensorize):
+        st = self.stages[r.stage]
+        self._leaf(st, r.axis)
+        if r.intrin not in self.intrinsics:
+            raise ScheduleError(st.name, r.axis, f"unknown intrinsic {r.intrin!r}; pass the TensorIntrin object")
+        if any(self._attached_at(st.name, a) for a in st.leaves[st.leaves.index(r.axis):]):
+            raise ScheduleError(st.name, r.axis, "stages are computed inside the tensorized loops")
+        if not isinstance(st.op.body, Reduce):
+            raise ScheduleError(st.name, r.axis, "tensorize needs a reduction stage")
+        st.tensorized[r.axis] = r.intrin
+
+    def _prefetch(self, r: R.Prefetch):
+        st = self.stages[r.stage]
+        self._leaf(st, r.axis)
+        if not isinstance(r.distance, int) or r.distance < 1:
+            raise ScheduleError(st.name, r.axis, f"prefetch distance must be a positive integer, got {r.distance!r}")
+        if r.tensor not in {t.name for t in st.op.input_tensors}:
+            raise ScheduleError(st.name, r.axis, f"the stage does not read {r.tensor}")
+        st.prefetch.append((r.tensor, r.axis, r.distance))
+
     # --------------------------------------------------------------- replay
     def to_json(self) -> str:
         return R.records_to_json(self.records)
 
     @classmethod
-    def from_records(cls, outputs, records) -> "Schedule":
+    def from_records(cls, outputs, records, intrinsics=None) -> "Schedule":
+        """Replay records; tensorize records find their TensorIntrin in `intrinsics` (by name)."""
         s = cls(outputs)
+        s.intrinsics.update(intrinsics or {})
         for r in records:
             s.apply(r)
         return s
 
     @classmethod
-    def from_json(cls, outputs, text: str) -> "Schedule":
-        return cls.from_records(outputs, R.records_from_json(text))
+    def from_json(cls, outputs, text: str, intrinsics=None) -> "Schedule":
+        return cls.from_records(outputs, R.records_from_json(text), intrinsics)
