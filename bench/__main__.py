@@ -14,6 +14,7 @@ from . import common
 # name -> (module, one-line description)
 SUITES = {
     "gemm": ("bench.gemm", "square float32 GEMM (256, 512, 1024) against numpy/OpenBLAS, one thread"),
+    "pool": ("bench.pool", "device pool throughput: two local devices against one (rate ratio)"),
 }
 
 

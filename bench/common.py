@@ -39,7 +39,26 @@ class Timing:
         return len(self.times)
 
 
+class ChildTimer:
+    """Times a cgen module in a child process (its harness executable), never in-process:
+    a crashing candidate cannot take the bench down.  Calling it runs the module once."""
+
+    def __init__(self, mod, arrays, timeout: float = 120.0):
+        self.mod, self.arrays, self.timeout = mod, arrays, timeout
+
+    def __call__(self):
+        self.mod(*self.arrays)
+
+    def per_call(self, number: int) -> float:
+        res = self.mod.benchmark(*self.arrays, repeat=1, number=number, timeout=self.timeout)
+        if res.error is not None:
+            raise RuntimeError(f"{res.error.kind}: {res.error.msg}")
+        return res.times[0]
+
+
 def _per_call(fn, number: int) -> float:
+    if isinstance(fn, ChildTimer):
+        return fn.per_call(number)
     t0 = time.perf_counter()
     for _ in range(number):
         fn()
@@ -98,12 +117,29 @@ def time_once(fn) -> float:
 @contextlib.contextmanager
 def single_thread():
     """Limit BLAS/OpenMP thread pools to one thread (threadpoolctl)."""
+    with threads(1):
+        yield
+
+
+@contextlib.contextmanager
+def threads(n: int):
+    """Limit BLAS and OpenMP thread pools to n threads (threadpoolctl), the peer's and
+    cgen's alike: cgen's OpenMP kernels read OMP_NUM_THREADS in their child process."""
+    import os
     try:
         from threadpoolctl import threadpool_limits
     except ImportError as e:  # pragma: no cover - dev dependency
         raise SystemExit("bench needs threadpoolctl (pip install -e '.[dev]')") from e
-    with threadpool_limits(limits=1):
-        yield
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        if old is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
 
 
 def blas_info() -> dict:

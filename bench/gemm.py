@@ -1,13 +1,16 @@
 """Square float32 GEMM, C = A @ B: cgen's best hand schedule against numpy (OpenBLAS), one thread.
 
 For each size a handful of hand-written schedules of the plain te matmul
-(`candidates`; B is read in place, not packed) is built, checked against
+(`candidates`: plain tilings with B read in place, and the packed GEMM whose
+register tile is the target's tensorized micro-kernel) is built, checked against
 numpy (allclose, rtol 1e-4, atol 1e-4 * max|ref|; a wrong candidate is
 discarded) and screened by time (best of 5 repeats).  The fastest is then
 measured again, interleaved with numpy's `matmul(a, b, out=c)`, under
-threadpoolctl's `threadpool_limits(1)`; both are called in-process (cgen
-through its module, i.e. cffi).  ratio = numpy_s / cgen_s: above 1 when cgen
-is faster.
+threadpoolctl's `threadpool_limits(1)` (cgen
+through its harness executable in a child process, timed inside the child;
+numpy in-process).  ratio = numpy_s / cgen_s: above 1 when cgen is faster.
+With --threads N (default 2) the largest size is measured again with the
+packed GEMM parallelised by OpenMP against numpy with N BLAS threads.
 """
 from __future__ import annotations
 
@@ -123,10 +126,13 @@ class Candidate:
     make: Callable[[int], tuple]
 
 
-def candidates(n: int) -> list:
+def candidates(n: int, with_packed: bool = True, nthreads: int = 1) -> list:
     """The hand schedules tried for size n (tilings that do not divide n are left out)."""
     def divides(*fs):
         return all(f <= n and n % f == 0 for f in fs)
+    if nthreads > 1:
+        return [Candidate(f"packed-mc{mc}-nc{nc}-kc{kc}-{order}-par", packed(mc, nc, kc, order, True))
+                for mc, nc, kc, order in PACKED_PARALLEL_CONFIGS if nc < n]
     out = [Candidate("ikj-vec", loop_ikj)]
     for mr, nr in ((8, 32), (4, 32), (8, 16)):
         if divides(mr, nr):
@@ -137,7 +143,29 @@ def candidates(n: int) -> list:
     for mr, nr, kc, mc, nc in ((8, 32, 64, 128, 256), (8, 32, 128, 64, 512), (8, 32, 64, 256, 1024)):
         if divides(mr, nr, kc, mc, nc) and kc < n:
             out.append(Candidate(f"kblock-{mr}x{nr}-kc{kc}-mc{mc}-nc{nc}", k_blocked(mr, nr, kc, mc, nc)))
+    if with_packed:
+        for mc, nc, kc, order in PACKED_CONFIGS:
+            out.append(Candidate(f"packed-mc{mc}-nc{nc}-kc{kc}-{order}", packed(mc, nc, kc, order)))
     return out
+
+
+# Blockings of the packed, tensorized GEMM (cgen.ops.gemm) tried per size.
+PACKED_CONFIGS = ((144, 512, 256, "ji"), (96, 1024, 256, "ji"), (48, 512, 256, "ji"),
+                  (144, 256, 384, "ij"), (192, 1024, 128, "ji"), (72, 2048, 512, "ji"))
+
+
+# Two threads split the NC blocks: NC must leave at least two of them.
+PACKED_PARALLEL_CONFIGS = ((144, 512, 256, "ji"), (96, 256, 256, "ji"), (192, 128, 256, "ji"))
+
+
+def packed(mc: int, nc: int, kc: int, order: str, parallel: bool = False):
+    """A and B packed into panels at the blocking loops, the MR x NR tile a micro-kernel."""
+    from cgen.ops.gemm import GemmConfig, packed_gemm
+
+    def make(n: int):
+        return packed_gemm(n, n, n, "host", GemmConfig(MC=mc, NC=nc, KC=kc, order=order,
+                                                          parallel=parallel))
+    return make
 
 
 # ------------------------------------------------------------------ measuring
@@ -185,12 +213,17 @@ def try_candidate(cand: Candidate, n: int, a, b, ref, best_s, args) -> Tried:
     if not ok:
         t.error, t.detail = "wrong_answer", f"max abs error {err:.3g} > atol {atol:.3g}"
         return t
-    second = common.time_once(lambda: mod(a, b, c))
+    timer = common.ChildTimer(mod, [a, b, c])
+    try:
+        second = common.time_once(timer)
+    except RuntimeError as e:
+        t.error, t.detail = "runtime_error", str(e)
+        return t
     if best_s is not None and second > max(PRUNE_FACTOR * best_s, PRUNE_MIN_S):
         t.seconds, t.error = second, "pruned"
         t.detail = f"one call {second * 1e3:.1f} ms > {PRUNE_FACTOR:g} x best {best_s * 1e3:.2f} ms"
         return t
-    timing = common.measure(lambda: mod(a, b, c), repeats=SCREEN_REPEATS,
+    timing = common.measure(timer, repeats=SCREEN_REPEATS,
                             min_repeat_s=args.min_repeat_ms / 1e3, warmup=0)
     # Ranking uses the fastest screening repeat: on a shared machine interference
     # only ever adds time.  The reported figure is the winner's median, measured again.
@@ -198,16 +231,16 @@ def try_candidate(cand: Candidate, n: int, a, b, ref, best_s, args) -> Tried:
     return t
 
 
-def run_size(n: int, args, blas: dict, peak: float | None) -> dict:
+def run_size(n: int, args, blas: dict, peak: float | None, nthreads: int = 1) -> dict:
     flop = 2.0 * n ** 3
     rng = np.random.default_rng(n)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     ref = a @ b
-    case = f"gemm-{n}"
+    case = f"gemm-{n}" + (f"-{nthreads}threads" if nthreads > 1 else "")
     tried, best = [], None
     t0 = time.perf_counter()
-    for cand in candidates(n):
+    for cand in candidates(n, nthreads=nthreads):
         t = try_candidate(cand, n, a, b, ref, best.seconds if best else None, args)
         tried.append(t)
         if t.seconds is not None and t.error:
@@ -227,7 +260,7 @@ def run_size(n: int, args, blas: dict, peak: float | None) -> dict:
     c_peer = np.empty((n, n), dtype=np.float32)
     mod = best.module
     cg, peer = common.measure_interleaved(
-        [lambda: mod(a, b, c), lambda: np.matmul(a, b, out=c_peer)],
+        [common.ChildTimer(mod, [a, b, c]), lambda: np.matmul(a, b, out=c_peer)],
         repeats=args.repeats, min_repeat_s=args.min_repeat_ms / 1e3)
     ok, err, atol = common.check_close(c, ref)
     if not ok:  # the timed calls must still be right
@@ -254,7 +287,7 @@ def run_size(n: int, args, blas: dict, peak: float | None) -> dict:
         "candidates": [t.record(flop) for t in tried],
         "timing": {"stat": "median", "repeats": args.repeats, "cgen_number": cg.number,
                    "peer_number": peer.number, "min_repeat_ms": args.min_repeat_ms,
-                   "warmup": 1, "interleaved": True, "threads": 1,
+                   "warmup": 1, "interleaved": True, "threads": nthreads,
                    "cgen_times": list(cg.times), "peer_times": list(peer.times)},
         "blas": blas,
         "target": mod.target.name,
@@ -265,6 +298,9 @@ def run_size(n: int, args, blas: dict, peak: float | None) -> dict:
 def add_arguments(p) -> None:
     p.add_argument("--sizes", type=_sizes, nargs="+", default=[DEFAULT_SIZES],
                    help="square sizes, space- or comma-separated (default 256 512 1024)")
+    p.add_argument("--threads", type=int, default=2,
+                   help="also measure the largest size with this many threads, cgen's OpenMP "
+                        "against numpy's BLAS (default 2; 1 turns it off)")
 
 
 def _sizes(text: str) -> tuple:
@@ -282,14 +318,20 @@ def run(args) -> int:
     results = []
     with common.single_thread():
         blas = common.blas_info()
-        for n in [n for group in args.sizes for n in group]:
+        sizes = [n for group in args.sizes for n in group]
+        for n in sizes:
             results.append(run_size(n, args, blas, peak))
+    if args.threads > 1 and max(sizes) >= 256:
+        with common.threads(args.threads):
+            r = run_size(max(sizes), args, common.blas_info(), peak * args.threads if peak else None,
+                         nthreads=args.threads)
+        results.append(r)
     if args.json:
         common.print_json_lines(results)
         return 0
     print("gemm: C = A @ B, float32, square; cgen (best hand schedule) vs numpy "
           "matmul(a, b, out=c); ratio = numpy_s / cgen_s (> 1: cgen faster)")
-    rows = [(r["n"], r["schedule_name"], r["gflops"], r["peer_gflops"], r["ratio"],
+    rows = [(r["case"], r["schedule_name"], r["gflops"], r["peer_gflops"], r["ratio"],
              r["peak_fraction"]) for r in results]
     print(common.format_table(["size", "schedule", "cgen GFLOP/s", "numpy GFLOP/s", "ratio",
                                "of peak"], rows))
