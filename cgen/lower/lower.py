@@ -347,7 +347,12 @@ class _Lowerer:
             body = Allocate(b, body)
         body = simplify(body) or Seq(())
         body = passes.optimize(body, self.isa, self.tensorized)
-        kernels = tuple(dict.fromkeys(i.body for i in self.tensorized.values()))
+        # only kernels the body still calls: a nest that is never a full tile (or a loop
+        # simplified away) keeps its scalar code, and an unused static definition fails
+        # clang's -Wunused-function under -Werror
+        called = set()
+        walk(body, lambda x: called.add(x.name) if isinstance(x, CallKernel) else None)
+        kernels = tuple(dict.fromkeys(i.body for i in self.tensorized.values() if i.body.name in called))
         return PrimFunc(self.name, tuple(self.params), tuple(self.outputs), body, kernels)
 
 
