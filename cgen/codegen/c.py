@@ -25,13 +25,14 @@ SUFFIX = {"float32": "f32", "int8": "i8", "uint8": "u8", "int16": "i16", "int32"
           "int64": "i64"}
 NARROW = ("int8", "uint8", "int16")
 MATH = {"exp": "expf", "log": "logf", "sqrt": "sqrtf", "tanh": "tanhf", "erf": "erff",
-        "floor": "floorf"}
+        "floor": "floorf", "rint": "rintf"}
 C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float
 for goto if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while _Bool _Complex _Imaginary main
-expf logf sqrtf tanhf erff floorf fabsf malloc free cg_status NAN INFINITY INT64_C INT8_MIN INT16_MIN
-INT32_MIN INT64_MIN""".split())
+expf logf sqrtf tanhf erff floorf rintf fabsf malloc free cg_status NAN INFINITY INT64_C INT8_MIN INT16_MIN
+INT32_MIN INT64_MIN cg_ws""".split())
 STACK_LIMIT = 64 * 1024
+WS_ALIGN = 64
 
 # Helper bodies are fixed C (no generated expressions inside), one per helper name.
 HELPERS = {
@@ -106,7 +107,12 @@ class _Names:
 
 
 class CEmitter:
-    def __init__(self, func: PrimFunc, isa=None, kernels=(), openmp=False):
+    def __init__(self, func: PrimFunc, isa=None, kernels=(), openmp=False, workspace=False,
+                 stack_limit: int = STACK_LIMIT, static: bool = False):
+        self.workspace = workspace      # heap-sized buffers live in a caller's workspace
+        self.stack_limit = stack_limit  # bytes a local buffer may take on the stack
+        self.static = static            # a file-local function (one of a model's kernels)
+        self.scratch_bytes = 0          # workspace bytes this function needs
         self.func = func
         self.openmp = openmp  # the target has threads: parallel loops get OpenMP
         self.isa = isa
@@ -258,10 +264,21 @@ class CEmitter:
     def allocate(self, buf: Buffer, body: Stmt) -> list:
         name = self.names.get(buf, buf.name)
         ctype = c_ast.IdentifierType([C_TYPES[buf.dtype]])
-        if buf.nbytes <= STACK_LIMIT:
+        if buf.nbytes <= self.stack_limit:
             arr = c_ast.ArrayDecl(c_ast.TypeDecl(name, [], None, ctype),
                                   c_ast.Constant("int", str(buf.size)), [])
             return [c_ast.Decl(name, [], [], [], [], arr, None, None)] + self.stmts(body)
+        if self.workspace:
+            # a fixed offset of the caller's workspace (64-byte aligned): no malloc
+            off = self.scratch_bytes
+            self.scratch_bytes = off + -(-buf.nbytes // WS_ALIGN) * WS_ALIGN
+            ptr = c_ast.PtrDecl([], c_ast.TypeDecl(name, [], None, ctype))
+            addr = c_ast.BinaryOp("+", c_ast.ID("cg_ws"), c_ast.Constant("int", str(off)))
+            init = c_ast.Cast(c_ast.Typename(None, [], None, c_ast.PtrDecl(
+                [], c_ast.TypeDecl(None, [], None, ctype))), c_ast.Cast(
+                c_ast.Typename(None, [], None, c_ast.PtrDecl([], c_ast.TypeDecl(
+                    None, [], None, c_ast.IdentifierType(["void"])))), addr))
+            return [c_ast.Decl(name, [], [], [], [], ptr, init, None)] + self.stmts(body)
         self.uses_malloc = True
         ptr = c_ast.PtrDecl([], c_ast.TypeDecl(name, [], None, ctype))
         size = c_ast.BinaryOp("*", c_ast.Constant("int", str(buf.size)),
@@ -284,10 +301,17 @@ class CEmitter:
                                                              c_ast.IdentifierType([C_TYPES[b.dtype]])))
             params.append(c_ast.Decl(name, quals, [], [], [], ptr, None, None))
         fname = self.names.get(("func", f.name), f.name)
+        body = self.stmts(f.body)
+        if self.workspace:
+            ws = c_ast.PtrDecl(["restrict"], c_ast.TypeDecl("cg_ws", [], None, c_ast.IdentifierType(["uint8_t"])))
+            params.append(c_ast.Decl("cg_ws", [], [], [], [], ws, None, None))
+            if not self.scratch_bytes:
+                body = [c_ast.Cast(c_ast.Typename(None, [], None, c_ast.TypeDecl(
+                    None, [], None, c_ast.IdentifierType(["void"]))), c_ast.ID("cg_ws"))] + body
         fdecl = c_ast.FuncDecl(c_ast.ParamList(params),
                                c_ast.TypeDecl(fname, [], None, c_ast.IdentifierType(["int"])))
-        decl = c_ast.Decl(fname, [], [], [], [], fdecl, None, None)
-        body = self.stmts(f.body)
+        storage = ["static"] if self.static else []
+        decl = c_ast.Decl(fname, [], [], storage, [], fdecl, None, None)
         if self.uses_malloc:
             body = [self.decl("cg_status", "int32", c_ast.Constant("int", "0"))] + body
             body.append(c_ast.Return(c_ast.ID("cg_status")))
@@ -317,6 +341,54 @@ class CEmitter:
             lines.append(k.source)
             lines.append("")
         return "\n".join(lines) + "\n" + body
+
+
+def emit_unit(parts, preamble=(), guard_fallbacks=True) -> str:
+    """One C file holding several kernels of a model.
+
+    parts: (func, portable_func, isa, openmp, stack_limit) per kernel, portable_func the
+    same kernel lowered without an ISA (None when func has no intrinsics); kernels are
+    static and take the
+    model's workspace as a last argument.  A kernel with vector intrinsics is emitted
+    twice, its ISA's version behind the ISA's predefined macro and the portable one
+    after #else, so the file compiles with no flags beyond -std=c99.  Returns the
+    source and, per kernel, its workspace scratch bytes.
+    """
+    helpers, kernels, headers, bodies, scratch = {}, {}, {}, [], []
+    gen = c_generator.CGenerator()
+    for func, plain, isa, openmp, stack_limit in parts:
+        fast = CEmitter(func, isa, func.kernels, openmp, workspace=True, stack_limit=stack_limit,
+                        static=True)
+        fast_src = gen.visit(fast.function())
+        need = fast.scratch_bytes
+        helpers.update(fast.helpers)
+        if fast.uses_isa and isa is not None:
+            headers[isa.header] = isa.guard_macro
+            for k in fast.kernels:
+                kernels.setdefault(k.name, (isa.guard_macro, k.source))
+            if guard_fallbacks:
+                if plain is None:
+                    raise ValueError(f"kernel {func.name} uses {isa.name} intrinsics but has no "
+                                     "portable version to fall back on")
+                slow = CEmitter(plain, None, (), openmp, workspace=True, stack_limit=stack_limit,
+                                static=True)
+                slow_src = gen.visit(slow.function())
+                helpers.update(slow.helpers)
+                need = max(need, slow.scratch_bytes)
+                bodies.append("\n".join([f"#if defined({isa.guard_macro})", fast_src, "#else",
+                                          slow_src, "#endif", ""]))
+            else:
+                bodies.append(fast_src)
+        else:
+            bodies.append(fast_src)
+        scratch.append(need)
+    lines = ["#include <stdint.h>", "#include <math.h>"]
+    for header, macro in headers.items():
+        lines += [f"#if defined({macro})", f"#include <{header}>", "#endif"]
+    lines += list(preamble) + [""] + list(helpers.values()) + [""]
+    for name, (macro, src) in kernels.items():
+        lines += [f"#if defined({macro})", src, "#endif", ""]
+    return "\n".join(lines) + "\n" + "\n".join(bodies), scratch
 
 
 def emit_c(func: PrimFunc, isa=None, kernels=(), openmp=False) -> tuple[str, str]:
