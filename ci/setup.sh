@@ -98,7 +98,7 @@ if [ "$have" != "$want" ]; then
     # -qq: only errors (this keeps index/location warnings out of CI logs).
     rm -f "$STAMP"
     "$VENV/bin/python" -m pip install -qq --upgrade pip
-    "$VENV/bin/python" -m pip install -qq -e "$ROOT[dev,onnx]"
+    "$VENV/bin/python" -m pip install -qq -e "$ROOT[dev,onnx,cluster]"
     printf '%s' "$want" >"$STAMP"
 fi
 

@@ -1,0 +1,624 @@
+"""cgen measuring agent: runs harness executables in child processes and times them.
+
+Standard library only, Python 3.9 syntax, no imports from cgen or targets:
+this one file is what the host uploads to a board and starts with
+`python3 -I -S agent.py` (from the source tree: `python3 -m rpc_agent`).
+
+Protocol (version 1): JSON lines.  The host writes one request per line on
+stdin, the agent answers each with one line on stdout, in order:
+
+    request   {"id": ID, "op": OP, ...}
+    answer    {"id": ID, "ok": true, ...}
+           or {"id": ID, "ok": false, "error": {"kind": KIND, "msg": MSG}}
+
+An answer with "ok": false means the request itself was refused (bad_request,
+protocol_mismatch, unavailable); a candidate that crashes, hangs or exceeds a
+limit is an "ok": true answer of a run whose "error" is one of the tuning
+log's kinds (runtime_error, run_timeout).
+
+ops:
+  hello    {"protocol": 1} -> protocol, machine, bits, cpu_model, cores,
+           governor, mem_free_bytes, mem_total_bytes, emulators, workdir, ...
+  ping     -> {"time": seconds since the epoch}
+  put      {"name", "data": base64, "sha256": of the decoded data,
+           "offset": 0 (create) or the current size (append a chunk),
+           "executable": bool} -> {"size", "sha256" of the whole file}
+  run      {"exe": NAME, "files": [NAME or [NAME, AS]...], "argv": [STR...],
+           "outputs": [NAME...], "repeat": R, "number": N, "min_repeat_ms": M,
+           "cooldown_ms": C, "timeout": S, "emulator": null | "qemu-aarch64" |
+           "qemu-arm", "limits": {"cpu_s", "fsize_bytes", "as_bytes"},
+           "env": {STR: STR}, "return_outputs": "data" | "sha256"}
+           Copies FILES (stored file NAME, as AS when given) into a fresh run
+           directory, then runs `[EMULATOR] EXE [--time R N] ARGV...` there
+           (an ARGV item "@AS" becomes the path of that copy; with R = 0 there
+           is no --time; OUTPUTS name files of the run directory).  With R > 0 and M > 0, N is first raised (calibration
+           runs of `--time 1 N`) until one repeat lasts M ms.  Answer: times
+           (seconds per call, one per repeat), number, outputs {NAME: {size,
+           sha256[, data]}}, exit_status, signal, stderr_tail, error, wall_s.
+  cleanup  {"names": [NAME...] or absent for all} -> {"removed": n}
+  bye      -> answered, then the work directory is removed and the agent exits.
+
+Each child runs in its own process group with a wall-clock timeout that
+SIGKILLs the whole group, and with limits on CPU time, file size and address
+space (at least 5 GiB under QEMU, which does not start below ~4.5 GiB; never
+RLIMIT_DATA, under which a runaway QEMU guest spins instead of dying).
+The agent writes only inside its work directory, refuses names that escape
+it, and removes it on `bye`, on end of input and on SIGTERM/SIGHUP/SIGINT.
+"""
+import argparse
+import base64
+import binascii
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+PROTOCOL_VERSION = 1
+AGENT_NAME = "cgen-rpc-agent"
+EMULATORS = ("qemu-aarch64", "qemu-arm")
+QEMU_MIN_AS_BYTES = 5 << 30
+MAX_NUMBER = 1 << 24
+MAX_CALIBRATION_RUNS = 12
+TAIL_CHARS = 2000
+GiB = 1 << 30
+
+
+class BadRequest(Exception):
+    """A request the agent refuses; answered with "ok": false."""
+
+    def __init__(self, msg, kind="bad_request"):
+        Exception.__init__(self, msg)
+        self.kind = kind
+
+
+class Terminated(BaseException):
+    pass
+
+
+# ---------------------------------------------------------------- machine facts
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def cpu_model():
+    info = _read("/proc/cpuinfo") or ""
+    keys = {}
+    for line in info.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            keys.setdefault(k.strip().lower(), v.strip())
+    for k in ("model name", "model", "hardware", "cpu model", "processor"):
+        if keys.get(k) and not keys[k].isdigit():
+            return keys[k]
+    if "cpu part" in keys:
+        return "ARM part %s (implementer %s)" % (keys["cpu part"], keys.get("cpu implementer", "?"))
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags():
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        if ":" in line and line.split(":", 1)[0].strip().lower() in ("flags", "features"):
+            return sorted(set(line.split(":", 1)[1].split()))
+    return []
+
+
+def meminfo():
+    out = {}
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            out[parts[0].rstrip(":")] = int(parts[1]) * 1024
+    return out
+
+
+def governor():
+    g = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    return g.strip() if g else None
+
+
+def process_start(pid):
+    """A process's start time in clock ticks since boot (with the pid, a unique identity)."""
+    stat = _read("/proc/%d/stat" % pid)
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19]) if stat else None
+    except (IndexError, ValueError):
+        return None
+
+
+def default_as_bytes(emulated):
+    """Address-space limit when the host sets none: 3/4 of RAM, 1..4 GiB; >= 5 GiB under QEMU."""
+    total = meminfo().get("MemTotal", 4 * GiB)
+    limit = max(GiB, min(4 * GiB, total * 3 // 4))
+    if struct.calcsize("P") == 4:
+        limit = min(limit, 3 * GiB)
+    if emulated:
+        limit = max(limit, QEMU_MIN_AS_BYTES)
+    return int(limit)
+
+
+def hello_info(workdir):
+    mem = meminfo()
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    return {
+        "agent": AGENT_NAME,
+        "protocol": PROTOCOL_VERSION,
+        "python": platform.python_version(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "bits": struct.calcsize("P") * 8,
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
+        "governor": governor(),
+        "mem_free_bytes": mem.get("MemAvailable", mem.get("MemFree")),
+        "mem_total_bytes": mem.get("MemTotal"),
+        "load": load,
+        "emulators": {e: shutil.which(e) for e in EMULATORS},
+        "workdir": workdir,
+        "pid": os.getpid(),
+    }
+
+
+# ---------------------------------------------------------------- the agent
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _tail(data):
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else (data or "")
+    return text.strip()[-TAIL_CHARS:]
+
+
+def _signal_name(num):
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return "signal %d" % num
+
+
+def _int(req, key, default, lo=0, hi=None):
+    v = req.get(key, default)
+    if v is None:
+        v = default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        raise BadRequest("%s must be a number, got %r" % (key, v))
+    if v < lo or (hi is not None and v > hi):
+        raise BadRequest("%s=%r out of range" % (key, v))
+    return v
+
+
+class Agent:
+    def __init__(self, root=None):
+        self.workdir = os.path.realpath(tempfile.mkdtemp(prefix="cgen-agent-", dir=root))
+        self.files = os.path.join(self.workdir, "files")
+        self.runs = os.path.join(self.workdir, "runs")
+        os.mkdir(self.files, 0o700)
+        os.mkdir(self.runs, 0o700)
+        # Who owns this directory, so a host can tell it is stale if the agent gets SIGKILLed.
+        with open(os.path.join(self.workdir, "agent.json"), "w") as f:
+            json.dump({"pid": os.getpid(), "start": process_start(os.getpid())}, f)
+        self.run_count = 0
+        self.last_run_end = 0.0
+        self.child = None  # the running child, killed on exit
+
+    # ------------------------------------------------------------ paths
+    def path_in(self, base, name):
+        """base/name, refused unless it stays inside base (and so the work directory)."""
+        if not isinstance(name, str) or not name or "\0" in name:
+            raise BadRequest("file name must be a non-empty string, got %r" % (name,))
+        if os.path.isabs(name) or name.startswith("~"):
+            raise BadRequest("path %r escapes the work directory (absolute)" % name)
+        full = os.path.normpath(os.path.join(base, name))
+        real = os.path.realpath(full)
+        if full == base or os.path.commonpath([base, full]) != base \
+                or os.path.commonpath([base, real]) != base:
+            raise BadRequest("path %r escapes the work directory" % name)
+        return full
+
+    def stored(self, name):
+        p = self.path_in(self.files, name)
+        if not os.path.isfile(p):
+            raise BadRequest("no file %r was put" % name)
+        return p
+
+    # ------------------------------------------------------------ ops
+    def op_hello(self, req):
+        want = req.get("protocol", PROTOCOL_VERSION)
+        if want != PROTOCOL_VERSION:
+            raise BadRequest("host speaks protocol %r, agent speaks %d" % (want, PROTOCOL_VERSION),
+                             "protocol_mismatch")
+        return hello_info(self.workdir)
+
+    def op_ping(self, req):
+        return {"time": time.time()}
+
+    def op_put(self, req):
+        path = self.path_in(self.files, req.get("name"))
+        try:
+            data = base64.b64decode(req.get("data", ""), validate=True)
+        except (binascii.Error, TypeError, ValueError) as e:
+            raise BadRequest("put %s: data is not base64: %s" % (req.get("name"), e))
+        want = req.get("sha256")
+        if want is not None and hashlib.sha256(data).hexdigest() != want:
+            raise BadRequest("put %s: checksum mismatch (sent %s, received %s)"
+                             % (req["name"], want, hashlib.sha256(data).hexdigest()))
+        offset = _int(req, "offset", 0)
+        parent = os.path.dirname(path)
+        os.makedirs(parent, 0o700, exist_ok=True)
+        if offset:
+            size = os.path.getsize(path) if os.path.isfile(path) else -1
+            if size != offset:
+                raise BadRequest("put %s: append at offset %d but the file has %d bytes"
+                                 % (req["name"], offset, size))
+            with open(path, "ab") as f:
+                f.write(data)
+        else:
+            if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
+                raise BadRequest("put %s: not a regular file" % req["name"])
+            tmp = path + ".part"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        os.chmod(path, 0o700 if req.get("executable") else 0o600)
+        return {"size": os.path.getsize(path), "sha256": _sha256(path)}
+
+    def op_cleanup(self, req):
+        names = req.get("names")
+        removed = 0
+        if names is None:
+            for base in (self.files, self.runs):
+                for entry in os.listdir(base):
+                    _remove(os.path.join(base, entry))
+                    removed += 1
+        else:
+            if not isinstance(names, list):
+                raise BadRequest("names must be a list")
+            for n in names:
+                p = self.path_in(self.files, n)
+                if os.path.lexists(p):
+                    _remove(p)
+                    removed += 1
+        return {"removed": removed}
+
+    def op_run(self, req):
+        exe = self.stored(req.get("exe"))
+        files = req.get("files", [])
+        if not isinstance(files, list):
+            raise BadRequest("files must be a list")
+        pairs = []
+        for f in files:
+            if isinstance(f, str):
+                pairs.append((f, f))
+            elif isinstance(f, list) and len(f) == 2 and all(isinstance(x, str) for x in f):
+                pairs.append((f[0], f[1]))
+            else:
+                raise BadRequest("files items are NAME or [NAME, AS], got %r" % (f,))
+        outputs = req.get("outputs", [])
+        argv = req.get("argv", ["@" + dst for _, dst in pairs])
+        for key, val in (("outputs", outputs), ("argv", argv)):
+            if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
+                raise BadRequest("%s must be a list of strings" % key)
+        sources = [self.stored(src) for src, _ in pairs]
+        repeat = int(_int(req, "repeat", 0, 0, 1 << 20))
+        number = int(_int(req, "number", 1, 1, MAX_NUMBER))
+        min_repeat_ms = float(_int(req, "min_repeat_ms", 0))
+        cooldown_ms = float(_int(req, "cooldown_ms", 0, 0, 3.6e6))
+        timeout = float(_int(req, "timeout", 60, 0.001, 1e6))
+        ret = req.get("return_outputs", "data")
+        if ret not in ("data", "sha256"):
+            raise BadRequest("return_outputs must be 'data' or 'sha256'")
+        env = req.get("env") or {}
+        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in env.items()):
+            raise BadRequest("env must map strings to strings")
+        emulator = req.get("emulator")
+        prefix = []
+        if emulator is not None:
+            if emulator not in EMULATORS:
+                raise BadRequest("emulator must be one of %s, got %r" % (", ".join(EMULATORS), emulator))
+            path = shutil.which(emulator)
+            if path is None:
+                raise BadRequest("%s is not installed on this device (apt-get install qemu-user)"
+                                 % emulator, "unavailable")
+            prefix = [path]
+        limits = self.limits(req.get("limits") or {}, timeout, emulator is not None)
+
+        wait = cooldown_ms / 1e3 - (time.monotonic() - self.last_run_end)
+        if wait > 0:
+            time.sleep(wait)
+        self.run_count += 1
+        rundir = os.path.join(self.runs, str(self.run_count))
+        os.mkdir(rundir, 0o700)
+        try:
+            copies = {}
+            for (_, name), src in zip(pairs, sources):
+                if name in copies:
+                    raise BadRequest("two files of this run are named %r" % name)
+                dst = self.path_in(rundir, name)
+                os.makedirs(os.path.dirname(dst), 0o700, exist_ok=True)
+                copies[name] = dst
+            for a in argv:
+                if a.startswith("@") and a[1:] not in copies:
+                    raise BadRequest("argv item %r names no file of this run" % a)
+            args = [copies[a[1:]] if a.startswith("@") else a for a in argv]
+            child_env = dict(os.environ)
+            child_env.update(env)
+            return self.measure(prefix + [exe], args, sources, list(copies.values()),
+                                outputs, rundir, repeat, number, min_repeat_ms, timeout,
+                                limits, child_env, ret)
+        finally:
+            self.last_run_end = time.monotonic()
+            _remove(rundir)
+
+    # ------------------------------------------------------------ running
+    def limits(self, req, timeout, emulated):
+        if not isinstance(req, dict):
+            raise BadRequest("limits must be an object")
+        cpu = _int(req, "cpu_s", math.ceil(timeout) + 1, 1)
+        fsize = _int(req, "fsize_bytes", GiB, 1)
+        as_bytes = _int(req, "as_bytes", default_as_bytes(emulated), 1 << 20)
+        if emulated:
+            as_bytes = max(as_bytes, QEMU_MIN_AS_BYTES)
+        return {"cpu_s": int(math.ceil(cpu)), "fsize_bytes": int(fsize), "as_bytes": int(as_bytes)}
+
+    def measure(self, cmd, args, sources, copies, outputs, rundir, repeat, number,
+                min_repeat_ms, timeout, limits, env, ret):
+        deadline = time.monotonic() + timeout
+        t0 = time.monotonic()
+        calibrated = 0
+        if repeat > 0 and min_repeat_ms > 0:
+            while calibrated < MAX_CALIBRATION_RUNS:
+                calibrated += 1
+                res = self.invoke(cmd, ["--time", "1", str(number)] + args, sources, copies,
+                                  rundir, 1, deadline, timeout, limits, env)
+                if res["error"] is not None:
+                    return self.answer(res, number, calibrated, t0, {})
+                per_call = max(res["times"][0], 1e-9)
+                if per_call * number * 1e3 >= min_repeat_ms or number >= MAX_NUMBER:
+                    break
+                want = int(math.ceil(min_repeat_ms / 1e3 / per_call * 1.1))
+                number = min(MAX_NUMBER, max(number * 2, want))
+        timing = ["--time", str(repeat), str(number)] if repeat > 0 else []
+        res = self.invoke(cmd, timing + args, sources, copies, rundir, repeat, deadline, timeout,
+                          limits, env)
+        outs = {}
+        if res["error"] is None:
+            for name in outputs:
+                p = self.path_in(rundir, name)
+                if not os.path.isfile(p):
+                    res["error"] = {"kind": "runtime_error", "msg": "output file %r was not written" % name}
+                    break
+                with open(p, "rb") as f:
+                    data = f.read()
+                o = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                if ret == "data":
+                    o["data"] = base64.b64encode(data).decode("ascii")
+                outs[name] = o
+        return self.answer(res, number, calibrated, t0, outs if res["error"] is None else {})
+
+    def answer(self, res, number, calibrated, t0, outs):
+        res = dict(res)
+        res.update(number=number, calibration_runs=calibrated, outputs=outs,
+                   wall_s=time.monotonic() - t0)
+        if res["error"] is not None:
+            res["times"] = []
+        return res
+
+    def invoke(self, cmd, args, sources, copies, rundir, repeat, deadline, timeout, limits, env):
+        """One child process on fresh copies of the inputs; a dict with error None or {kind, msg}."""
+        for src, dst in zip(sources, copies):
+            shutil.copyfile(src, dst)
+        full = cmd + args
+        remaining = deadline - time.monotonic()
+        out = {"times": [], "exit_status": None, "signal": None, "stderr_tail": "", "error": None}
+        if remaining <= 0:
+            out["error"] = {"kind": "run_timeout", "msg": "no answer within %g s" % timeout}
+            return out
+        try:
+            proc = subprocess.Popen(full, cwd=rundir, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                                    start_new_session=True, close_fds=True,
+                                    preexec_fn=_limit_child(limits))
+        except OSError as e:
+            hint = " (built for another architecture?)" if e.errno == 8 else ""
+            out["error"] = {"kind": "runtime_error", "msg": "cannot execute %s: %s%s"
+                            % (os.path.basename(cmd[0]), e.strerror, hint)}
+            return out
+        self.child = proc
+        killed = False
+        try:
+            stdout, stderr = proc.communicate(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            killed = True
+            _kill_group(proc.pid)
+            try:
+                stdout, stderr = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:  # a grandchild left the group and holds the pipes
+                stdout, stderr = b"", b""
+                proc.kill()
+                proc.wait()
+        finally:
+            _kill_group(proc.pid)  # leftovers of the group, if any
+            self.child = None
+        rc = proc.returncode
+        out["stderr_tail"] = _tail(stderr)
+        if killed:
+            out["signal"] = "SIGKILL"
+            out["error"] = {"kind": "run_timeout", "msg": "no answer within %g s (killed)" % timeout}
+            return out
+        if rc < 0:
+            sig = _signal_name(-rc)
+            out["signal"] = sig
+            if sig == "SIGXCPU":
+                kind, msg = "run_timeout", "CPU time limit of %d s hit" % limits["cpu_s"]
+            elif sig == "SIGXFSZ":
+                kind, msg = "runtime_error", "file size limit of %d bytes hit" % limits["fsize_bytes"]
+            elif sig == "SIGKILL":
+                kind, msg = "runtime_error", "killed by SIGKILL (out of memory?)"
+            else:
+                kind, msg = "runtime_error", "killed by %s" % sig
+            if sig in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGKILL"):
+                msg += " (address-space limit %d MiB)" % (limits["as_bytes"] >> 20)
+            out["error"] = {"kind": kind, "msg": _with_tail(msg, out["stderr_tail"])}
+            return out
+        out["exit_status"] = rc
+        if rc != 0:
+            out["error"] = {"kind": "runtime_error",
+                            "msg": _with_tail("exit status %d" % rc, out["stderr_tail"])}
+            return out
+        if repeat:
+            try:
+                times = [float(x) for x in stdout.split()]
+            except ValueError:
+                times = []
+            if len(times) != repeat:
+                out["error"] = {"kind": "runtime_error", "msg": "expected %d timing lines, got: %r"
+                                % (repeat, _tail(stdout)[:200])}
+                return out
+            out["times"] = times
+        return out
+
+    # ------------------------------------------------------------ serving
+    def handle(self, line):
+        try:
+            req = json.loads(line)
+        except ValueError as e:
+            return {"id": None, "ok": False, "error": {"kind": "bad_request", "msg": "not JSON: %s" % e}}
+        if not isinstance(req, dict):
+            return {"id": None, "ok": False, "error": {"kind": "bad_request", "msg": "not an object"}}
+        rid = req.get("id")
+        op = req.get("op")
+        fn = getattr(self, "op_%s" % op, None) if isinstance(op, str) and op.isidentifier() else None
+        if fn is None:
+            return {"id": rid, "ok": False,
+                    "error": {"kind": "bad_request", "msg": "unknown op %r" % (op,)}}
+        try:
+            body = fn(req)
+        except BadRequest as e:
+            return {"id": rid, "ok": False, "error": {"kind": e.kind, "msg": str(e)}}
+        except OSError as e:
+            return {"id": rid, "ok": False,
+                    "error": {"kind": "agent_error", "msg": "%s: %s" % (op, e)}}
+        body.update(id=rid, ok=True)
+        return body
+
+    def serve(self, rfile, wfile):
+        """Answer requests until bye or end of input."""
+        while True:
+            line = rfile.readline()
+            if not line:
+                return
+            if not line.strip():
+                continue
+            answer = self.handle(line.decode("utf-8", "replace") if isinstance(line, bytes) else line)
+            wfile.write(json.dumps(answer).encode("utf-8") + b"\n")
+            wfile.flush()
+            if answer.get("ok") and _op_of(line) == "bye":
+                return
+
+    def op_bye(self, req):
+        return {"bye": True}
+
+    def close(self):
+        if self.child is not None:
+            _kill_group(self.child.pid)
+        _remove(self.workdir)
+
+
+def _op_of(line):
+    try:
+        return json.loads(line).get("op")
+    except (ValueError, AttributeError):
+        return None
+
+
+def _with_tail(msg, tail):
+    return msg + (": " + tail.splitlines()[-1][-300:] if tail else "")
+
+
+def _limit_child(limits):
+    import resource
+
+    def apply():
+        for res, val in ((resource.RLIMIT_CPU, limits["cpu_s"]),
+                         (resource.RLIMIT_FSIZE, limits["fsize_bytes"]),
+                         (resource.RLIMIT_AS, limits["as_bytes"])):
+            try:
+                soft, hard = resource.getrlimit(res)
+                if hard != resource.RLIM_INFINITY:
+                    val = min(val, hard)
+                resource.setrlimit(res, (val, hard))
+            except (ValueError, OverflowError, OSError):
+                pass
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return apply
+
+
+def _kill_group(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="rpc_agent", description=__doc__.split("\n\n")[0])
+    p.add_argument("--root", default=None,
+                   help="parent of the agent's fresh work directory (default: the system temp dir)")
+    p.add_argument("--version", action="store_true", help="print the protocol version and exit")
+    args = p.parse_args(argv)
+    if args.version:
+        print("%s protocol %d" % (AGENT_NAME, PROTOCOL_VERSION))
+        return 0
+    # The protocol owns the real stdout; anything else printed goes to stderr.
+    proto_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    proto_in = sys.stdin.buffer
+    agent = Agent(args.root)
+    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(s, _terminate)
+    try:
+        agent.serve(proto_in, proto_out)
+    except (Terminated, BrokenPipeError):
+        pass
+    finally:
+        agent.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
