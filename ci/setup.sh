@@ -91,14 +91,15 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/nul
     "$PY" -m venv "$VENV"
 fi
 
-want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+EXTRAS="dev,onnx,cluster"
+want="$( (cat "$ROOT/pyproject.toml"; echo "$EXTRAS") | sha256sum | cut -d" " -f1)"
 have=""
 [ -f "$STAMP" ] && have="$(cat "$STAMP")"
 if [ "$have" != "$want" ]; then
     # -qq: only errors (this keeps index/location warnings out of CI logs).
     rm -f "$STAMP"
     "$VENV/bin/python" -m pip install -qq --upgrade pip
-    "$VENV/bin/python" -m pip install -qq -e "$ROOT[dev,onnx,cluster]"
+    "$VENV/bin/python" -m pip install -qq -e "$ROOT[$EXTRAS]"
     printf '%s' "$want" >"$STAMP"
 fi
 
