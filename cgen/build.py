@@ -33,6 +33,7 @@ class Module:
         self._lib = None
         self._exe = None
         self.timeout = 600.0
+        self.device = None
         # -fopenmp exactly when a pragma needs it: an omp pragma without it fails under -Werror
         self.extra_flags = ("-fopenmp",) if "#pragma omp" in c_source else ()
 
@@ -85,7 +86,7 @@ class Module:
 
     def __call__(self, *arrays):
         arrays = self.check_args(arrays)
-        if self.sanitize or not self.target.is_host:
+        if self.sanitize or not self.target.is_host or self.device is not None:
             res = self._runner().run(self.executable(), [p.name for p in self.func.params], arrays,
                                      self.func.outputs, timeout=self.timeout)
             if res.error is not None:
@@ -103,8 +104,18 @@ class Module:
             raise RuntimeError(f"{self.name} returned {rc} (out of memory for a temporary buffer)")
 
     def _runner(self):
+        if self.device is not None:
+            return self.device.runner()
         from targets.runner import runner_for
         return runner_for(self.target)
+
+    def on(self, device) -> "Module":
+        """Run calls and benchmarks on a device (targets.device.open_device(url): a board
+        over SSH, QEMU or local) through the measuring agent."""
+        if not device.supports(self.target):
+            raise ValueError(f"device {device.name} cannot run target {self.target.name}")
+        self.device = device
+        return self
 
     def benchmark(self, *arrays, repeat: int = 5, number: int = 1, timeout: float | None = None):
         """Time the kernel in a child process through the target's runner.

@@ -378,3 +378,21 @@ def test_agent_serves_under_python_3_9(cands, tmp_path):
         assert dev.run(cands["loop"], {"x": X, "y": X}, ["y"], timeout=0.5).error.kind == "run_timeout"
     finally:
         dev.close()
+
+
+def test_module_runs_on_a_device():
+    """A module's call and benchmark go through a device's agent when bound to one."""
+    import cgen
+    from cgen import te
+    from targets.device import open_device
+    A = te.placeholder((8, 8), name="A")
+    B = te.compute((8, 8), lambda i, j: A[i, j] * 2.0, name="B")
+    mod = cgen.build(te.create_schedule(B), [A, B], target="host", name="dbl")
+    with open_device("local") as dev:
+        mod.on(dev)
+        a = np.arange(64, dtype=np.float32).reshape(8, 8)
+        b = np.zeros((8, 8), np.float32)
+        mod(a, b)
+        np.testing.assert_array_equal(b, 2 * a)
+        res = mod.benchmark(a, b, repeat=2)
+        assert res.error is None and len(res.times) == 2
