@@ -116,12 +116,14 @@ def read_log(path) -> list:
 
 
 def best_records(records, cost_unit: str | None = None) -> dict:
-    """(canonical workload, target) -> the fastest successful record."""
+    """(canonical workload, target, cost unit) -> the fastest successful record.
+
+    Seconds and icount ticks are never compared: the unit is part of the key."""
     best = {}
     for r in records:
         if not r.ok or (cost_unit and r.cost_unit != cost_unit):
             continue
-        key = (canonical(r.workload), r.target)
+        key = (canonical(r.workload), r.target, r.cost_unit)
         if key not in best or r.mean_cost < best[key].mean_cost:
             best[key] = r
     return best
