@@ -31,7 +31,7 @@ for goto if inline int long register restrict return short signed sizeof static 
 typedef union unsigned void volatile while _Bool _Complex _Imaginary main
 expf logf sqrtf tanhf erff floorf rintf fabsf malloc free cg_status NAN INFINITY INT64_C INT8_MIN INT16_MIN
 INT32_MIN INT64_MIN cg_ws""".split())
-STACK_LIMIT = 64 * 1024
+STACK_LIMIT = 16 * 1024
 WS_ALIGN = 64
 
 # Helper bodies are fixed C (no generated expressions inside), one per helper name.
@@ -170,7 +170,11 @@ class CEmitter:
         if isinstance(e, Not):
             return c_ast.UnaryOp("!", self.expr(e.a))
         if isinstance(e, Select):
-            return c_ast.TernaryOp(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
+            out = c_ast.TernaryOp(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
+            if e.dtype == "int64" and isinstance(e.t, Const) and isinstance(e.f, Const):
+                # two small literals make a C int: keep int64 arithmetic on it from overflowing
+                out = c_ast.Cast(typename("int64"), out)
+            return out
         if isinstance(e, Cast):
             return c_ast.Cast(typename(e.dtype), self.expr(e.value))
         if isinstance(e, Call):
@@ -267,7 +271,10 @@ class CEmitter:
         if buf.nbytes <= self.stack_limit:
             arr = c_ast.ArrayDecl(c_ast.TypeDecl(name, [], None, ctype),
                                   c_ast.Constant("int", str(buf.size)), [])
-            return [c_ast.Decl(name, [], [], [], [], arr, None, None)] + self.stmts(body)
+            # zero-initialised: gcc cannot always prove a guarded producer nest writes every
+            # element its consumer reads, and -Wmaybe-uninitialized is an error under -Werror
+            zero = c_ast.InitList([c_ast.Constant("int", "0")])
+            return [c_ast.Decl(name, [], [], [], [], arr, zero, None)] + self.stmts(body)
         if self.workspace:
             # a fixed offset of the caller's workspace (64-byte aligned): no malloc
             off = self.scratch_bytes
