@@ -232,7 +232,7 @@ def _qgemm_bt(M, N, K):
 
 @pytest.mark.parametrize("sched,K", [
     ("plain", 53), ("dot", 53), ("dot_tiled", 53),  # K = 3 * 16 + 5: vector chunks and a scalar tail
-    ("dot", 1),                                    # the k loop simplifies away: no kernel call
+    ("dot", 1),                                    # a one-step reduction: called or simplified away
 ], ids=["plain", "dot", "dot_tiled", "dot_K1"])
 @pytest.mark.parametrize("target", TARGETS)
 def test_int8_gemm_dot(kbuild, rng, target, sched, K):
@@ -260,5 +260,9 @@ def test_int8_gemm_dot(kbuild, rng, target, sched, K):
     b[0, :] = -128
     (c,), mod = run(kbuild, target, s, {A: a, B: b}, [C], f"qgemm_{sched}")
     if intr is not None:
-        assert (intr.body.name + "(" in mod.c_source) == (K > 1)
+        calls = mod.c_source.count(intr.body.name + "(")
+        # the definition is emitted exactly when the body calls it (clang's -Wunused-function)
+        assert calls != 1, "a kernel definition without a call"
+        if K > 1:
+            assert calls >= 2
     np.testing.assert_array_equal(c, a.astype(np.int32) @ b.astype(np.int32).T)
