@@ -15,6 +15,7 @@ from . import common
 SUITES = {
     "gemm": ("bench.gemm", "square float32 GEMM (256, 512, 1024) against numpy/OpenBLAS, one thread"),
     "pool": ("bench.pool", "device pool throughput: two local devices against one (rate ratio)"),
+    "ops": ("bench.ops", "operator templates (default + quick sweep) vs numpy/onnxruntime, one thread"),
 }
 
 

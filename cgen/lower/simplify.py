@@ -402,7 +402,8 @@ def _stmt(s, ranges):
         ext = simplify_expr(s.extent, ranges)
         if isinstance(ext, Const) and ext.value <= 0:
             return None
-        if isinstance(ext, Const) and ext.value == 1:
+        if isinstance(ext, Const) and ext.value == 1 and s.kind != "tensorized":
+            # (a tensorized loop stays until the tensorize pass: its kernel may have a role of extent 1)
             from ..te.visit import substitute
             return _stmt(substitute(s.body, {s.var: mn}), ranges)
         lo = irange(mn, ranges)[0]

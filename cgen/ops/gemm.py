@@ -2,15 +2,32 @@
 
 A and B are packed into panels (MR rows / NR columns contiguous per k, zero
 padded), the packed tiles are computed at the blocking loops (so each packed
-tile is a small contiguous buffer), and the MR x NR register tile is the
-target's tensorized micro-kernel.
+tile is a small contiguous buffer), and the MR x NR register tile is a
+tensorized micro-kernel.
+
+Two builders:
+
+- `packed_gemm(M, N, K, target, cfg)`: C = A @ B accumulated in place in C
+  (tails of C guarded), the target's shipped micro-kernel by default.
+- `packed_matmul(spec, target, cfg)`: the general form the operator templates
+  use: transposed operands (the packing compute reads them transposed, the
+  micro-kernel is unchanged), numpy-broadcast batch dimensions, B given
+  pre-packed (weights), and an epilogue (bias, activation, residual add)
+  computed in the same kernel: the accumulation runs into a column-block
+  buffer padded to whole micro-tiles, computed at the epilogue stage's
+  column-block loop, and the epilogue stage writes the output block from it.
+
+On x86 the micro-kernel is generated here with its own knobs (rows MR, k
+unrolling, prefetch distance); elsewhere it is the shipped kernel of
+cgen.tensorize.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import te
 from ..tensorize import gemm_intrin, gemm_shape
+from ..tensorize.intrin import KernelSource, TensorizeError, from_compute
 from targets import resolve
 
 
@@ -20,40 +37,451 @@ class GemmConfig:
     NC: int = 512      # columns of B per packed block (multiple of NR)
     KC: int = 256      # depth of a packed block
     order: str = "ji"  # micro-tile loop order: "ji" (B panel reused) or "ij" (A panel reused)
-    parallel: bool = False  # OpenMP over the NC blocks
+    parallel: bool = False  # OpenMP over the outermost block loop
+    # micro-kernel: MR = 0 is the target's shipped kernel; a positive MR (x86 only) is a
+    # kernel generated here with `unroll` k steps per iteration and B prefetches
+    # `prefetch` k steps ahead (0: none)
+    MR: int = 0
+    unroll: int = 1
+    prefetch: int = 0
+    pack_a: bool = True  # False: the kernel reads A in place (when the kernel and the padding allow)
+    # packed_matmul only.  "direct": accumulate in place in the output (no epilogue; tails
+    # of the output guarded), Goto's loop order NC, KC, MC.  "goto": the same loops
+    # accumulating an M x NC column block into a buffer padded to whole micro-tiles, the
+    # epilogue stage writing the output from it.
+    block: str = "direct"
 
 
-def packed_gemm(M: int, N: int, K: int, target="host", cfg: GemmConfig = GemmConfig()):
-    """(schedule, [A, B, C]) computing C = A @ B with the target's micro-kernel."""
+# ----------------------------------------------------------------------------- micro-kernels
+X86_KERNELS = {
+    # isa -> (lanes, vector type, load, store, set1, fma, setzero, add, NR, GEMM MR choices)
+    "avx512": (16, "__m512", "_mm512_loadu_ps", "_mm512_storeu_ps", "_mm512_set1_ps",
+               "_mm512_fmadd_ps", "_mm512_setzero_ps", "_mm512_add_ps", 32, (4, 6, 8, 12)),
+    "avx2": (8, "__m256", "_mm256_loadu_ps", "_mm256_storeu_ps", "_mm256_set1_ps",
+             "_mm256_fmadd_ps", "_mm256_setzero_ps", "_mm256_add_ps", 16, (4, 6)),
+}
+MAX_ROWS = {"avx512": 12, "avx2": 6}
+C_PREFETCH_STEPS = 16
+
+
+def generated_kernels(target) -> bool:
+    """Whether micro-kernels are generated here for the target (x86 AVX2 / AVX-512)."""
     tgt = resolve(target)
-    MR, NR = gemm_shape(tgt)
+    return tgt.arch == "x86_64" and tgt.isa in X86_KERNELS
+
+
+def kernel_rows(target) -> tuple:
+    """The MR choices of the target's GEMM micro-kernels (0 stands for the shipped kernel)."""
+    tgt = resolve(target)
+    return X86_KERNELS[tgt.isa][-1] if generated_kernels(tgt) else (0,)
+
+
+def kernel_shape(target, MR: int = 0) -> tuple:
+    """(MR, NR) of the micro-kernel a config selects."""
+    tgt = resolve(target)
+    if MR == 0:
+        return gemm_shape(tgt)
+    if not generated_kernels(tgt) or not 1 <= MR <= MAX_ROWS[tgt.isa]:
+        raise TensorizeError(f"no {MR}-row GEMM micro-kernel for target {tgt.name}")
+    return MR, X86_KERNELS[tgt.isa][-2]
+
+
+def _x86_source(name: str, isa: str, MR: int, U: int, pf: int, a_unit: bool) -> str:
+    """C += A @ B on an MR x NR register tile.
+
+    Accumulators start at zero and C is added once at the end (its rows are
+    prefetched C_PREFETCH_STEPS k steps before the end, so the loads do not
+    stall); the k loop is unrolled U times (with U independent accumulator sets
+    when one set is too few to hide the FMA latency), and B is prefetched pf k
+    steps ahead."""
+    W, vt, load, store, set1, fma, zero, add, NR, _ = X86_KERNELS[isa]
+    nv = NR // W
+    sets = U if MR * nv < 8 else 1
+    # one row: the kernel has no i loop, so no row strides (C[j] += sum_k A[k] * B[k, j])
+    a_si = "" if a_unit or MR == 1 else "int64_t a_si, "
+    c_si = "" if MR == 1 else ", int64_t c_si"
+    L = [f"static inline void {name}(int64_t K, const float *restrict A, {a_si}int64_t a_sk, "
+         f"const float *restrict B, int64_t b_sk, float *restrict C{c_si}) {{",
+         "  int64_t k = 0;"]
+    def crow(r):
+        return f"{r} * c_si" if r else "0"
+    for q in range(sets):
+        for r in range(MR):
+            for v in range(nv):
+                L.append(f"  {vt} c{q}_{r}_{v} = {zero}();")
+    c_prefetch = [f"  _mm_prefetch((const char *)(C + {crow(r)} + {line // 4}), _MM_HINT_T0);"
+                  for r in range(MR) for line in range(0, NR * 4, 64)]
+
+    def a_at(u, r):
+        row = (f"{r}" if a_unit else f"{r} * a_si") if r else "0"
+        return f"A[{u} * a_sk + {row}]"
+
+    def step(u, q, pf):
+        out = []
+        for v in range(nv):
+            out.append(f"    {vt} b{u}_{v} = {load}(B + {u} * b_sk + {v * W});")
+        if pf:
+            for line in range(0, NR * 4, 64):
+                out.append(f"    _mm_prefetch((const char *)(B + ({u} + {pf}) * b_sk + {line // 4}), "
+                           "_MM_HINT_T0);")
+        for r in range(MR):
+            out.append(f"    {{ {vt} a = {set1}({a_at(u, r)});")
+            for v in range(nv):
+                out.append(f"      c{q}_{r}_{v} = {fma}(a, b{u}_{v}, c{q}_{r}_{v});")
+            out.append("    }")
+        return out
+    # with prefetching, the last pf steps run without it: no address past B's end is formed
+    # phases: the bulk (B prefetched pf steps ahead), then the C tile is prefetched
+    # C_PREFETCH_STEPS steps before the end (early enough to arrive, late enough not to be
+    # evicted by the streaming panels), then the last steps; no prefetch address past B's
+    # end is ever formed
+    def loop(width, margin, dist):
+        L.append(f"  for (; k + {width + margin} <= K; k += {width}) {{")
+        for u in range(width):
+            L.extend(step(u, u % sets, dist))
+        L.append(f"    A += {width} * a_sk;")
+        L.append(f"    B += {width} * b_sk;")
+        L.append("  }")
+    loop(U, max(pf, C_PREFETCH_STEPS), pf)
+    L.extend(c_prefetch)
+    if U > 1:
+        loop(U, 0, 0)
+    L.append("  for (; k < K; ++k) {")
+    L += step(0, 0, 0)
+    L.append("    A += a_sk;")
+    L.append("    B += b_sk;")
+    L.append("  }")
+    for r in range(MR):
+        for v in range(nv):
+            total = f"c0_{r}_{v}"
+            for q in range(1, sets):
+                total = f"{add}({total}, c{q}_{r}_{v})"
+            p = f"C + {crow(r)} + {v * W}"
+            L.append(f"  {store}({p}, {add}({load}({p}), {total}));")
+    L.append("}")
+    return "\n".join(L)
+
+
+def micro_kernel(target, MR: int = 0, unroll: int = 1, prefetch: int = 0, a_unit: bool = True):
+    """The TensorIntrin of an MR x NR GEMM tile: C[i, j] += sum_k A[i, k] * B[k, j].
+
+    MR = 0 is the target's shipped kernel (cgen.tensorize.gemm_intrin); a
+    positive MR is generated here (x86 AVX2 / AVX-512); with a_unit, A must
+    be contiguous along i (packed), else rows of A are a_si apart."""
+    tgt = resolve(target)
+    if MR == 0:
+        return gemm_intrin(tgt)
+    MR, NR = kernel_shape(tgt, MR)
+    if unroll < 1 or prefetch < 0:
+        raise ValueError(f"micro_kernel: unroll must be >= 1 and prefetch >= 0, got {unroll}, {prefetch}")
+    if MR == 1:
+        a_unit = True
+    name = f"cg_gemm_{MR}x{NR}_u{unroll}_p{prefetch}{'' if a_unit else '_s'}_{tgt.isa}"
+    B = te.placeholder((1, NR), "float32", name="B")
+    k = te.reduce_axis((0, 1), name="k")
+    src = _x86_source(name, tgt.isa, MR, unroll, prefetch, a_unit)
+    if MR == 1:  # a unit-extent i loop is simplified away: the definition has no i
+        A = te.placeholder((1,), "float32", name="A")
+        C = te.compute((NR,), lambda j: te.sum(A[k] * B[k, j], axis=k), name="C")
+        return from_compute(name, C, {"j": NR}, {("b", "j"), ("c", "j")}, KernelSource(name, src))
+    A = te.placeholder((MR, 1), "float32", name="A")
+    C = te.compute((MR, NR), lambda i, j: te.sum(A[i, k] * B[k, j], axis=k), name="C")
+    unit = {("b", "j"), ("c", "j")} | ({("a", "i")} if a_unit else set())
+    return from_compute(name, C, {"i": MR, "j": NR}, unit, KernelSource(name, src))
+
+
+def shipped_a_unit(target) -> bool:
+    """Whether the target's shipped kernel needs A contiguous along i (NEON: packed A)."""
+    return "a_si" not in gemm_intrin(resolve(target)).body.source
+
+
+# ----------------------------------------------------------------------------- plain GEMM
+def packed_gemm(M: int, N: int, K: int, target="host", cfg: GemmConfig = GemmConfig()):
+    """(schedule, [A, B, C]) computing C = A @ B with the packed micro-kernel,
+    accumulating in place in C (Goto's loop order: NC, KC, MC blocks)."""
+    return packed_matmul(MatmulSpec(M, N, K), target, replace(cfg, block="direct"))
+
+
+def _padded(index, extent: int, load, padded: bool = True):
+    """load(index) where index < extent, else 0; the clamped index keeps the
+    (unselected) load inside the array.  No select when nothing is padded."""
+    if not padded:
+        return load(index)
+    return te.if_then_else(index < extent, load(te.minimum(index, extent - 1)), 0.0)
+
+
+# ----------------------------------------------------------------------------- general matmul
+ACTIVATIONS = ("relu", "relu6", "clip", "sigmoid", "tanh")
+EPILOGUE_STEPS = ("bias",) + ACTIVATIONS + ("residual",)
+
+
+@dataclass(frozen=True)
+class MatmulSpec:
+    """out[b..., i, j] = epilogue(sum_k op(A)[b..., i, k] * op(B)[b..., k, j]).
+
+    A is a_batch + (M, K), or (K, M) with trans_a; B is b_batch + (K, N), or
+    (N, K) with trans_b, or pre-packed as (ceil(N / b_block), K, b_block)
+    (b_block > 0, no batch: the panel layout of the micro-kernel, zero
+    padded).  Batch dimensions broadcast like numpy's matmul.  The epilogue is
+    a sequence of steps applied in order: "bias" (+ bias[j]), "residual"
+    (+ R[b..., i, j]), "relu", "relu6", "clip" (to [clip_lo, clip_hi]),
+    "sigmoid", "tanh".
+    """
+    M: int
+    N: int
+    K: int
+    a_batch: tuple = ()
+    b_batch: tuple = ()
+    trans_a: bool = False
+    trans_b: bool = False
+    b_block: int = 0
+    epilogue: tuple = ()
+    clip_lo: float = 0.0
+    clip_hi: float = 6.0
+
+    def __post_init__(self):
+        for name in ("M", "N", "K"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"matmul: {name} must be a positive int, got {v!r}")
+        for st in self.epilogue:
+            if st not in EPILOGUE_STEPS:
+                raise ValueError(f"matmul: unknown epilogue step {st!r}; one of {EPILOGUE_STEPS}")
+        if self.b_block and (self.b_batch or self.trans_b):
+            raise ValueError("matmul: a pre-packed B has no batch dimensions and no transpose")
+        broadcast_batch(self.a_batch, self.b_batch)
+
+    @property
+    def batch(self) -> tuple:
+        return broadcast_batch(self.a_batch, self.b_batch)
+
+
+def broadcast_batch(a: tuple, b: tuple) -> tuple:
+    nd = max(len(a), len(b))
+    a = (1,) * (nd - len(a)) + tuple(a)
+    b = (1,) * (nd - len(b)) + tuple(b)
+    out = []
+    for x, y in zip(a, b):
+        if x != y and 1 not in (x, y):
+            raise ValueError(f"matmul: batch dimensions {a} and {b} do not broadcast")
+        out.append(max(x, y))
+    return tuple(out)
+
+
+def _batch_index(own: tuple, batch: tuple, idx: tuple) -> tuple:
+    """Indices into an operand's own batch dims from the output batch indices."""
+    off = len(batch) - len(own)
+    return tuple(0 if n == 1 and batch[off + d] != 1 else idx[off + d] for d, n in enumerate(own))
+
+
+def matmul_tensors(spec: MatmulSpec):
+    """(inputs, bias, R): the placeholders of a spec, inputs = [A, B] + [bias] + [R] as
+    the epilogue reads them (bias and R are None when it does not)."""
+    batch = spec.batch
+    M, N, K = spec.M, spec.N, spec.K
+    A = te.placeholder(spec.a_batch + ((K, M) if spec.trans_a else (M, K)), "float32", name="A")
+    if spec.b_block:
+        B = te.placeholder((-(-N // spec.b_block), K, spec.b_block), "float32", name="B")
+    else:
+        B = te.placeholder(spec.b_batch + ((N, K) if spec.trans_b else (K, N)), "float32", name="B")
+    extra = []
+    bias = R = None
+    if "bias" in spec.epilogue:
+        bias = te.placeholder((N,), "float32", name="bias")
+        extra.append(bias)
+    if "residual" in spec.epilogue:
+        R = te.placeholder(batch + (M, N), "float32", name="R")
+        extra.append(R)
+    return [A, B] + extra, bias, R
+
+
+def epilogue_expr(spec: MatmulSpec, v, bias, R, b_idx, i, j):
+    for st in spec.epilogue:
+        if st == "bias":
+            v = v + bias[j]
+        elif st == "residual":
+            v = v + R[tuple(b_idx) + (i, j)]
+        elif st == "relu":
+            v = te.maximum(v, 0.0)
+        elif st == "relu6":
+            v = te.minimum(te.maximum(v, 0.0), 6.0)
+        elif st == "clip":
+            v = te.minimum(te.maximum(v, float(spec.clip_lo)), float(spec.clip_hi))
+        elif st == "sigmoid":
+            v = te.sigmoid(v)
+        elif st == "tanh":
+            v = te.tanh(v)
+    return v
+
+
+def matmul_reference(spec: MatmulSpec, A, B, *extra):
+    """numpy: the spec's output from its input arrays, in the order of the build
+    arguments (A, B, then bias and R when the epilogue reads them); float64
+    accumulation, float32 result."""
+    import numpy as np
+    extra = list(extra)
+    bias = extra.pop(0) if "bias" in spec.epilogue else None
+    R = extra.pop(0) if "residual" in spec.epilogue else None
+    a = np.asarray(A, np.float64)
+    if spec.trans_a:
+        a = np.swapaxes(a, -1, -2)
+    if spec.b_block:
+        b = np.asarray(B, np.float64).transpose(1, 0, 2).reshape(spec.K, -1)[:, :spec.N]
+    else:
+        b = np.asarray(B, np.float64)
+        if spec.trans_b:
+            b = np.swapaxes(b, -1, -2)
+    v = np.matmul(a, b)
+    v = np.broadcast_to(v, spec.batch + (spec.M, spec.N))
+    for st in spec.epilogue:
+        if st == "bias":
+            v = v + np.asarray(bias, np.float64)
+        elif st == "residual":
+            v = v + np.asarray(R, np.float64)
+        elif st == "relu":
+            v = np.maximum(v, 0.0)
+        elif st == "relu6":
+            v = np.clip(v, 0.0, 6.0)
+        elif st == "clip":
+            v = np.minimum(np.maximum(v, spec.clip_lo), spec.clip_hi)
+        elif st == "sigmoid":
+            v = 1.0 / (1.0 + np.exp(-v))
+        elif st == "tanh":
+            v = np.tanh(v)
+    return np.ascontiguousarray(v, dtype=np.float32)
+
+
+def pack_b(B, block: int):
+    """numpy: B (K, N) -> (ceil(N / block), K, block), zero padded: the pre-packed layout."""
+    import numpy as np
+    K, N = B.shape
+    Np = -(-N // block)
+    out = np.zeros((Np, K, block), np.float32)
+    pad = np.zeros((K, Np * block), np.float32)
+    pad[:, :N] = B
+    out[...] = pad.reshape(K, Np, block).transpose(1, 0, 2)
+    return out
+
+
+def packed_matmul(spec: MatmulSpec, target="host", cfg: GemmConfig = GemmConfig()):
+    """(schedule, args): args = [A, B, (bias), (R), C] computing the spec with the packed GEMM.
+
+    block "direct" accumulates in place in C (no epilogue).  Otherwise ("goto")
+    the accumulation Cacc runs into an M x NC column-block buffer padded to whole
+    micro-tiles (Goto's loops NC, KC, MC inside), computed at the column-block loop
+    of the output stage C, which applies the epilogue (or copies) from it."""
+    tgt = resolve(target)
+    MR, NR = kernel_shape(tgt, cfg.MR)
+    M, N, K = spec.M, spec.N, spec.K
+    direct = cfg.block == "direct"
+    if cfg.block not in ("direct", "goto"):
+        raise ValueError(f"matmul: unknown block mode {cfg.block!r}")
+    if direct and spec.epilogue:
+        raise ValueError("matmul: block 'direct' accumulates in the output; an epilogue needs "
+                         "'goto'")
+    if spec.b_block and spec.b_block % NR:
+        raise ValueError(f"matmul: pre-packed B blocks of {spec.b_block} columns are not a multiple "
+                         f"of the micro-kernel's {NR}")
+    # A read in place: transposed A is contiguous along i already; plain A needs a kernel
+    # with a row stride (the generated ones); padded rows past M must not be read
+    a_rows_ok = direct or M % MR == 0
+    a_in_place = (not cfg.pack_a and a_rows_ok
+                  and (spec.trans_a or cfg.MR > 0 or not shipped_a_unit(tgt)))
+    a_unit = spec.trans_a or not a_in_place
+    intrin = micro_kernel(tgt, cfg.MR, cfg.unroll, cfg.prefetch, a_unit=a_unit) if cfg.MR \
+        else gemm_intrin(tgt)
+    batch = spec.batch
     MC = max(MR, cfg.MC // MR * MR)
     NC = max(NR, cfg.NC // NR * NR)
-    A = te.placeholder((M, K), "float32", name="A")
-    B = te.placeholder((K, N), "float32", name="B")
+    if spec.b_block:
+        NC = max(spec.b_block, NC // spec.b_block * spec.b_block)
+    inputs, bias, R = matmul_tensors(spec)
+    A, B = inputs[:2]
     Mp, Np = -(-M // MR), -(-N // NR)
-    # clamped indices keep the (unselected) loads inside the arrays
-    Ap = te.compute((Mp, K, MR), lambda io, k, ii: te.if_then_else(
-        io * MR + ii < M, A[te.minimum(io * MR + ii, M - 1), k], 0.0), name="Ap")
-    Bp = te.compute((Np, K, NR), lambda jo, k, ji: te.if_then_else(
-        jo * NR + ji < N, B[k, te.minimum(jo * NR + ji, N - 1)], 0.0), name="Bp")
-    k = te.reduce_axis((0, K), name="k")
-    C = te.compute((M, N), lambda i, j: te.sum(Ap[i // MR, k, i % MR] * Bp[j // NR, k, j % NR], axis=k),
-                   name="C")
-    s = te.create_schedule(C)
-    i, j = s[C].op.axis
-    jc, j1 = s[C].split(j, NC)
-    jr, jj = s[C].split(j1, NR)
-    kc, kk = s[C].split(k, cfg.KC)
-    ic, i1 = s[C].split(i, MC)
-    ir, ii = s[C].split(i1, MR)
-    if cfg.order == "ji":
-        s[C].reorder(jc, kc, ic, jr, ir, kk, ii, jj)
+    Ap = None if a_in_place else te.compute(spec.a_batch + (Mp, K, MR), lambda *x: _padded(
+        x[-3] * MR + x[-1], M, lambda r: A[tuple(x[:-3]) + ((x[-2], r) if spec.trans_a else (r, x[-2]))],
+        M % MR != 0), name="Ap")
+    if spec.b_block:
+        Bp = None
+        Npb = -(-N // spec.b_block) * spec.b_block
     else:
-        s[C].reorder(jc, kc, ic, ir, jr, kk, ii, jj)
-    s[C].tensorize(kk, gemm_intrin(tgt))
-    s[Bp].compute_at(s[C], kc)
-    s[Ap].compute_at(s[C], ic)
+        Bp = te.compute(spec.b_batch + (Np, K, NR), lambda *x: _padded(
+            x[-3] * NR + x[-1], N,
+            lambda c: B[tuple(x[:-3]) + ((c, x[-2]) if spec.trans_b else (x[-2], c))],
+            N % NR != 0), name="Bp")
+        Npb = Np * NR
+    k = te.reduce_axis((0, K), name="k")
+
+    # a matrix smaller than one micro-tile (or K = 1) never fills a tile: no kernel call (the
+    # tile loops of extent 1 are simplified away, so the nest could not be matched either)
+    use_kernel = M >= MR and N >= NR and K >= 2
+
+    def acc(*x):
+        b_idx, i, j = x[:-2], x[-2], x[-1]
+        ab = _batch_index(spec.a_batch, batch, b_idx)
+        if Ap is None:
+            a = A[ab + ((k, i) if spec.trans_a else (i, k))]
+        else:
+            a = Ap[ab + (i // MR, k, i % MR)]
+        if Bp is None:
+            b = B[j // spec.b_block, k, j % spec.b_block]
+        else:
+            b = Bp[_batch_index(spec.b_batch, batch, b_idx) + (j // NR, k, j % NR)]
+        return te.sum(a * b, axis=k)
+
+    if direct:
+        C = te.compute(batch + (M, N), acc, name="C")
+        s = te.create_schedule(C)
+        cax = s[C].op.axis
+        ci, cj = cax[-2], cax[-1]
+        (ck,) = s[C].op.reduce_axis
+        jc, j1 = s[C].split(cj, NC)
+        jr, jj = s[C].split(j1, NR)
+        kc, kk = s[C].split(ck, cfg.KC)
+        ic, i1 = s[C].split(ci, MC)
+        ir, ii = s[C].split(i1, MR)
+        tile = [jr, ir] if cfg.order == "ji" else [ir, jr]
+        s[C].reorder(*cax[:-2], jc, kc, ic, *tile, kk, ii, jj)
+        if use_kernel:
+            s[C].tensorize(kk, intrin)
+        if Bp is not None:
+            s[Bp].compute_at(s[C], kc)
+        if Ap is not None:
+            s[Ap].compute_at(s[C], ic)
+        if cfg.parallel and tgt.threads and not tgt.bare_metal:
+            s[C].parallel(s[C].leaf_axes[0])
+        return s, inputs + [C]
+
+    Cacc = te.compute(batch + (Mp * MR, Npb), acc, name="Cacc")
+    C = te.compute(batch + (M, N), lambda *x: epilogue_expr(
+        spec, Cacc[x], bias, R, x[:-2], x[-2], x[-1]), name="C")
+    s = te.create_schedule(C)
+    ax = s[C].op.axis
+    bax, i, j = ax[:-2], ax[-2], ax[-1]
+    # the block loops are split again by MR and NR, so the region of Cacc they read
+    # (bound inference over these loops' ranges) is whole micro-tiles
+    jc, jn = s[C].split(j, NC)
+    jn_o, jn_i = s[C].split(jn, NR)
+    ic, inn = s[C].split(i, MC)
+    in_o, in_i = s[C].split(inn, MR)
+    s[C].reorder(*bax, jc, ic, in_o, in_i, jn_o, jn_i)
+    s[C].vectorize(jn_i)
+    s[Cacc].compute_at(s[C], jc)
+    cax = s[Cacc].op.axis
+    ci, cj = cax[-2], cax[-1]
+    (ck,) = s[Cacc].op.reduce_axis
+    jr, jj = s[Cacc].split(cj, NR)
+    kc, kk = s[Cacc].split(ck, cfg.KC)
+    c_ic, ci1 = s[Cacc].split(ci, MC)
+    ir, ii = s[Cacc].split(ci1, MR)
+    tile = [jr, ir] if cfg.order == "ji" else [ir, jr]
+    s[Cacc].reorder(*cax[:-2], kc, c_ic, *tile, kk, ii, jj)
+    if use_kernel:
+        s[Cacc].tensorize(kk, intrin)
+    if Ap is not None:
+        s[Ap].compute_at(s[Cacc], c_ic)
+    if Bp is not None:
+        s[Bp].compute_at(s[Cacc], kc)
     if cfg.parallel and tgt.threads and not tgt.bare_metal:
-        s[C].parallel(jc)
-    return s, [A, B, C]
+        s[C].parallel(s[C].leaf_axes[0])
+    return s, inputs + [C]

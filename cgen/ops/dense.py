@@ -1,0 +1,227 @@
+"""Dense / matmul templates: transposes, batch broadcasting, a fused epilogue.
+
+Three templates over the packed GEMM of cgen.ops.gemm (packing as a te
+compute: a transposed operand is packed by reading it transposed, so the
+micro-kernel never changes):
+
+  matmul        C = epilogue(op(A) @ op(B)), A (M, K) or (K, M), B (K, N) or (N, K)
+  batch_matmul  the same with numpy-broadcast batch dimensions: A (..., M, K), B (..., K, N)
+  dense         y = epilogue(x @ W^T): x (M, K), W (N, K) (ONNX Gemm transB=1, PyTorch
+                Linear), W either as is ("plain") or pre-packed ("packed": panels of
+                b_block columns, (ceil(N / b_block), K, b_block), zero padded; `pack_b`
+                makes them from W.T).  Few rows (M <= GEMV_ROWS, packed weights, x86)
+                take the GEMV path: an M-row micro-kernel streaming the weight panels
+                (vectorized over N, memory bound), with its own knobs.
+
+The epilogue is a list of steps applied in order to the accumulated tile:
+"bias" (+ bias[j]), "residual" (+ R[..., i, j]), "relu", "relu6", "clip"
+(to wl["clip"] = [lo, hi]), "sigmoid", "tanh".  It is computed in the same
+kernel: the accumulation runs into an M x NC column-block buffer (padded to
+whole micro-tiles) computed at the epilogue stage's column-block loop (knob
+`block` "goto"); without an epilogue, "direct" accumulates in the output itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autotune.space import ConfigSpace, Knob
+from .gemm import (EPILOGUE_STEPS, MatmulSpec, generated_kernels, kernel_shape, matmul_reference,
+                   pack_b, packed_matmul)
+from .gemm_template import (gemm_config, gemm_default_values, gemm_knobs, nearest_config,
+                            quick_variants)
+from targets import resolve
+
+GEMV_ROWS = 4
+DEFAULT_B_BLOCK = 32
+
+
+def _epilogue(epilogue) -> list:
+    steps = [str(s) for s in (epilogue or ())]
+    for s in steps:
+        if s not in EPILOGUE_STEPS:
+            raise ValueError(f"unknown epilogue step {s!r}; one of {EPILOGUE_STEPS}")
+    return steps
+
+
+def _clip(clip) -> list:
+    lo, hi = (0.0, 6.0) if clip is None else clip
+    if not float(lo) <= float(hi):
+        raise ValueError(f"clip bounds must satisfy lo <= hi, got {clip}")
+    return [float(lo), float(hi)]
+
+
+def _spec(wl: dict) -> MatmulSpec:
+    lo, hi = wl.get("clip", [0.0, 6.0])
+    if wl["op"] == "dense":
+        packed = wl["weights"] == "packed"
+        return MatmulSpec(wl["M"], wl["N"], wl["K"], trans_b=not packed,
+                          b_block=wl["b_block"] if packed else 0,
+                          epilogue=tuple(wl["epilogue"]), clip_lo=lo, clip_hi=hi)
+    return MatmulSpec(wl["M"], wl["N"], wl["K"], a_batch=tuple(wl["a_batch"]),
+                      b_batch=tuple(wl["b_batch"]), trans_a=wl["trans_a"], trans_b=wl["trans_b"],
+                      epilogue=tuple(wl["epilogue"]), clip_lo=lo, clip_hi=hi)
+
+
+def _block_knob(spec: MatmulSpec) -> Knob:
+    return Knob("block", ("goto",) if spec.epilogue else ("direct", "goto"))
+
+
+class _MatmulBase:
+    """The protocol over a MatmulSpec; subclasses make workloads."""
+    name = "matmul"
+
+    def spec(self, wl: dict) -> MatmulSpec:
+        return _spec(wl)
+
+    def space(self, wl: dict, target) -> ConfigSpace:
+        sp = self.spec(wl)
+        return ConfigSpace(tuple(gemm_knobs(sp.M, sp.N, sp.K, target)) + (_block_knob(sp),))
+
+    def build(self, wl: dict, target, config):
+        c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        return packed_matmul(self.spec(wl), target, gemm_config(c))
+
+    def default(self, wl: dict, target):
+        want = dict(gemm_default_values(resolve(target)))
+        want["block"] = "goto" if self.spec(wl).epilogue else "direct"
+        return nearest_config(self.space(wl, target), want)
+
+    def quick_configs(self, wl: dict, target) -> list:
+        """A few configs one knob away from the default, for a short sweep to try first."""
+        return quick_variants(self.space(wl, target), self.default(wl, target))
+
+    def inputs(self, wl: dict, rng) -> list:
+        sp = self.spec(wl)
+        a_shape = sp.a_batch + ((sp.K, sp.M) if sp.trans_a else (sp.M, sp.K))
+        b_shape = sp.b_batch + ((sp.N, sp.K) if sp.trans_b else (sp.K, sp.N))
+        out = [_values(rng, a_shape), _values(rng, b_shape)]
+        if "bias" in sp.epilogue:
+            out.append(_values(rng, (sp.N,)))
+        if "residual" in sp.epilogue:
+            out.append(_values(rng, sp.batch + (sp.M, sp.N)))
+        return out + [np.zeros(sp.batch + (sp.M, sp.N), np.float32)]
+
+    def reference(self, wl: dict, inputs) -> dict:
+        return {"C": matmul_reference(self.spec(wl), *inputs[:-1])}
+
+    def flops(self, wl: dict) -> int:
+        sp = self.spec(wl)
+        return 2 * int(np.prod(sp.batch, dtype=np.int64)) * sp.M * sp.N * sp.K
+
+
+def _values(rng, shape) -> np.ndarray:
+    """Inputs in [-1, 1): sums of both signs (an epilogue's clip and relu see both)."""
+    return (rng.random(shape, dtype=np.float32) * 2 - 1).astype(np.float32)
+
+
+class MatmulTemplate(_MatmulBase):
+    name = "matmul"
+
+    def workload(self, M: int, N: int, K: int, trans_a: bool = False, trans_b: bool = False,
+                 epilogue=(), clip=None, dtype: str = "float32") -> dict:
+        wl = {"op": self.name, "M": int(M), "N": int(N), "K": int(K), "trans_a": bool(trans_a),
+              "trans_b": bool(trans_b), "a_batch": [], "b_batch": [],
+              "epilogue": _epilogue(epilogue), "clip": _clip(clip), "dtype": dtype}
+        _spec(wl)  # checks
+        return wl
+
+
+class BatchMatmulTemplate(_MatmulBase):
+    """numpy.matmul semantics on the batch dimensions (broadcast, right-aligned)."""
+    name = "batch_matmul"
+
+    def workload(self, a_shape, b_shape, trans_a: bool = False, trans_b: bool = False,
+                 epilogue=(), clip=None, dtype: str = "float32") -> dict:
+        a_shape, b_shape = tuple(int(x) for x in a_shape), tuple(int(x) for x in b_shape)
+        if len(a_shape) < 2 or len(b_shape) < 2:
+            raise ValueError(f"batch_matmul: operands need 2+ dimensions, got {a_shape}, {b_shape}")
+        M, Ka = (a_shape[-1], a_shape[-2]) if trans_a else a_shape[-2:]
+        Kb, N = (b_shape[-1], b_shape[-2]) if trans_b else b_shape[-2:]
+        if Ka != Kb:
+            raise ValueError(f"batch_matmul: inner dimensions differ: {a_shape}, {b_shape}")
+        wl = {"op": self.name, "M": int(M), "N": int(N), "K": int(Ka), "trans_a": bool(trans_a),
+              "trans_b": bool(trans_b), "a_batch": list(a_shape[:-2]), "b_batch": list(b_shape[:-2]),
+              "epilogue": _epilogue(epilogue), "clip": _clip(clip), "dtype": dtype}
+        _spec(wl)
+        return wl
+
+
+class DenseTemplate(_MatmulBase):
+    """y = epilogue(x @ W^T), the GEMV path for few rows with pre-packed weights."""
+    name = "dense"
+
+    def workload(self, M: int, N: int, K: int, epilogue=("bias",), weights: str = "plain",
+                 b_block: int = DEFAULT_B_BLOCK, clip=None, dtype: str = "float32") -> dict:
+        if weights not in ("plain", "packed"):
+            raise ValueError(f"dense: weights must be 'plain' or 'packed', got {weights!r}")
+        wl = {"op": self.name, "M": int(M), "N": int(N), "K": int(K),
+              "epilogue": _epilogue(epilogue), "weights": weights,
+              "b_block": int(b_block) if weights == "packed" else 0, "clip": _clip(clip),
+              "dtype": dtype}
+        _spec(wl)
+        return wl
+
+    def gemv(self, wl: dict, target) -> bool:
+        """Whether the workload takes the GEMV path on the target."""
+        tgt = resolve(target)
+        if not (wl["M"] <= GEMV_ROWS and wl["weights"] == "packed" and generated_kernels(tgt)):
+            return False
+        return wl["b_block"] % kernel_shape(tgt, wl["M"])[1] == 0
+
+    def space(self, wl: dict, target) -> ConfigSpace:
+        tgt = resolve(target)
+        if not self.gemv(wl, tgt):
+            return super().space(wl, tgt)
+        bb, N = wl["b_block"], wl["N"]
+        nc = sorted({min(bb * n, -(-N // bb) * bb) for n in (1, 2, 4, 8, 16, 32)})
+        knobs = [Knob("NC", tuple(nc)), Knob("unroll", (1, 2, 4, 8)),
+                 Knob("prefetch", (0, 8, 16, 32))]
+        if tgt.threads and not tgt.bare_metal:
+            knobs.append(Knob("parallel", (False, True)))
+        return ConfigSpace(tuple(knobs))
+
+    def build(self, wl: dict, target, config):
+        tgt = resolve(target)
+        if not self.gemv(wl, tgt):
+            return super().build(wl, tgt, config)
+        c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        M, K = wl["M"], wl["K"]
+        cfg = gemm_config(c, MR=M, MC=M, KC=K, pack_a=False, block="goto")
+        return packed_matmul(self.spec(wl), tgt, cfg)
+
+    def default(self, wl: dict, target):
+        tgt = resolve(target)
+        if not self.gemv(wl, tgt):
+            return super().default(wl, tgt)
+        # measured on the development machine (1 x 1024 -> 1000): weight panels prefetched
+        # 16 k steps ahead, 4 steps per loop iteration, 256-column blocks
+        return nearest_config(self.space(wl, tgt), {"NC": 256, "unroll": 4, "prefetch": 16,
+                                                    "parallel": False})
+
+    def quick_configs(self, wl: dict, target) -> list:
+        tgt = resolve(target)
+        if not self.gemv(wl, tgt):
+            return super().quick_configs(wl, tgt)
+        sp, d = self.space(wl, tgt), self.default(wl, tgt)
+        out = []
+        for change in ({"prefetch": 8}, {"unroll": 8}, {"NC": 128}, {"prefetch": 0}):
+            c = nearest_config(sp, {**d.to_dict(), **change})
+            if c.index != d.index and c not in out:
+                out.append(c)
+        return out
+
+    def inputs(self, wl: dict, rng) -> list:
+        sp = self.spec(wl)
+        x = _values(rng, (sp.M, sp.K))
+        w = _values(rng, (sp.N, sp.K))
+        out = [x, pack_b(np.ascontiguousarray(w.T), sp.b_block) if sp.b_block else w]
+        if "bias" in sp.epilogue:
+            out.append(_values(rng, (sp.N,)))
+        if "residual" in sp.epilogue:
+            out.append(_values(rng, (sp.M, sp.N)))
+        return out + [np.zeros((sp.M, sp.N), np.float32)]
+
+
+def dense_templates() -> tuple:
+    """Fresh instances of this module's templates (for cgen.ops.registry)."""
+    return (MatmulTemplate(), BatchMatmulTemplate(), DenseTemplate())
