@@ -254,3 +254,21 @@ def test_sanitized_harness_matches_numpy(make, shape):
     c = np.full((M, N), np.nan, dtype=np.float32)
     mod(a, b, c)  # runs the ASan/UBSan harness executable in a child process
     assert_matches(c, a @ b)
+
+
+def test_gcc_loop_if_conversion_workaround():
+    """GCC 12 -O3 with AVX miscompiles this guarded copy (two-iteration inner loop) unless
+    loop if-conversion is off: the toolchain driver turns it off for every GCC."""
+    import numpy as np
+    import cgen
+    from cgen import te
+    X = te.placeholder((1, 9, 18, 2), name="X")
+    P = te.compute((1, 12, 21, 2), lambda n, y, x, i: te.if_then_else(
+        te.all(y >= 1, y < 10, x >= 1, x < 19), X[n, y - 1, x - 1, i], 0.0), name="P")
+    mod = cgen.build(te.create_schedule(P), [X, P], target="host", name="padcopy")
+    x = np.arange(1, 1 + 9 * 18 * 2, dtype=np.float32).reshape(1, 9, 18, 2)
+    p = np.full((1, 12, 21, 2), np.nan, np.float32)
+    mod(x, p)
+    ref = np.zeros_like(p)
+    ref[:, 1:10, 1:19, :] = x
+    np.testing.assert_array_equal(p, ref)

@@ -1,0 +1,418 @@
+"""Depthwise conv2d templates (float32, any kernel, stride, dilation and padding).
+
+Workloads (`depthwise_workload`) are plain dicts:
+
+    op          "depthwise_conv2d" (NCHW) or "depthwise_conv2d_nchwc" (blocked)
+    N C H W     input batch, channels, height, width
+    KH KW       kernel size
+    stride [sh, sw], pad [top, left, bottom, right], dilation [dh, dw]
+    multiplier  output channels per input channel (NCHW only; NCHWc takes 1)
+    layout      "NCHW", or "NCHWc" with block bn (which must divide C)
+    bn          the channel block of the NCHWc layout, else None
+
+Arrays: NCHW takes X (N, C, H, W), W (C*multiplier, 1, KH, KW) as in ONNX, and
+writes Y (N, C*multiplier, OH, OW).  NCHWc takes X (N, C/bn, H, W, bn) and
+weights pre-packed as W (C/bn, KH, KW, bn), and writes Y (N, C/bn, OH, OW, bn)
+(`to_nchwc_np`, `pack_weights_np` convert).
+
+Both compute the zero-padded input P as a stage (placed by the `pad_at` knob:
+inlined, per channel plane, per band of rows, per tile, or whole at root; when
+placed inside the loops it also covers the tail tiles, see `covering_pads`) and
+the output either as one unrolled expression over the KH*KW taps
+(taps="expr": each output vector is a chain of multiply-adds held in a
+register) or as a reduction over the taps (taps="reduce": the accumulator
+lives in the output tile, which gcc keeps in registers when it can).
+
+* depthwise_conv2d (NCHW): output rows are split into tiles of tile_y rows
+  (unrolled) by tile_x columns (vectorized along W).  For stride 1 the tap
+  loads are contiguous vectors; larger strides leave a plain loop that gcc
+  vectorizes with shuffles.
+* depthwise_conv2d_nchwc: the vector runs over the bn channels of a block, so
+  every tap load is a contiguous vector whatever the stride; a tile of
+  tile_y x tile_x output pixels (unrolled) is held in registers.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import te
+from ..autotune.space import ConfigSpace, Knob, split_choices
+from ..codegen.isa import isa_for
+from .elemwise import cfg_dict, check_op, lanes_of, pick, threads_ok, vec_choices
+from .nn import _conv_out, _pad_nchw, _pads, _pair
+from targets import resolve
+
+NCHW_OP = "depthwise_conv2d"
+NCHWC_OP = "depthwise_conv2d_nchwc"
+# vector registers per ISA table (VectorISA.name): sizes the default register tile
+VREGS = {"avx512": 32, "avx2": 16, "neon-aarch64": 32, "neon-armv7": 16}
+
+
+# ---------------------------------------------------------------- workloads
+def depthwise_workload(op: str, N: int, C: int, H: int, W: int, KH: int, KW: int, stride=1,
+                       pad=0, dilation=1, multiplier: int = 1, layout: str = "NCHW",
+                       bn: int | None = None, dtype: str = "float32") -> dict:
+    """The canonical depthwise workload dict (checked; see the module docstring)."""
+    if op not in (NCHW_OP, NCHWC_OP):
+        raise ValueError(f"depthwise_workload: op must be {NCHW_OP!r} or {NCHWC_OP!r}, got {op!r}")
+    sh, sw = _pair(op, "stride", stride, 1)
+    dh, dw = _pair(op, "dilation", dilation, 1)
+    pads = _pads(op, pad)
+    for name, v in (("N", N), ("C", C), ("H", H), ("W", W), ("KH", KH), ("KW", KW),
+                    ("multiplier", multiplier)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{op}: {name} must be a positive int, got {v!r}")
+    if dtype != "float32":
+        raise ValueError(f"{op}: only float32 is supported, got {dtype}")
+    if op == NCHW_OP and (layout != "NCHW" or bn is not None):
+        raise ValueError(f"{op}: layout must be NCHW without bn, got {layout!r}, bn={bn!r}")
+    if op == NCHWC_OP:
+        if layout != "NCHWc" or not isinstance(bn, (int, np.integer)) or bn < 1 or C % bn:
+            raise ValueError(f"{op}: layout must be 'NCHWc' with a block bn dividing C={C}, "
+                             f"got {layout!r}, bn={bn!r}")
+        if multiplier != 1:
+            raise ValueError(f"{op}: the blocked layout takes multiplier 1, got {multiplier}")
+    _conv_out(op, H, pads[0], pads[2], KH, sh, dh, "height")
+    _conv_out(op, W, pads[1], pads[3], KW, sw, dw, "width")
+    return {"op": op, "N": int(N), "C": int(C), "H": int(H), "W": int(W), "KH": int(KH),
+            "KW": int(KW), "stride": [sh, sw], "pad": list(pads), "dilation": [dh, dw],
+            "multiplier": int(multiplier), "layout": layout,
+            "bn": None if bn is None else int(bn), "dtype": dtype}
+
+
+def out_size(wl: dict) -> tuple:
+    (sh, sw), (dh, dw), (t, l, b, r) = wl["stride"], wl["dilation"], wl["pad"]
+    return ((wl["H"] + t + b - dh * (wl["KH"] - 1) - 1) // sh + 1,
+            (wl["W"] + l + r - dw * (wl["KW"] - 1) - 1) // sw + 1)
+
+
+def depthwise_flops(wl: dict) -> int:
+    oh, ow = out_size(wl)
+    return 2 * wl["N"] * wl["C"] * wl["multiplier"] * oh * ow * wl["KH"] * wl["KW"]
+
+
+# ---------------------------------------------------------------- numpy
+def depthwise_reference(x: np.ndarray, w: np.ndarray, stride, pad, dilation) -> np.ndarray:
+    """NCHW depthwise conv (w: (C*M, 1, KH, KW)), float64 accumulation, float32 result."""
+    sh, sw = stride
+    dh, dw = dilation
+    t, l, b, r = pad
+    n, c, h, wd = x.shape
+    cm, _, kh, kw = w.shape
+    m = cm // c
+    xp = np.zeros((n, c, h + t + b, wd + l + r), np.float64)
+    xp[:, :, t:t + h, l:l + wd] = x
+    xp = np.repeat(xp, m, axis=1)          # output channel o reads input channel o // m
+    oh = (h + t + b - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + l + r - dw * (kw - 1) - 1) // sw + 1
+    y = np.zeros((n, cm, oh, ow), np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            win = xp[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
+            y += win * w[:, 0, i, j].astype(np.float64)[None, :, None, None]
+    return y.astype(np.float32)
+
+
+def to_nchwc_np(x: np.ndarray, bn: int) -> np.ndarray:
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // bn, bn, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def from_nchwc_np(y: np.ndarray) -> np.ndarray:
+    n, cb, h, w, bn = y.shape
+    return np.ascontiguousarray(y.transpose(0, 1, 4, 2, 3).reshape(n, cb * bn, h, w))
+
+
+def pack_weights_np(w: np.ndarray, bn: int) -> np.ndarray:
+    """(C, 1, KH, KW) -> (C/bn, KH, KW, bn)."""
+    c, _, kh, kw = w.shape
+    return np.ascontiguousarray(w.reshape(c // bn, bn, kh, kw).transpose(0, 2, 3, 1))
+
+
+def unpack_weights_np(wp: np.ndarray) -> np.ndarray:
+    cb, kh, kw, bn = wp.shape
+    return np.ascontiguousarray(wp.transpose(0, 3, 1, 2).reshape(cb * bn, 1, kh, kw))
+
+
+# ---------------------------------------------------------------- computes
+def _taps_sum(load, KH: int, KW: int):
+    """sum over taps (i, j) of load(i, j), as one expression (a chain of multiply-adds)."""
+    acc = None
+    for i in range(KH):
+        for j in range(KW):
+            t = load(i, j)
+            acc = t if acc is None else acc + t
+    return acc
+
+
+def covering_pads(pads, size: tuple, out: tuple, tile: tuple, kernel: tuple, stride: tuple,
+                  dilation: tuple) -> tuple:
+    """pads (top, left, bottom, right) with bottom/right grown so the padded input holds
+    every element a whole tile reads, the tail tiles' guarded-off rows and columns
+    included.  A padded stage computed at a tile loop then covers a constant region
+    (no clipping against the end of the tensor): simpler loops, and no clipped buffer
+    that gcc -Wmaybe-uninitialized (an error under -Werror) cannot prove written."""
+    t, l, b, r = pads
+    grown = []
+    for n, o, tl, k, s, d, before, after in zip(size, out, tile, kernel, stride, dilation,
+                                               (t, l), (b, r)):
+        need = (-(-o // tl) * tl - 1) * s + (k - 1) * d + 1
+        grown.append(max(after, need - n - before))
+    return (t, l, grown[0], grown[1])
+
+
+def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = None):
+    """te tensors (X, W, P, Y) of the NCHW workload; P is None without padding.
+    With tile (tile_y, tile_x), P also covers the tail tiles (`covering_pads`)."""
+    N, C, H, W, KH, KW, M = (wl[k] for k in ("N", "C", "H", "W", "KH", "KW", "multiplier"))
+    (sh, sw), (dh, dw), pads = wl["stride"], wl["dilation"], tuple(wl["pad"])
+    OH, OW = out_size(wl)
+    if tile is not None and any(pads):
+        pads = covering_pads(pads, (H, W), (OH, OW), tile, (KH, KW), (sh, sw), (dh, dw))
+    X = te.placeholder((N, C, H, W), "float32", name="X")
+    Wt = te.placeholder((C * M, 1, KH, KW), "float32", name="W")
+    P = _pad_nchw(X, pads, 0.0, "P") if any(pads) else None
+    src = P if P is not None else X
+
+    def ch(o):
+        return o if M == 1 else o // M
+    if taps == "expr":
+        Y = te.compute((N, C * M, OH, OW), lambda n, o, y, x: _taps_sum(
+            lambda i, j: src[n, ch(o), y * sh + i * dh, x * sw + j * dw] * Wt[o, 0, i, j], KH, KW),
+            name="Y")
+    else:
+        ry = te.reduce_axis((0, KH), name="ry")
+        rx = te.reduce_axis((0, KW), name="rx")
+        Y = te.compute((N, C * M, OH, OW), lambda n, o, y, x: te.sum(
+            src[n, ch(o), y * sh + ry * dh, x * sw + rx * dw] * Wt[o, 0, ry, rx], axis=(ry, rx)),
+            name="Y")
+    return X, Wt, P, Y
+
+
+def depthwise_nchwc_compute(wl: dict, taps: str = "expr", tile: tuple | None = None):
+    """te tensors (X, W, P, Y) of the NCHWc workload; P is None without padding.
+    With tile (tile_y, tile_x), P also covers the tail tiles (`covering_pads`)."""
+    N, C, H, W, KH, KW, bn = (wl[k] for k in ("N", "C", "H", "W", "KH", "KW", "bn"))
+    (sh, sw), (dh, dw), (t, l, b, r) = wl["stride"], wl["dilation"], wl["pad"]
+    OH, OW = out_size(wl)
+    if tile is not None and any((t, l, b, r)):
+        t, l, b, r = covering_pads((t, l, b, r), (H, W), (OH, OW), tile, (KH, KW), (sh, sw),
+                                   (dh, dw))
+    Cb = C // bn
+    X = te.placeholder((N, Cb, H, W, bn), "float32", name="X")
+    Wt = te.placeholder((Cb, KH, KW, bn), "float32", name="W")
+    P = None
+    if t or l or b or r:
+        P = te.compute((N, Cb, H + t + b, W + l + r, bn), lambda n, c, y, x, i: te.if_then_else(
+            te.all(y >= t, y < H + t, x >= l, x < W + l), X[n, c, y - t, x - l, i], 0.0), name="P")
+    src = P if P is not None else X
+    if taps == "expr":
+        Y = te.compute((N, Cb, OH, OW, bn), lambda n, c, y, x, i: _taps_sum(
+            lambda p, q: src[n, c, y * sh + p * dh, x * sw + q * dw, i] * Wt[c, p, q, i], KH, KW),
+            name="Y")
+    else:
+        ry = te.reduce_axis((0, KH), name="ry")
+        rx = te.reduce_axis((0, KW), name="rx")
+        Y = te.compute((N, Cb, OH, OW, bn), lambda n, c, y, x, i: te.sum(
+            src[n, c, y * sh + ry * dh, x * sw + rx * dw, i] * Wt[c, ry, rx, i], axis=(ry, rx)),
+            name="Y")
+    return X, Wt, P, Y
+
+
+# ---------------------------------------------------------------- templates
+def _unique(space: ConfigSpace, wants: list) -> list:
+    """The configs nearest to each wanted knob dict, first occurrence kept."""
+    out, seen = [], set()
+    for w in wants:
+        cfg = pick(space, dict(w, parallel=False))
+        if cfg.index not in seen:
+            seen.add(cfg.index)
+            out.append(cfg)
+    return out
+
+
+class _DepthwiseBase:
+    name = ""
+
+    def workload(self, N, C, H, W, KH, KW, stride=1, pad=0, dilation=1, multiplier=1,
+                 layout=None, bn=None, dtype="float32") -> dict:
+        layout = layout or ("NCHWc" if self.name == NCHWC_OP else "NCHW")
+        return depthwise_workload(self.name, N, C, H, W, KH, KW, stride, pad, dilation,
+                                  multiplier, layout, bn, dtype)
+
+    def flops(self, wl: dict) -> int:
+        return depthwise_flops(wl)
+
+    @staticmethod
+    def _pad_choices(tile: bool) -> tuple:
+        return (("band", "plane", "tile", "inline", "root") if tile
+                else ("band", "plane", "inline", "root"))
+
+    @staticmethod
+    def _cover(c: dict):
+        """The tile the padded input must cover when it is computed inside the loops."""
+        if c.get("pad_at", "band") in ("band", "plane", "tile"):
+            return (c["tile_y"], c["tile_x"])
+        return None
+
+    @staticmethod
+    def _place_pad(s, P, Y, where: str, plane, band, tile=None):
+        if P is None:
+            return
+        if where == "inline":
+            s[P].compute_inline()
+        elif where == "plane":
+            s[P].compute_at(s[Y], plane)
+        elif where == "band":
+            s[P].compute_at(s[Y], band)
+        elif where == "tile":
+            s[P].compute_at(s[Y], tile)
+        # "root": the whole padded tensor, computed first
+
+
+class DepthwiseNCHWTemplate(_DepthwiseBase):
+    """NCHW in and out; tiles of tile_y rows x tile_x columns, vectorized along W."""
+    name = NCHW_OP
+
+    def space(self, wl: dict, target) -> ConfigSpace:
+        check_op(wl, self.name)
+        OH, OW = out_size(wl)
+        knobs = [Knob("tile_y", split_choices(OH, 8)),
+                 Knob("tile_x", vec_choices(OW, lanes_of(target), 64)),
+                 Knob("taps", ("expr", "reduce"))]
+        if any(wl["pad"]):
+            knobs.append(Knob("pad_at", self._pad_choices(tile=False)))
+        if threads_ok(target):
+            knobs.append(Knob("parallel", (False, True)))
+        return ConfigSpace(tuple(knobs))
+
+    def default(self, wl: dict, target):
+        lanes = lanes_of(target)
+        (t, l, b, r) = wl["pad"]
+        plane_bytes = (wl["H"] + t + b) * (wl["W"] + l + r) * 4
+        want = {"tile_y": 8, "tile_x": lanes if lanes > 1 else 16, "taps": "expr",
+                "pad_at": "plane" if plane_bytes <= 16 * 1024 else "band", "parallel": False}
+        return pick(self.space(wl, target), want)
+
+    def quick_configs(self, wl: dict, target) -> list:
+        """A short list of promising configs for a quick sweep (the default not included)."""
+        lanes = lanes_of(target)
+        vx = lanes if lanes > 1 else 16
+        wants = [{"tile_y": ty, "tile_x": tx, "taps": "expr", "pad_at": pa}
+                 for pa in ("band", "plane") for ty in (2, 4, 8) for tx in (vx, 2 * vx)]
+        return _unique(self.space(wl, target), wants)
+
+    def build(self, wl: dict, target, config):
+        check_op(wl, self.name)
+        c = cfg_dict(config)
+        X, Wt, P, Y = depthwise_nchw_compute(wl, c["taps"], self._cover(c))
+        s = te.create_schedule(Y)
+        st = s[Y]
+        n, o, y, x = st.op.axis
+        yo, yi = st.split(y, factor=c["tile_y"])
+        xo, xi = st.split(x, factor=c["tile_x"])
+        if c["taps"] == "reduce":
+            ry, rx = st.op.reduce_axis
+            st.reorder(n, o, yo, xo, ry, rx, yi, xi)
+            st.unroll(ry)
+            st.unroll(rx)
+        else:
+            st.reorder(n, o, yo, xo, yi, xi)
+        st.unroll(yi)
+        st.vectorize(xi)
+        self._place_pad(s, P, Y, c.get("pad_at", "band"), plane=o, band=yo)
+        if c.get("parallel", False) and threads_ok(target):
+            st.parallel(o)
+        return s, [X, Wt, Y]
+
+    def inputs(self, wl: dict, rng) -> list:
+        N, C, H, W, KH, KW, M = (wl[k] for k in ("N", "C", "H", "W", "KH", "KW", "multiplier"))
+        OH, OW = out_size(wl)
+        return [rng.standard_normal((N, C, H, W), dtype=np.float32),
+                rng.standard_normal((C * M, 1, KH, KW), dtype=np.float32),
+                np.zeros((N, C * M, OH, OW), np.float32)]
+
+    def reference(self, wl: dict, inputs) -> dict:
+        return {"Y": depthwise_reference(inputs[0], inputs[1], wl["stride"], wl["pad"],
+                                         wl["dilation"])}
+
+
+class DepthwiseNCHWcTemplate(_DepthwiseBase):
+    """Blocked NCHW[bn]c; tiles of tile_y x tile_x output pixels, vectorized over the block."""
+    name = NCHWC_OP
+
+    def space(self, wl: dict, target) -> ConfigSpace:
+        check_op(wl, self.name)
+        OH, OW = out_size(wl)
+        knobs = [Knob("tile_y", split_choices(OH, 4)), Knob("tile_x", split_choices(OW, 8)),
+                 Knob("taps", ("expr", "reduce"))]
+        if any(wl["pad"]):
+            knobs.append(Knob("pad_at", self._pad_choices(tile=True)))
+        if threads_ok(target):
+            knobs.append(Knob("parallel", (False, True)))
+        return ConfigSpace(tuple(knobs))
+
+    def default(self, wl: dict, target):
+        (t, l, b, r) = wl["pad"]
+        plane_bytes = (wl["H"] + t + b) * (wl["W"] + l + r) * wl["bn"] * 4
+        # accumulators: 16 (half the register file) on 32-register ISAs, else 8
+        isa = isa_for(resolve(target))
+        ty, tx = (4, 4) if isa is not None and VREGS.get(isa.name, 16) >= 32 else (2, 4)
+        want = {"tile_y": ty, "tile_x": tx, "taps": "expr",
+                "pad_at": "plane" if plane_bytes <= 32 * 1024 else "tile", "parallel": False}
+        return pick(self.space(wl, target), want)
+
+    def quick_configs(self, wl: dict, target) -> list:
+        """A short list of promising configs for a quick sweep (the default not included)."""
+        wants = [{"tile_y": ty, "tile_x": tx, "taps": "expr", "pad_at": pa}
+                 for pa in ("tile", "plane", "band")
+                 for ty, tx in ((2, 4), (1, 4), (2, 2), (4, 4), (1, 8))]
+        return _unique(self.space(wl, target), wants)
+
+    def build(self, wl: dict, target, config):
+        check_op(wl, self.name)
+        c = cfg_dict(config)
+        X, Wt, P, Y = depthwise_nchwc_compute(wl, c["taps"], self._cover(c))
+        s = te.create_schedule(Y)
+        st = s[Y]
+        n, cb, y, x, i = st.op.axis
+        yo, yi = st.split(y, factor=c["tile_y"])
+        xo, xi = st.split(x, factor=c["tile_x"])
+        if c["taps"] == "reduce":
+            ry, rx = st.op.reduce_axis
+            st.reorder(n, cb, yo, xo, ry, rx, yi, xi, i)
+            st.unroll(ry)
+            st.unroll(rx)
+        else:
+            st.reorder(n, cb, yo, xo, yi, xi, i)
+        st.unroll(yi)
+        st.unroll(xi)
+        st.vectorize(i)
+        self._place_pad(s, P, Y, c.get("pad_at", "band"), plane=cb, band=yo, tile=xo)
+        if P is not None and wl["bn"] == 2 and c.get("pad_at") != "inline":
+            # GCC 12.2 -O3 miscompiles the loop-vectorized pad copy when its innermost
+            # loop has 2 iterations under the (y, x) condition (masked loads); with the
+            # block loop outside the row loop it is correct.
+            pn, pc, py, px, pi = s[P].op.axis
+            s[P].reorder(pn, pc, py, pi, px)
+        if c.get("parallel", False) and threads_ok(target):
+            st.parallel(cb)
+        return s, [X, Wt, Y]
+
+    def inputs(self, wl: dict, rng) -> list:
+        N, C, H, W, KH, KW, bn = (wl[k] for k in ("N", "C", "H", "W", "KH", "KW", "bn"))
+        OH, OW = out_size(wl)
+        return [rng.standard_normal((N, C // bn, H, W, bn), dtype=np.float32),
+                rng.standard_normal((C // bn, KH, KW, bn), dtype=np.float32),
+                np.zeros((N, C // bn, OH, OW, bn), np.float32)]
+
+    def reference(self, wl: dict, inputs) -> dict:
+        y = depthwise_reference(from_nchwc_np(inputs[0]), unpack_weights_np(inputs[1]),
+                                wl["stride"], wl["pad"], wl["dilation"])
+        return {"Y": to_nchwc_np(y, wl["bn"])}
+
+
+__all__ = ["DepthwiseNCHWTemplate", "DepthwiseNCHWcTemplate", "depthwise_workload",
+           "depthwise_reference", "depthwise_flops", "out_size", "to_nchwc_np", "from_nchwc_np",
+           "pack_weights_np", "unpack_weights_np", "depthwise_nchw_compute",
+           "depthwise_nchwc_compute"]
