@@ -344,7 +344,8 @@ def _simp_minmax(op: str, a: Expr, b: Expr, ranges: dict) -> Expr:
             # for min, x is useless when x >= y always (ties: keep the earlier one)
             worse = _prove(">=", d) if op == "min" else _prove("<=", d)
             strictly = _prove(">", d) if op == "min" else _prove("<", d)
-            if worse and (strictly or j < i):
+            # on ties keep the earlier operand, or the constant (min(j, 0) with j >= 0 is 0)
+            if worse and (strictly or j < i or (isinstance(y, Const) and not isinstance(x, Const))):
                 dominated = True
                 break
         if not dominated:
