@@ -25,7 +25,7 @@ from cgen.ops.elemwise import (BINARY, REDUCE_FNS, UNARY, ConcatTemplate, Elemwi
                                PadTemplate, ReduceTemplate, TransposeTemplate, misc_templates)
 from cgen.ops.pool import GlobalAvgPoolTemplate, Pool2dTemplate, pool_reference
 from cgen.ops.registry import templates
-from cgen.ops.softmax import SoftmaxTemplate
+from cgen.ops.softmax_template import SoftmaxTemplate
 from tests.test_ops import SEED, conv2d_ref, pool_ref, softmax_ref
 from tests.util import assert_matches
 

@@ -637,7 +637,7 @@ def misc_templates() -> list:
     elementwise, reductions, concat, transpose, pad."""
     from .depthwise import DepthwiseNCHWTemplate, DepthwiseNCHWcTemplate
     from .pool import GlobalAvgPoolTemplate, Pool2dTemplate
-    from .softmax import SoftmaxTemplate
+    from .softmax_template import SoftmaxTemplate
     return [DepthwiseNCHWTemplate(), DepthwiseNCHWcTemplate(), Pool2dTemplate("max"),
             Pool2dTemplate("avg"), GlobalAvgPoolTemplate(), SoftmaxTemplate(False),
             SoftmaxTemplate(True), ElemwiseTemplate(), ReduceTemplate(), ConcatTemplate(),

@@ -133,3 +133,7 @@ class GemmTemplate:
 
     def flops(self, wl: dict) -> int:
         return 2 * wl["M"] * wl["N"] * wl["K"]
+
+
+def gemm_templates() -> list:
+    return [GemmTemplate()]

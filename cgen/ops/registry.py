@@ -5,13 +5,23 @@ callers that need one template pass it around explicitly.
 """
 from __future__ import annotations
 
+import importlib
+
+# (module, function returning that module's templates), in table order
+_SOURCES = (
+    ("gemm_template", "gemm_templates"),
+    ("dense", "dense_templates"),
+    ("elemwise", "misc_templates"),
+)
+
 
 def templates() -> dict:
     """name -> template instance, for every shipped template."""
-    from .gemm_template import GemmTemplate
     out = {}
-    for t in (GemmTemplate(),):
-        out[t.name] = t
+    for module, factory in _SOURCES:
+        mod = importlib.import_module(f"{__package__}.{module}")
+        for t in getattr(mod, factory)():
+            out[t.name] = t
     return out
 
 
