@@ -12,6 +12,7 @@ _SOURCES = (
     ("gemm_template", "gemm_templates"),
     ("dense", "dense_templates"),
     ("elemwise", "misc_templates"),
+    ("quant", "quant_templates"),
 )
 
 

@@ -8,7 +8,7 @@ from .expr import (Expr, Const, Var, IterVar, Binary, Compare, Logic, Not, Selec
                    is_float, is_int, reduce_identity, _unify)
 from .tensor import Tensor, PlaceholderOp, ComputeOp, placeholder, compute, reduce_axis
 
-UNARY_FLOAT = ("exp", "log", "sqrt", "tanh", "sigmoid", "erf", "floor")
+UNARY_FLOAT = ("exp", "log", "sqrt", "tanh", "sigmoid", "erf", "floor", "rint")
 
 
 def _float_call(name):
@@ -29,6 +29,10 @@ tanh = _float_call("tanh")
 sigmoid = _float_call("sigmoid")
 erf = _float_call("erf")
 floor = _float_call("floor")
+# round to nearest, ties to even: C rintf under the default rounding mode (ONNX requantisation)
+round_half_even = _float_call("rint")
+round_half_even.__name__ = "round_half_even"
+round_half_even.__doc__ = "Round a float32 expression to the nearest integer, ties to even (C rintf)."
 
 
 def abs(x):  # noqa: A001 - te namespace mirrors numpy

@@ -135,7 +135,7 @@ class Cast(Expr):
 
 @dataclass(frozen=True, slots=True)
 class Call(Expr):
-    """A math intrinsic: exp log sqrt tanh sigmoid erf floor abs."""
+    """A math intrinsic: exp log sqrt tanh sigmoid erf floor rint abs."""
     name: str
     args: tuple
     dtype: str
