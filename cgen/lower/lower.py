@@ -14,7 +14,7 @@ import math
 from ..te.expr import (Binary, Compare, Const, Expr, Logic, Reduce, Select, TensorLoad, Var,
                        INDEX, reduce_identity)
 from ..te.tensor import ComputeOp, PlaceholderOp, Tensor
-from ..te.visit import map_children, substitute, walk
+from ..te.visit import free_vars, map_children, substitute, walk
 from ..schedule.schedule import Schedule, StageState
 from .bounds import sym_bound
 from .ir import (Address, Allocate, Buffer, CallKernel, For, IfThenElse, Load, PrimFunc, Seq,
@@ -173,11 +173,15 @@ class _Lowerer:
                 lo = b[0] if lo is None else Binary("min", lo, b[0], INDEX)
                 hi = b[1] if hi is None else Binary("max", hi, b[1], INDEX)
             if ok and lo is not None:
-                lo, hi = simplify_expr(lo), simplify_expr(hi)
+                # every variable here is a loop variable, and loops start at 0: knowing
+                # that drops clamps like max(4*y, 0) from bases, whose divisions by a
+                # consumer would otherwise give up bounding (whole-tensor regions)
+                nonneg = {v: (0, None) for v in free_vars(lo) | free_vars(hi)}
+                lo, hi = simplify_expr(lo, nonneg), simplify_expr(hi, nonneg)
                 width = simplify_expr(_add(_sub(hi, lo), _i(1)))
                 if isinstance(width, Const) and width.value < n:
-                    base = simplify_expr(Binary("max", lo, _i(0), INDEX))
-                    top = simplify_expr(Binary("min", hi, _i(n - 1), INDEX))
+                    base = simplify_expr(Binary("max", lo, _i(0), INDEX), nonneg)
+                    top = simplify_expr(Binary("min", hi, _i(n - 1), INDEX), nonneg)
                     bases.append(base)
                     bounds.append(max(1, width.value))
                     extents.append(simplify_expr(_add(_sub(top, base), _i(1))))

@@ -1,7 +1,7 @@
 """Loop-IR passes after lowering: each is a function from statement to statement."""
 from __future__ import annotations
 
-from ..te.expr import Binary, Compare, Const, Var, INDEX
+from ..te.expr import Binary, Compare, Const, Logic, Var, INDEX
 from ..te.visit import map_children, substitute, free_vars
 from .ir import For, IfThenElse, Seq, Stmt, seq
 from .simplify import linear, from_linear, simplify, simplify_expr
@@ -40,21 +40,45 @@ def guards_to_bounds(s: Stmt) -> Stmt:
                 and isinstance(x.body, IfThenElse) and x.body.else_ is None
                 and _is_zero(x.min)):
             return x
-        cond = x.body.cond
-        if not (isinstance(cond, Compare) and cond.op == "<" and cond.a.dtype == INDEX):
+        # a conjunction of guards (two split tails on one loop): each bound it can
+        conds = _conjuncts(x.body.cond)
+        lims = [_guard_limit(c, x.var) for c in conds]
+        if all(lim is None for lim in lims):
             return x
-        # linear() keeps min/max as atoms; the simplifier would distribute into them
-        terms, c0 = linear(Binary("-", cond.a, cond.b, INDEX))
-        if terms.get(x.var) != 1:
-            return x
-        rest = {t: k for t, k in terms.items() if t is not x.var}
-        if any(x.var in free_vars(t) for t in rest):
-            return x
-        # v + rest + c0 < 0  <=>  v < -(rest + c0)
-        lim = from_linear({t: -k for t, k in rest.items()}, -c0)
-        ext = simplify_expr(Binary("min", x.extent, lim, INDEX))
-        return For(x.var, x.min, ext, x.kind, x.body.then, x.pragmas)
+        ext = x.extent
+        for lim in lims:
+            if lim is not None:
+                ext = simplify_expr(Binary("min", ext, lim, INDEX))
+        keep = [c for c, lim in zip(conds, lims) if lim is None]
+        body = x.body.then
+        if keep:
+            cond = keep[0]
+            for c in keep[1:]:
+                cond = Logic("&&", cond, c)
+            body = IfThenElse(cond, body)
+        return For(x.var, x.min, ext, x.kind, body, x.pragmas)
     return rec(s)
+
+
+def _conjuncts(c) -> list:
+    if isinstance(c, Logic) and c.op == "&&":
+        return _conjuncts(c.a) + _conjuncts(c.b)
+    return [c]
+
+
+def _guard_limit(cond, var):
+    """lim with (cond <=> var < lim) when cond is v + rest < b with unit coefficient, else None."""
+    if not (isinstance(cond, Compare) and cond.op == "<" and cond.a.dtype == INDEX):
+        return None
+    # linear() keeps min/max as atoms; the simplifier would distribute into them
+    terms, c0 = linear(Binary("-", cond.a, cond.b, INDEX))
+    if terms.get(var) != 1:
+        return None
+    rest = {t: k for t, k in terms.items() if t is not var}
+    if any(var in free_vars(t) for t in rest):
+        return None
+    # v + rest + c0 < 0  <=>  v < -(rest + c0)
+    return from_linear({t: -k for t, k in rest.items()}, -c0)
 
 
 def _is_zero(e) -> bool:

@@ -13,6 +13,7 @@ _SOURCES = (
     ("dense", "dense_templates"),
     ("elemwise", "misc_templates"),
     ("quant", "quant_templates"),
+    ("conv2d", "conv_templates"),
 )
 
 
