@@ -131,8 +131,7 @@ def candidates(n: int, with_packed: bool = True, nthreads: int = 1) -> list:
     def divides(*fs):
         return all(f <= n and n % f == 0 for f in fs)
     if nthreads > 1:
-        return [Candidate(f"packed-mc{mc}-nc{nc}-kc{kc}-{order}-par", packed(mc, nc, kc, order, True))
-                for mc, nc, kc, order in PACKED_PARALLEL_CONFIGS if nc < n]
+        return template_candidates(n, parallel=True)
     out = [Candidate("ikj-vec", loop_ikj)]
     for mr, nr in ((8, 32), (4, 32), (8, 16)):
         if divides(mr, nr):
@@ -144,8 +143,28 @@ def candidates(n: int, with_packed: bool = True, nthreads: int = 1) -> list:
         if divides(mr, nr, kc, mc, nc) and kc < n:
             out.append(Candidate(f"kblock-{mr}x{nr}-kc{kc}-mc{mc}-nc{nc}", k_blocked(mr, nr, kc, mc, nc)))
     if with_packed:
-        for mc, nc, kc, order in PACKED_CONFIGS:
-            out.append(Candidate(f"packed-mc{mc}-nc{nc}-kc{kc}-{order}", packed(mc, nc, kc, order)))
+        out.extend(template_candidates(n))
+    return out
+
+
+def template_candidates(n: int, parallel: bool = False) -> list:
+    """The GEMM template's default config and its one-knob variants (cgen.ops.gemm_template)."""
+    from cgen.ops.gemm_template import GemmTemplate
+    t = GemmTemplate()
+    wl = t.workload(n, n, n)
+    configs = [t.default(wl, "host")] + list(t.quick_configs(wl, "host"))
+    out, seen = [], set()
+    for cfg in configs:
+        values = cfg.to_dict()
+        if "parallel" in values:
+            values["parallel"] = parallel
+        sp = t.space(wl, "host")
+        cfg = sp.get(sp.index_of(values))
+        if cfg.index in seen:
+            continue
+        seen.add(cfg.index)
+        name = "packed-" + "-".join(f"{k}{v}" for k, v in cfg.values if k != "parallel") + ("-par" if parallel else "")
+        out.append(Candidate(name, (lambda c: lambda m: t.build(t.workload(m, m, m), "host", c))(cfg)))
     return out
 
 
