@@ -168,23 +168,6 @@ def template_candidates(n: int, parallel: bool = False) -> list:
     return out
 
 
-# Blockings of the packed, tensorized GEMM (cgen.ops.gemm) tried per size.
-PACKED_CONFIGS = ((144, 512, 256, "ji"), (96, 1024, 256, "ji"), (48, 512, 256, "ji"),
-                  (144, 256, 384, "ij"), (192, 1024, 128, "ji"), (72, 2048, 512, "ji"))
-
-
-# Two threads split the NC blocks: NC must leave at least two of them.
-PACKED_PARALLEL_CONFIGS = ((144, 512, 256, "ji"), (96, 256, 256, "ji"), (192, 128, 256, "ji"))
-
-
-def packed(mc: int, nc: int, kc: int, order: str, parallel: bool = False):
-    """A and B packed into panels at the blocking loops, the MR x NR tile a micro-kernel."""
-    from cgen.ops.gemm import GemmConfig, packed_gemm
-
-    def make(n: int):
-        return packed_gemm(n, n, n, "host", GemmConfig(MC=mc, NC=nc, KC=kc, order=order,
-                                                          parallel=parallel))
-    return make
 
 
 # ------------------------------------------------------------------ measuring
