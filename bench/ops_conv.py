@@ -15,7 +15,7 @@
     flops     2 * N * F * OH * OW * C/groups * KH * KW: direct-convolution FLOPs for every
               family, so Winograd's GFLOP/s are effective (they can exceed the FMA peak)
 
-Run standalone (`python -m bench.ops_conv [--sweep N] [--cases a,b]`) it measures each
+Measured by `python -m bench ops --cases ...` (bench/ops.py) it measures each
 case: the default config, a quick sweep of a few configs through
 cgen.autotune.measure.measure_config (each checked against numpy before its time counts;
 records appended to --log as tuning-log JSON lines), then the default, the sweep's
@@ -26,10 +26,6 @@ ratio = onnxruntime_s / best_s (> 1: cgen faster).
 """
 from __future__ import annotations
 
-import argparse
-import statistics
-import sys
-import time
 
 import numpy as np
 
@@ -119,93 +115,3 @@ def cases(target="host") -> list:
                         peer_fn=peer_fn, peer_call=call, peer_check=check,
                         flops=conv_flops(wl)))
     return out
-
-
-def sweep_configs(template, wl: dict, target, n: int, seed: int = 0) -> list:
-    """The default config first, then up to n - 1 others: the template's own short list
-    (`quick_configs`) when it has one, else seeded random configs."""
-    default = template.default(wl, target)
-    out = [default]
-    extra = template.quick_configs(wl, target) if hasattr(template, "quick_configs") else []
-    if len(extra) < n - 1:
-        extra = extra + template.space(wl, target).sample(np.random.default_rng(seed), n)
-    for c in extra:
-        if len(out) >= n:
-            break
-        if c.index not in {o.index for o in out}:
-            out.append(c)
-    return out
-
-
-# ---------------------------------------------------------------- standalone
-def main(argv=None) -> int:
-    from bench import common
-    from cgen.autotune.log import LogWriter
-    from cgen.autotune.measure import measure_config
-    import cgen
-    p = argparse.ArgumentParser(prog="python -m bench.ops_conv", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default="host")
-    p.add_argument("--sweep", type=int, default=6, help="configs per case, default first (default 6)")
-    p.add_argument("--cases", default="", help="comma-separated substrings of case names")
-    p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--min-repeat-ms", type=float, default=30.0)
-    p.add_argument("--log", default="", help="append the sweep's tuning-log records to this file")
-    args = p.parse_args(argv)
-    want = [w for w in args.cases.split(",") if w]
-    rows = []
-    log = LogWriter(args.log) if args.log else None
-    with common.single_thread():
-        for case in cases(args.target):
-            if want and not any(w in case["name"] for w in want):
-                continue
-            tmpl, wl = case["template"], case["workload"]
-            t0 = time.perf_counter()
-            peer_err = case["peer_check"]()
-            if peer_err > 1e-4:
-                raise SystemExit(f"{case['name']}: onnxruntime differs from the numpy reference "
-                                 f"({peer_err:.2g} relative)")
-            rng = np.random.default_rng(0)
-            inputs = tmpl.inputs(wl, rng)
-            ref = tmpl.reference(wl, inputs)
-            recs = []
-            for cfg in sweep_configs(tmpl, wl, args.target, args.sweep):
-                rec = measure_config(tmpl, wl, args.target, cfg, inputs=inputs, reference=ref,
-                                     repeat=5, min_repeat_ms=20.0)
-                recs.append((cfg, rec))
-                if log is not None:
-                    log.write(rec)
-                msg = (f"{statistics.median(rec.costs) * 1e3:8.3f} ms" if rec.ok
-                       else f"{rec.error['kind']}: {rec.error['msg'][:120]}")
-                print(f"  {case['name']:24s} {cfg.to_dict()}  {msg}", file=sys.stderr, flush=True)
-            ok = [(cfg, rec) for cfg, rec in recs if rec.ok]
-            if not ok:
-                rows.append((case["name"], tmpl.name, None, None, None, None, "all configs failed"))
-                continue
-            best_cfg, _ = min(ok, key=lambda cr: min(cr[1].costs))
-            timers = []
-            for cfg in ([recs[0][0]] if recs[0][1].ok else []) + [best_cfg]:
-                s, targs = tmpl.build(wl, args.target, cfg)
-                mod = cgen.build(s, targs, target=args.target, name=tmpl.name)
-                timers.append(common.ChildTimer(mod, [a.copy() for a in inputs]))
-            tims = common.measure_interleaved(timers + [case["peer_call"]], repeats=args.repeats,
-                                              min_repeat_s=args.min_repeat_ms / 1e3)
-            peer = tims[-1].median
-            dflt = tims[0].median if len(timers) == 2 else None
-            best = min(t.median for t in tims[:-1])      # the default may win the final timing
-            fl = case["flops"]
-            rows.append((case["name"], tmpl.name, dflt and dflt * 1e3, best * 1e3, peer * 1e3,
-                         peer / best, fl / best / 1e9))
-            print(f"  {case['name']}: best {best_cfg.to_dict()} ({time.perf_counter() - t0:.0f} s)",
-                  file=sys.stderr, flush=True)
-    print(common.format_table(["case", "template", "default ms", "best ms", "onnxruntime ms",
-                               "ratio", "GFLOP/s"], rows))
-    print(f"measured: median of {args.repeats} interleaved repeats, each >= {args.min_repeat_ms:g} ms "
-          "of back-to-back calls; cgen in its child-process harness, onnxruntime in-process; "
-          "1 thread each; best = the faster of the default and the sweep's best, both timed "
-          "again interleaved with onnxruntime; ratio = onnxruntime_s / cgen best_s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

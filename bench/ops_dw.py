@@ -17,7 +17,7 @@ onnxruntime, one thread.
     peer_call () -> None, one session.run (for interleaved timing)
     flops     2 * N * C * OH * OW * KH * KW
 
-Run standalone (`python -m bench.ops_dw [--sweep N] [--cases a,b] [--log FILE]`) it
+Measured by `python -m bench ops --cases ...` (bench/ops.py) it
 measures each case: the default config and a quick sweep (`quick_configs`, then seeded
 random configs) through cgen.autotune.measure.measure_config (each checked against the
 numpy reference before its time counts; records appended to --log as tuning-log JSON
@@ -28,10 +28,6 @@ fastest in that interleaved run.  ratio = onnxruntime_s / cgen_s (> 1: cgen fast
 """
 from __future__ import annotations
 
-import argparse
-import statistics
-import sys
-import time
 
 import numpy as np
 
@@ -114,86 +110,3 @@ def cases(target="host") -> list:
                             peer_name="onnxruntime", peer_fn=peer_fn, peer_call=call,
                             flops=depthwise_flops(wl)))
     return out
-
-
-def sweep_configs(template, wl: dict, target, n: int, seed: int = 0) -> list:
-    """The default config first, then the template's quick list, then seeded random ones."""
-    out = [template.default(wl, target)]
-    extra = list(template.quick_configs(wl, target))
-    extra += template.space(wl, target).sample(np.random.default_rng(seed), n)
-    for c in extra:
-        if len(out) >= n:
-            break
-        if c.index not in {o.index for o in out}:
-            out.append(c)
-    return out
-
-
-# ---------------------------------------------------------------- standalone
-def main(argv=None) -> int:
-    from bench import common
-    from cgen.autotune.log import LogWriter
-    from cgen.autotune.measure import measure_config
-    import cgen
-    p = argparse.ArgumentParser(prog="python -m bench.ops_dw", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default="host")
-    p.add_argument("--sweep", type=int, default=8, help="configs per case, default first (default 8)")
-    p.add_argument("--cases", default="", help="comma-separated substrings of case names")
-    p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--min-repeat-ms", type=float, default=30.0)
-    p.add_argument("--log", default="", help="append the sweep's tuning-log records to this file")
-    args = p.parse_args(argv)
-    want = [w for w in args.cases.split(",") if w]
-    rows = []
-    log = LogWriter(args.log) if args.log else None
-    with common.single_thread():
-        for case in cases(args.target):
-            if want and not any(w in case["name"] for w in want):
-                continue
-            tmpl, wl = case["template"], case["workload"]
-            t0 = time.perf_counter()
-            inputs = tmpl.inputs(wl, np.random.default_rng(0))
-            ref = tmpl.reference(wl, inputs)
-            recs = []
-            for cfg in sweep_configs(tmpl, wl, args.target, args.sweep):
-                rec = measure_config(tmpl, wl, args.target, cfg, inputs=inputs, reference=ref,
-                                     repeat=5, min_repeat_ms=20.0)
-                recs.append((cfg, rec))
-                if log is not None:
-                    log.write(rec)
-                msg = (f"{statistics.median(rec.costs) * 1e6:9.1f} us" if rec.ok
-                       else f"{rec.error['kind']}: {rec.error['msg'][:120]}")
-                print(f"  {case['name']:28s} {cfg.to_dict()}  {msg}", file=sys.stderr, flush=True)
-            ok = [(cfg, rec) for cfg, rec in recs if rec.ok]
-            if not ok:
-                rows.append((case["name"], case["layout"], None, None, None, None, None, None))
-                continue
-            best_cfg, _ = min(ok, key=lambda cr: min(cr[1].costs))
-            timers = []
-            for cfg in ([recs[0][0]] if recs[0][1].ok else []) + [best_cfg]:
-                s, targs = tmpl.build(wl, args.target, cfg)
-                mod = cgen.build(s, targs, target=args.target, name=tmpl.name)
-                timers.append(common.ChildTimer(mod, [a.copy() for a in inputs]))
-            tims = common.measure_interleaved(timers + [case["peer_call"]], repeats=args.repeats,
-                                              min_repeat_s=args.min_repeat_ms / 1e3)
-            peer, best = tims[-1].median, tims[-2].median
-            dflt = tims[0].median if len(timers) == 2 else None
-            if dflt is not None and dflt < best:     # the default is one of the sweep's configs
-                best, best_cfg = dflt, recs[0][0]
-            fl = case["flops"]
-            rows.append((case["name"], case["layout"], dflt and dflt * 1e6, best * 1e6,
-                         peer * 1e6, peer / best, dflt and peer / dflt, fl / best / 1e9))
-            print(f"  {case['name']}: best {best_cfg.to_dict()} ({time.perf_counter() - t0:.0f} s)",
-                  file=sys.stderr, flush=True)
-    print(common.format_table(["case", "cgen layout", "default us", "best us", "onnxruntime us",
-                               "ratio best", "ratio default", "GFLOP/s"], rows))
-    print(f"measured: median of {args.repeats} interleaved repeats, each >= {args.min_repeat_ms:g} ms "
-          "of back-to-back calls; cgen in its child-process harness, onnxruntime in-process; "
-          "1 thread each; ratio = onnxruntime_s / cgen_s.  onnxruntime always reads and writes "
-          f"NCHW; the -nchw{BLOCK}c cases time cgen on the blocked layout without conversions.")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

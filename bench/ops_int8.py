@@ -16,7 +16,7 @@ conv template against onnxruntime's QLinearConv, one thread.
 The ONNX model builders here (`qlinearconv_session`, `qlinearmatmul_session`) are also what
 tests/test_quant.py checks bit-exactness against.
 
-Run standalone (`python -m bench.ops_int8 [--sweep N]`) it measures each case: the default
+Measured by `python -m bench ops --cases ...` (bench/ops.py) it measures each case: the default
 config, a quick sweep through cgen.autotune.measure.measure_config (each output checked
 bit-exactly against the numpy reference before its time counts; records appended to --log
 as tuning-log JSON lines), then default, best and onnxruntime interleaved repeat by repeat
@@ -25,10 +25,6 @@ ratio = onnxruntime_s / cgen_s (> 1: cgen faster).
 """
 from __future__ import annotations
 
-import argparse
-import statistics
-import sys
-import time
 
 import numpy as np
 
@@ -165,78 +161,3 @@ def cases(target="host") -> list:
         out.append(dict(name=name, template=tmpl, workload=wl, peer_name="onnxruntime",
                         peer_fn=peer_fn, peer_call=call, flops=tmpl.flops(wl)))
     return out
-
-
-def sweep_configs(template, wl: dict, target, n: int, seed: int = 0) -> list:
-    """The default config first, then the template's quick_configs, then seeded random configs."""
-    out = []
-    extra = template.space(wl, target).sample(np.random.default_rng(seed), 4 * n)
-    for c in [template.default(wl, target)] + template.quick_configs(wl, target) + extra:
-        if len(out) >= n:
-            break
-        if c.index not in {o.index for o in out}:
-            out.append(c)
-    return out
-
-
-# ---------------------------------------------------------------- standalone
-def main(argv=None) -> int:
-    from bench import common
-    from cgen.autotune.log import LogWriter
-    from cgen.autotune.measure import measure_config
-    import cgen
-    p = argparse.ArgumentParser(prog="python -m bench.ops_int8", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--target", default="host")
-    p.add_argument("--sweep", type=int, default=8, help="configs per case, default first (default 8)")
-    p.add_argument("--repeats", type=int, default=9)
-    p.add_argument("--min-repeat-ms", type=float, default=30.0)
-    p.add_argument("--log", default="", help="append the sweep's tuning-log records to this file")
-    args = p.parse_args(argv)
-    rows = []
-    log = LogWriter(args.log) if args.log else None
-    with common.single_thread():
-        for case in cases(args.target):
-            tmpl, wl = case["template"], case["workload"]
-            t0 = time.perf_counter()
-            inputs = tmpl.inputs(wl, np.random.default_rng(0))
-            ref = tmpl.reference(wl, inputs)
-            recs = []
-            for cfg in sweep_configs(tmpl, wl, args.target, args.sweep):
-                rec = measure_config(tmpl, wl, args.target, cfg, inputs=inputs, reference=ref,
-                                     repeat=5, min_repeat_ms=20.0)
-                recs.append((cfg, rec))
-                if log is not None:
-                    log.write(rec)
-                msg = (f"{statistics.median(rec.costs) * 1e3:8.3f} ms" if rec.ok
-                       else f"{rec.error['kind']}: {rec.error['msg'][:120]}")
-                print(f"  {case['name']:20s} {cfg.to_dict()}  {msg}", file=sys.stderr, flush=True)
-            ok = [(cfg, rec) for cfg, rec in recs if rec.ok]
-            if not ok:
-                rows.append((case["name"], None, None, None, None, None))
-                continue
-            best_cfg, _ = min(ok, key=lambda cr: statistics.median(cr[1].costs))
-            timers = []
-            for cfg in ([recs[0][0]] if recs[0][1].ok else []) + [best_cfg]:
-                s, targs = tmpl.build(wl, args.target, cfg)
-                mod = cgen.build(s, targs, target=args.target, name=tmpl.name)
-                timers.append(common.ChildTimer(mod, [a.copy() for a in inputs]))
-            tims = common.measure_interleaved(timers + [case["peer_call"]], repeats=args.repeats,
-                                              min_repeat_s=args.min_repeat_ms / 1e3)
-            peer, best = tims[-1].median, tims[-2].median
-            dflt = tims[0].median if len(timers) == 2 else None
-            fl = case["flops"]
-            rows.append((case["name"], dflt and dflt * 1e3, best * 1e3, peer * 1e3, peer / best,
-                         fl / best / 1e9))
-            print(f"  {case['name']}: best {best_cfg.to_dict()} ({time.perf_counter() - t0:.0f} s)",
-                  file=sys.stderr, flush=True)
-    print(common.format_table(["case", "default ms", "best ms", "onnxruntime ms", "ratio",
-                               "GOP/s"], rows))
-    print(f"measured: median of {args.repeats} interleaved repeats, each >= {args.min_repeat_ms:g} ms "
-          "of back-to-back calls; cgen in its child-process harness, onnxruntime in-process; "
-          "1 thread each; ratio = onnxruntime_s / cgen best_s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
