@@ -236,3 +236,29 @@ def _cell(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
     return str(v)
+
+
+# ---------------------------------------------------------------- peers
+def lazy_peer(make_session, feeds: dict, reference, repeats: int = 7, min_repeat_s: float = 0.02):
+    """(peer_fn, peer_call, check) for an onnxruntime session made on first use.
+
+    peer_fn() -> median seconds per run; peer_call() runs once (for interleaving);
+    check() -> relative max error of the session's output against reference()."""
+    state = {}
+
+    def session():
+        if "s" not in state:
+            state["s"] = make_session()
+        return state["s"]
+
+    def call():
+        session().run(None, feeds)
+
+    def peer_fn() -> float:
+        return measure(call, repeats=repeats, min_repeat_s=min_repeat_s).median
+
+    def check() -> float:
+        y = session().run(None, feeds)[0]
+        ref = reference()
+        return float(np.max(np.abs(y - ref)) / np.max(np.abs(ref)))
+    return peer_fn, call, check

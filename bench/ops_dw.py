@@ -74,26 +74,9 @@ def ort_peer(wl: dict, seed: int = 0, repeats: int = 7, min_repeat_s: float = 0.
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((wl["N"], wl["C"], wl["H"], wl["W"]), dtype=np.float32)
     w = rng.standard_normal((wl["C"] * wl["multiplier"], 1, wl["KH"], wl["KW"]), dtype=np.float32)
-    state = {}
-
-    def session():
-        if "s" not in state:
-            state["s"] = ort_session(wl, w)
-        return state["s"]
-
-    def call():
-        session().run(None, {"X": x})
-
-    def peer_fn() -> float:
-        from bench import common
-        return common.measure(call, repeats=repeats, min_repeat_s=min_repeat_s).median
-
-    def check() -> float:
-        """Relative max error of onnxruntime against the numpy reference (sanity)."""
-        y = session().run(None, {"X": x})[0]
-        ref = depthwise_reference(x, w, wl["stride"], wl["pad"], wl["dilation"])
-        return float(np.max(np.abs(y - ref)) / np.max(np.abs(ref)))
-    return peer_fn, call, check
+    from bench import common
+    return common.lazy_peer(lambda: ort_session(wl, w), {"X": x}, lambda: depthwise_reference(x, w, wl["stride"], wl["pad"], wl["dilation"]),
+                            repeats, min_repeat_s)
 
 
 # ---------------------------------------------------------------- cases
