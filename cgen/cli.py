@@ -125,6 +125,115 @@ def _add_devices_parser(sub) -> None:
     c.set_defaults(fn=_devices_check)
 
 
+# ---------------------------------------------------------------- models: compile / run / bench
+# (self-contained block: ONNX models to generated C, run on a target, timed against onnxruntime)
+def _model_shapes(args) -> dict:
+    from cgen.graph import parse_input_shape
+    return dict(parse_input_shape(t) for t in (args.input_shape or ()))
+
+
+def _model_call(what: str, fn, args) -> int:
+    """Run a model subcommand; every failure is one line on stderr and exit status 1."""
+    from cgen.graph import ModelError
+    try:
+        return fn(args)
+    except (ModelError, ValueError, OSError, RuntimeError) as e:
+        print(f"cgen {what}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - an internal error is still one line
+        print(f"cgen {what}: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def _model_file(path: str) -> str:
+    from pathlib import Path
+    if not Path(path).is_file():
+        raise OSError(f"no such model file: {path}")
+    return path
+
+
+def _compile_model(args) -> int:
+    from cgen.graph.model import compile_model
+    cm = compile_model(_model_file(args.model), args.target, args.name, _model_shapes(args),
+                       budget_ram=args.budget_ram, budget_flash=args.budget_flash)
+    paths = cm.write(args.output)
+    print(f"{args.model} -> {args.output}/ for target {cm.target.name} in "
+          f"{cm.compile_seconds:.2f} s: {' '.join(p.name for p in paths)}")
+    print(cm.report.totals())
+    if args.report:
+        print(cm.report.table())
+    return 0
+
+
+def _run_model(args) -> int:
+    import numpy as np
+    from cgen.graph.model import compile_model, load_npz
+    cm = compile_model(_model_file(args.model), args.target, args.name, _model_shapes(args))
+    feeds = load_npz(args.inputs, cm.graph)
+    outs = cm.run(feeds, timeout=args.timeout)
+    np.savez(args.outputs, **outs)
+    desc = ", ".join(f"{k}: {a.dtype}{list(a.shape)}" for k, a in outs.items())
+    print(f"{cm.name} on {cm.target.name}: wrote {args.outputs} ({desc})")
+    return 0
+
+
+def _bench_model(args) -> int:
+    import json
+    from cgen.graph.model import bench_model, compile_model, load_npz
+    model = _model_file(args.model)
+    cm = compile_model(model, args.target, args.name, _model_shapes(args))
+    feeds = load_npz(args.inputs, cm.graph) if args.inputs else None
+    res = bench_model(model, args.target, feeds, repeat=args.repeat, rounds=args.rounds,
+                      compiled=cm)
+    if args.json:
+        print(json.dumps({"suite": "model", "case": cm.name, "ratio": res.ratio,
+                          "unit": "s", "cgen_s": res.cgen_s, "peer": "onnxruntime-1thread",
+                          "peer_s": res.ort_s, "cgen_median_s": res.cgen_median_s,
+                          "peer_median_s": res.ort_median_s, "max_rel_err": res.max_rel_err}))
+    else:
+        print(res.line())
+    return 0
+
+
+def _add_model_parsers(sub) -> None:
+    def common(p, target_default=None):
+        p.add_argument("model", help="the ONNX model file")
+        p.add_argument("--target", default=target_default, required=target_default is None,
+                       help="a built-in target name or a target .toml file")
+        p.add_argument("--name", help="the C name of the model (default: the file's stem)")
+        p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                       help="the shape of an input with symbolic dimensions (repeatable)")
+    c = sub.add_parser("compile", help="compile an ONNX model to NAME.h / NAME.c for a target",
+                       description="Writes NAME.h, NAME.c, manifest.json and NAME.cmake to DIR "
+                                   "and prints the workspace (RAM) and weight (flash) bytes.")
+    common(c)
+    c.add_argument("-o", "--output", required=True, metavar="DIR")
+    c.add_argument("--budget-ram", type=int, metavar="BYTES",
+                   help="fail when the workspace needs more than BYTES")
+    c.add_argument("--budget-flash", type=int, metavar="BYTES",
+                   help="fail when the weights need more than BYTES")
+    c.add_argument("--report", action="store_true", help="also print the per-layer memory table")
+    c.set_defaults(fn=lambda a: _model_call("compile", _compile_model, a))
+    r = sub.add_parser("run", help="compile, build and run a model on a target (QEMU for ARM)",
+                       description="IN.npz holds one array per graph input (keyed by name); "
+                                   "OUT.npz gets one array per graph output.")
+    common(r)
+    r.add_argument("--inputs", required=True, metavar="IN.npz")
+    r.add_argument("--outputs", required=True, metavar="OUT.npz")
+    r.add_argument("--timeout", type=float, default=600.0, metavar="S")
+    r.set_defaults(fn=lambda a: _model_call("run", _run_model, a))
+    b = sub.add_parser("bench", help="latency of the compiled model against onnxruntime "
+                                     "(one thread), as a ratio (above 1: cgen is faster)")
+    common(b, "host")
+    b.add_argument("--inputs", metavar="IN.npz", help="inputs (default: seeded random)")
+    b.add_argument("--repeat", type=int, default=5, help="repeats per round (default 5)")
+    b.add_argument("--rounds", type=int, default=6,
+                   help="interleaved rounds of cgen and onnxruntime repeats (default 6)")
+    b.add_argument("--json", action="store_true", help="one JSON object (the bench format)")
+    b.set_defaults(fn=lambda a: _model_call("bench", _bench_model, a))
+# ---------------------------------------------------------------- end of models block
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cgen", description="tensor programs and ONNX models to fast C")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -132,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("toml", nargs="*", help="also show these user target files")
     t.set_defaults(fn=_targets)
     _add_devices_parser(sub)
+    _add_model_parsers(sub)  # models: compile / run / bench
     return p
 
 

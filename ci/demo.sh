@@ -7,4 +7,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 bash ci/setup.sh
-exec "$ROOT/.venv/bin/python" examples/matmul.py "$@"
+exec "$ROOT/.venv/bin/python" examples/model.py "$@"

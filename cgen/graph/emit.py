@@ -1,0 +1,525 @@
+"""Model emitter: group kernels + a static memory plan -> NAME.h, NAME.c, manifest, CMake.
+
+    src = emit_model(graph, kernels, target, "lenet")
+    src.header, src.source, src.manifest (dict), src.cmake, src.report (MemoryReport)
+    src.write(out_dir) -> [paths]
+
+Storage: graph inputs and outputs are the caller's buffers (a kernel producing
+a graph output writes straight into it), weights are `static const` arrays,
+and every other value lives at a fixed offset of one caller-provided
+workspace of `NAME_WORKSPACE_BYTES`.  Offsets come from cgen.graph.memory:
+each buffer is an interval from the step of the kernel writing it to the
+last step reading it; each kernel's scratch (its large local buffers) is an
+interval of its own step.  Alias groups (reshape) write nothing: their output
+is their input's buffer, whose lifetime covers every reader of either.
+
+The C file holds no mutable globals, calls no allocator and includes only
+<stdint.h>, <math.h> and, behind the ISA's predefined macro, the intrinsics
+header: kernels with intrinsics are emitted twice (cgen.codegen.c.emit_unit),
+so the file also compiles with nothing but -std=c99.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..codegen.c import C_KEYWORDS, C_TYPES, emit_unit
+from ..codegen.isa import isa_for
+from .ir import Graph, ModelError
+from .lowering import kernel_target
+from .memory import ALIGN, Interval, greedy_by_size, plan
+
+STACK_LIMIT = 1024          # bytes a kernel's local buffer may take on the stack
+WORKSPACE_ALIGN = 16        # alignment the caller's workspace must have
+
+
+# ====================================================================== names
+def c_identifier(name: str, taken: set, prefix: str = "") -> str:
+    """A C identifier from `name` (sanitised, unique in `taken`, updated)."""
+    base = prefix + (re.sub(r"[^A-Za-z0-9_]", "_", name) or "v")
+    if base[0].isdigit():
+        base = "v" + base
+    if base.startswith("cg_") or base.startswith("__"):
+        base = "u" + base
+    out, k = base, 1
+    while out in taken or out in C_KEYWORDS:
+        out = f"{base}_{k}"
+        k += 1
+    taken.add(out)
+    return out
+
+
+def check_model_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name or "") or name in C_KEYWORDS:
+        raise ModelError(f"model name {name!r} must be a C identifier", "bad_input")
+    return name
+
+
+# ====================================================================== report
+@dataclass(frozen=True)
+class LayerRow:
+    index: int
+    kernel: str
+    ops: str
+    template: str
+    output: str
+    shape: tuple
+    dtype: str
+    bytes: int
+    storage: str            # "workspace", "output", "alias", "input"
+    offset: int | None
+    scratch_bytes: int
+    scratch_offset: int | None
+    weight_bytes: int
+    flops: int
+    config: dict | None
+    note: str
+
+    def to_json(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    workspace_bytes: int        # what NAME_WORKSPACE_BYTES says, and the C addresses
+    weight_bytes: int
+    activation_bytes: int       # peak bytes of live intermediates (lower bound of a plan)
+    greedy_by_size_bytes: int
+    algorithm: str
+    io_bytes: int               # the caller's input and output buffers
+    rows: tuple
+
+    def totals(self) -> str:
+        return (f"workspace {self.workspace_bytes} bytes (RAM), weights {self.weight_bytes} "
+                f"bytes (flash), inputs+outputs {self.io_bytes} bytes")
+
+    def table(self) -> str:
+        head = (f"{'#':>3}  {'kernel':<20} {'ops':<28} {'template':<18} {'output':<26} "
+                f"{'bytes':>9} {'offset':>9} {'scratch':>8} {'weights':>9}")
+        lines = [head]
+        for r in self.rows:
+            out = f"{r.output}{list(r.shape)}"
+            off = "-" if r.offset is None else str(r.offset)
+            if r.storage not in ("workspace",):
+                off = r.storage
+            lines.append(f"{r.index:>3}  {r.kernel[:20]:<20} {r.ops[:28]:<28} "
+                         f"{r.template[:18]:<18} {out[:26]:<26} {r.bytes:>9} {off:>9} "
+                         f"{r.scratch_bytes:>8} {r.weight_bytes:>9}")
+        lines.append(f"plan: {self.algorithm}, {self.workspace_bytes} bytes (greedy by size "
+                     f"{self.greedy_by_size_bytes}, peak live activations {self.activation_bytes})")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {"workspace_bytes": self.workspace_bytes, "weight_bytes": self.weight_bytes,
+                "activation_bytes": self.activation_bytes,
+                "greedy_by_size_bytes": self.greedy_by_size_bytes, "algorithm": self.algorithm,
+                "io_bytes": self.io_bytes, "layers": [r.to_json() for r in self.rows]}
+
+
+# ====================================================================== emitted model
+@dataclass
+class ModelSource:
+    name: str
+    target: str
+    header: str
+    source: str
+    manifest: dict
+    cmake: str
+    report: MemoryReport
+    inputs: tuple               # (graph name, C name, dtype, shape)
+    outputs: tuple
+    fast_flags: tuple = ()      # flags that enable the ISA path for the target
+    fast_macro: str = ""
+    intervals: tuple = field(default=(), repr=False)
+
+    @property
+    def workspace_bytes(self) -> int:
+        return self.report.workspace_bytes
+
+    def files(self) -> dict:
+        return {f"{self.name}.h": self.header, f"{self.name}.c": self.source,
+                "manifest.json": json.dumps(self.manifest, indent=2) + "\n",
+                f"{self.name}.cmake": self.cmake}
+
+    def write(self, out_dir) -> list:
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for fname, text in self.files().items():
+            p = d / fname
+            p.write_text(text)
+            paths.append(p)
+        return paths
+
+
+# ====================================================================== literals
+def _array_literal(a: np.ndarray) -> str:
+    flat = np.ascontiguousarray(a).reshape(-1)
+    if flat.dtype == np.float32:
+        if np.all(np.isfinite(flat)):
+            items = np.char.add(np.char.mod("%.8e", flat.astype(np.float64)), "f").tolist()
+        else:
+            items = [("%.8ef" % float(v)) if np.isfinite(v) else
+                     ("NAN" if np.isnan(v) else ("INFINITY" if v > 0 else "-INFINITY"))
+                     for v in flat]
+    elif flat.dtype == np.int64:
+        items = []
+        for v in flat.tolist():
+            if v == -2**63:
+                items.append("(-9223372036854775807LL - 1)")
+            else:
+                items.append(f"{v}LL" if abs(v) >= 2**31 else str(v))
+    else:
+        items = [str(int(v)) for v in flat.tolist()]
+    lines = []
+    for i in range(0, len(items), 8):
+        lines.append("  " + ", ".join(items[i:i + 8]) + ",")
+    return "\n".join(lines)
+
+
+_HELPER = re.compile(r"^static inline [\w ]+?\b(cg_\w+)\(")
+
+
+def guard_helpers(src: str, macro: str) -> str:
+    """Put each helper used only by the vector (or only by the portable) versions of the
+    kernels behind the same #if as its users, so neither build of the file has an unused
+    static function (clang's -Wunused-function).
+
+    Workaround for cgen.codegen.c.emit_unit, which emits the helpers of both versions
+    unguarded; a no-op once it guards them itself."""
+    if not macro:
+        return src
+    lines = src.split("\n")
+    region = []                         # per line: "fast", "slow" or "" (both builds)
+    stack = []                          # per open #if: "fast" | "slow" | "" (other)
+    opener = f"#if defined({macro})"
+    for ln in lines:
+        t = ln.strip()
+        if t.startswith("#if"):
+            stack.append("fast" if t == opener else "")
+        elif t.startswith("#else") and stack:
+            stack[-1] = "slow" if stack[-1] == "fast" else stack[-1]
+        elif t.startswith("#endif") and stack:
+            stack.pop()
+        region.append(next((r for r in reversed(stack) if r), ""))
+    defs = {i: m.group(1) for i, ln in enumerate(lines) if not region[i]
+            for m in [_HELPER.match(ln)] if m}
+    if not defs:
+        return src
+    uses = {name: set() for name in defs.values()}
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, uses)) + r")\b")
+    for i, ln in enumerate(lines):
+        if i in defs:
+            continue
+        for m in pattern.finditer(ln):
+            uses[m.group(1)].add(region[i] or "both")
+    out = []
+    for i, ln in enumerate(lines):
+        where = uses.get(defs.get(i), {"both"})
+        if i in defs and where == {"fast"}:
+            out += [opener, ln, "#endif"]
+        elif i in defs and where == {"slow"}:
+            out += [f"#if !defined({macro})", ln, "#endif"]
+        else:
+            out.append(ln)
+    return "\n".join(out)
+
+
+_WS_BUFFER = re.compile(r"^(\s*)(float|int8_t|uint8_t|int16_t|int32_t|int64_t) \*(\w+) = "
+                        r"\((\2) \*\) \(\(void \*\) \(cg_ws( \+ \d+)?\)\);$", re.M)
+
+
+def restrict_workspace_buffers(src: str) -> str:
+    """Declare each kernel's workspace buffers `restrict`: they are disjoint regions of
+    the workspace (offsets from one bump allocator per kernel), and without the
+    qualifier the C compiler must assume a store to one may change another (5-10%
+    on convolutions).  Workaround for cgen.codegen.c, which declares them plain."""
+    return _WS_BUFFER.sub(lambda m: f"{m.group(1)}{m.group(2)} *restrict {m.group(3)} = "
+                                    f"({m.group(2)} *) ((void *) (cg_ws{m.group(5) or ''}));",
+                          src)
+
+
+def _fast_path(target):
+    """(macro, flags) that enable the target's vector path, or ("", ())."""
+    isa = isa_for(target)
+    if isa is None:
+        return "", ()
+    return isa.guard_macro, tuple(target.cflags)
+
+
+# ====================================================================== planning
+def _storage_plan(graph: Graph, kernels: list):
+    """Roots, storage and lifetimes.
+
+    Returns (root, producers, out_bind, copies, reads) where root maps a value to
+    the value owning its buffer, out_bind maps a root to the graph output index it
+    is written into, copies lists (output index, source root) made at the end."""
+    root = {}
+    for k in kernels:
+        if k.is_alias:
+            src = k.inputs[0].name
+            root[k.outputs[0]] = root.get(src, src)
+
+    def r(name):
+        return root.get(name, name)
+    produced = {}
+    for step, k in enumerate(kernels):
+        if not k.is_alias:
+            for v in k.outputs:
+                produced[v] = step
+    out_bind, copies = {}, []
+    for j, v in enumerate(graph.outputs):
+        src = r(v.name)
+        if src in produced and src not in out_bind:
+            out_bind[src] = j
+        else:
+            copies.append((j, src))
+    reads = {}
+    for step, k in enumerate(kernels):
+        if k.is_alias:
+            continue
+        for a in k.inputs:
+            if a.kind == "value":
+                reads[r(a.name)] = max(reads.get(r(a.name), -1), step)
+    for _, src in copies:
+        reads[src] = len(kernels)
+    return r, produced, out_bind, copies, reads
+
+
+def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str = "",
+               stack_limit: int = STACK_LIMIT) -> ModelSource:
+    """Plan memory and emit the model's C, header, manifest and CMake snippet."""
+    check_model_name(name)
+    tgt = kernel_target(target)
+    isa = isa_for(tgt)
+    values = graph.values()
+    values.update({v.name: v for k in kernels for n in k.group.nodes for v in n.outputs})
+    # ---------------------------------------------------------------- names
+    taken = {"workspace", "ws", "rc", "i", name + "_run"}
+    in_names = [c_identifier(v.name, taken) for v in graph.inputs]
+    out_names = [c_identifier(v.name, taken) for v in graph.outputs]
+    r, produced, out_bind, copies, reads = _storage_plan(graph, kernels)
+    input_index = {v.name: i for i, v in enumerate(graph.inputs)}
+    # ---------------------------------------------------------------- constants
+    consts = {}
+    for k in kernels:
+        for a in k.inputs:
+            if a.kind == "const" and a.name not in consts:
+                arr = k.consts.get(a.name)
+                if arr is None:
+                    arr = graph.constants[a.name]
+                consts[a.name] = np.ascontiguousarray(arr)
+    for j, src in copies:
+        if src in graph.constants and src not in consts:
+            consts[src] = np.ascontiguousarray(graph.constants[src])
+    const_names = {c: c_identifier(c, taken, "w_") for c in consts}
+    # ---------------------------------------------------------------- kernels
+    parts = []
+    live = [k for k in kernels if not k.is_alias]
+    for k in live:
+        parts.append((k.func, k.portable, isa, False, stack_limit))
+    preamble = []
+    in_protos = [f"const {C_TYPES[v.dtype]} *{c}" for v, c in zip(graph.inputs, in_names)]
+    out_protos = [f"{C_TYPES[v.dtype]} *{c}" for v, c in zip(graph.outputs, out_names)]
+    proto = f"int {name}_run({', '.join(in_protos + out_protos + ['void *workspace'])})"
+    preamble.append(f"{proto};")
+    preamble.append("")
+    weight_bytes = 0
+    for c, arr in consts.items():
+        weight_bytes += arr.nbytes
+        ctype = C_TYPES[str(arr.dtype)]
+        preamble.append(f"static const {ctype} {const_names[c]}[{max(arr.size, 1)}] = {{")
+        preamble.append(_array_literal(arr) if arr.size else "  0,")
+        preamble.append("};")
+    body, scratch = emit_unit(parts, preamble, guard_fallbacks=True) if parts else (
+        "#include <stdint.h>\n#include <math.h>\n" + "\n".join(preamble) + "\n", [])
+    body = guard_helpers(body, isa.guard_macro if isa is not None else "")
+    body = restrict_workspace_buffers(body)
+    scratch_of = {k.name: s for k, s in zip(live, scratch)}
+    # ---------------------------------------------------------------- memory plan
+    intervals = []
+    nbytes = {}
+    for step, k in enumerate(kernels):
+        if k.is_alias:
+            continue
+        for v in k.outputs:
+            if v in out_bind:
+                continue
+            size = values[v].nbytes
+            nbytes[v] = size
+            intervals.append(Interval(f"v:{v}", size, step, max(step, reads.get(v, step))))
+        if scratch_of[k.name]:
+            intervals.append(Interval(f"s:{k.name}", scratch_of[k.name], step, step))
+    pl = plan(intervals)
+    gbs = greedy_by_size(intervals).total if intervals else 0
+    pl.check(intervals)
+    total = pl.total
+    peak = 0
+    for step in range(len(kernels) + 1):
+        peak = max(peak, sum(iv.size for iv in intervals
+                             if iv.start <= step <= iv.end and iv.name.startswith("v:")))
+
+    # ---------------------------------------------------------------- the entry point
+    def pointer(value: str, dtype: str) -> str:
+        v = r(value)
+        if v in input_index:
+            return in_names[input_index[v]]
+        if v in out_bind:
+            return out_names[out_bind[v]]
+        if v in consts:
+            return const_names[v]
+        off = pl.offsets[f"v:{v}"]
+        used.append(1)
+        ws = f"ws + {off}" if off else "ws"
+        return f"({C_TYPES[dtype]} *)(void *)({ws})"
+    lines = [proto + " {", "  uint8_t *ws = (uint8_t *)workspace;", "  int rc = 0;"]
+    uses_ws = False
+    used = []
+    for k in live:
+        args = []
+        for a, p in zip(k.inputs, k.func.params):
+            if a.kind == "const":
+                args.append(const_names[a.name])
+            else:
+                args.append(pointer(a.name, p.dtype))
+        for v, p in zip(k.outputs, k.func.params[len(k.inputs):]):
+            args.append(pointer(v, p.dtype))
+        if scratch_of[k.name]:
+            off = pl.offsets[f"s:{k.name}"]
+            args.append(f"ws + {off}" if off else "ws")
+            uses_ws = True
+        else:
+            args.append("(uint8_t *)0")     # no scratch: the kernel ignores the pointer
+        lines.append(f"  rc |= {k.func.name}({', '.join(args)});")
+    for j, src in copies:
+        ov = graph.outputs[j]
+        s = pointer(src, ov.dtype)
+        lines.append(f"  {{ int64_t i; for (i = 0; i < {ov.size}; ++i) "
+                     f"{out_names[j]}[i] = {s}[i]; }}")
+    if not uses_ws and not used:
+        lines.insert(3, "  (void)ws;")
+    lines += ["  return rc;", "}", ""]
+    fast_macro, fast_flags = _fast_path(tgt)
+    label = re.sub(r"[^\w.+\- ]", "_", model_label or name)
+    head_comment = [
+        f"/* {name}.c -- generated by cgen from {label} for target {tgt.name}.",
+        f"   Entry point, buffer sizes and shapes: {name}.h.  C99, no allocation, no mutable",
+        "   globals; only <stdint.h> and <math.h> (link with -lm).",
+    ]
+    if fast_macro:
+        head_comment.append(f"   Vector path behind {fast_macro}: compile with "
+                            f"{' '.join(fast_flags)} (otherwise the portable C path is used). */")
+    else:
+        head_comment[-1] += " */"
+    source = "\n".join(head_comment) + "\n" + body + "\n" + "\n".join(lines)
+
+    # ---------------------------------------------------------------- report
+    rows = []
+    const_used = {}
+    for step, k in enumerate(kernels):
+        wb = sum(consts[a.name].nbytes for a in k.inputs
+                 if a.kind == "const" and a.name not in const_used)
+        for a in k.inputs:
+            if a.kind == "const":
+                const_used.setdefault(a.name, step)
+        v = k.outputs[0]
+        val = values[v]
+        if k.is_alias:
+            storage, off = "alias", None
+        elif v in out_bind:
+            storage, off = "output", None
+        else:
+            storage, off = "workspace", pl.offsets[f"v:{v}"]
+        sb = 0 if k.is_alias else scratch_of[k.name]
+        rows.append(LayerRow(step, k.name, k.describe(), k.template, v, tuple(val.shape),
+                             val.dtype, val.nbytes, storage, off, sb,
+                             pl.offsets.get(f"s:{k.name}") if sb else None, wb, k.flops,
+                             k.config, k.note))
+    io_bytes = sum(v.nbytes for v in graph.inputs) + sum(v.nbytes for v in graph.outputs)
+    report = MemoryReport(total, weight_bytes, peak, gbs, pl.algorithm, io_bytes, tuple(rows))
+
+    # ---------------------------------------------------------------- header
+    ins = tuple((v.name, c, v.dtype, tuple(v.shape)) for v, c in zip(graph.inputs, in_names))
+    outs = tuple((v.name, c, v.dtype, tuple(v.shape)) for v, c in zip(graph.outputs, out_names))
+    header = _header(name, tgt, label, proto, ins, outs, total, weight_bytes, fast_macro,
+                     fast_flags)
+    cmake = _cmake(name, fast_flags)
+    manifest = {
+        "name": name, "generator": "cgen", "model": label, "target": tgt.name,
+        "target_description": tgt.description, "c_standard": "c99",
+        "files": {"header": f"{name}.h", "source": f"{name}.c", "cmake": f"{name}.cmake"},
+        "entry_point": proto,
+        "fast_path": {"macro": fast_macro, "flags": list(fast_flags)},
+        "inputs": [{"name": n, "c_name": c, "dtype": d, "shape": list(s),
+                    "bytes": int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize}
+                   for n, c, d, s in ins],
+        "outputs": [{"name": n, "c_name": c, "dtype": d, "shape": list(s),
+                     "bytes": int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize}
+                    for n, c, d, s in outs],
+        "workspace_bytes": total, "workspace_align": WORKSPACE_ALIGN,
+        "weight_bytes": weight_bytes, "memory": report.to_json(),
+    }
+    return ModelSource(name, tgt.name, header, source, manifest, cmake, report, ins, outs,
+                       fast_flags, fast_macro, tuple(intervals))
+
+
+def _header(name, tgt, label, proto, ins, outs, ws, wb, macro, flags) -> str:
+    guard = f"CGEN_{name.upper()}_H_"
+    L = [f"/* {name}.h -- generated by cgen from {label} for target {tgt.name}. */",
+         f"#ifndef {guard}", f"#define {guard}", "", "#include <stdint.h>", "",
+         "#ifdef __cplusplus", 'extern "C" {', "#endif", "",
+         f"/* The caller's workspace: {ws} bytes, aligned to at least {WORKSPACE_ALIGN} bytes",
+         "   (malloc'd or static memory); its contents need not persist between calls. */",
+         f"#define {name}_WORKSPACE_BYTES {ws}u",
+         f"#define {name}_WORKSPACE_ALIGN {WORKSPACE_ALIGN}u",
+         f"/* Bytes of weights: static const arrays in {name}.c (flash on a microcontroller). */",
+         f"#define {name}_WEIGHT_BYTES {wb}u", "",
+         f'#define {name}_TARGET "{tgt.name}"',
+         f"/* Vector path: {name}.c uses {macro or 'no intrinsics'}"
+         + (f"; compile it with {' '.join(flags)} to enable it (without those flags the "
+            "portable C path is compiled)." if macro else "; plain C99.") + " */",
+         f'#define {name}_FAST_PATH_MACRO "{macro}"',
+         f'#define {name}_FAST_PATH_FLAGS "{" ".join(flags)}"', "",
+         f"#define {name}_NUM_INPUTS {len(ins)}", f"#define {name}_NUM_OUTPUTS {len(outs)}", ""]
+    for kind, rows in (("INPUT", ins), ("OUTPUT", outs)):
+        for n, c, d, s in rows:
+            size = int(np.prod(s, dtype=np.int64))
+            shape = ", ".join(str(x) for x in s) if s else "1"
+            L += [f"/* {kind.lower()} {n!r}: {d} [{', '.join(str(x) for x in s)}] */",
+                  f'#define {name}_{kind}_{c}_NAME "{n}"',
+                  f'#define {name}_{kind}_{c}_DTYPE "{d}"',
+                  f"#define {name}_{kind}_{c}_RANK {len(s)}",
+                  f"#define {name}_{kind}_{c}_SHAPE {{{shape}}}",
+                  f"#define {name}_{kind}_{c}_SIZE {size}u",
+                  f"#define {name}_{kind}_{c}_BYTES {size * np.dtype(d).itemsize}u"]
+        L.append("")
+    L += ["/* Runs the model once: one pointer per input and output (contiguous row-major",
+          "   arrays that do not overlap) and the workspace.  Returns 0. */",
+          f"{proto};", "", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {guard} */", ""]
+    return "\n".join(L)
+
+
+def _cmake(name: str, flags) -> str:
+    L = [f"# {name}.cmake -- generated by cgen.  In your CMakeLists.txt:",
+         f"#   include(path/to/{name}.cmake)",
+         f"#   target_link_libraries(your_app PRIVATE {name})",
+         f"add_library({name} STATIC ${{CMAKE_CURRENT_LIST_DIR}}/{name}.c)",
+         f"target_include_directories({name} PUBLIC ${{CMAKE_CURRENT_LIST_DIR}})",
+         f"set_target_properties({name} PROPERTIES C_STANDARD 99 C_STANDARD_REQUIRED ON "
+         "C_EXTENSIONS OFF)"]
+    if flags:
+        L += [f'option({name.upper()}_FAST_PATH "compile {name}.c with the vector flags of the '
+              'target it was generated for" ON)',
+              f"if({name.upper()}_FAST_PATH)",
+              f"  target_compile_options({name} PRIVATE {' '.join(flags)})", "endif()"]
+    L += [f"find_library({name.upper()}_LIBM m)", f"if({name.upper()}_LIBM)",
+          f"  target_link_libraries({name} PUBLIC ${{{name.upper()}_LIBM}})", "endif()", ""]
+    return "\n".join(L)
+
+
+__all__ = ["emit_model", "ModelSource", "MemoryReport", "LayerRow", "c_identifier",
+           "check_model_name", "STACK_LIMIT", "ALIGN"]

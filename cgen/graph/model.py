@@ -1,0 +1,544 @@
+"""Models to firmware: compile, run and benchmark ONNX models as generated C.
+
+    from cgen.graph.model import compile_model, run_model, bench_model
+    cm = compile_model("model.onnx", target="aarch64", name="net")   # CompiledModel
+    cm.write("out/")                 # net.h, net.c, manifest.json, net.cmake
+    print(cm.report.totals()); print(cm.report.table())
+    outs = cm.run({"x": x})          # built with a small generated main, run on the target
+                                     # (host natively, aarch64/armv7 under QEMU user mode,
+                                     # cortex-m4 bare metal under qemu-system-arm)
+    res = bench_model("model.onnx")  # BenchResult: cgen vs onnxruntime (1 thread), ratio
+
+Pipeline: cgen.graph.prepare (ONNX -> canonical graph -> fused groups) ->
+cgen.graph.lowering (one kernel per group, configs from `group_config`) ->
+cgen.graph.emit (static memory plan, C / header / manifest / CMake).
+Refusals are `ModelError`s with one-line messages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import os
+from pathlib import Path
+import re
+import time
+
+import numpy as np
+
+from .ir import ModelError
+from .emit import STACK_LIMIT, ModelSource, check_model_name, emit_model
+from .lowering import kernel_target, legalize, lower_graph
+
+HARNESS_PRELUDE = """#define _POSIX_C_SOURCE 200809L
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+static void *cg_read(const char *path, size_t n) {
+  FILE *f = fopen(path, "rb");
+  void *p = malloc(n ? n : 1);
+  if (!f || !p || fread(p, 1, n, f) != n) { fprintf(stderr, "cannot read %s\\n", path); exit(2); }
+  fclose(f);
+  return p;
+}
+
+static void cg_write(const char *path, const void *p, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f || fwrite(p, 1, n, f) != n) { fprintf(stderr, "cannot write %s\\n", path); exit(2); }
+  fclose(f);
+}
+
+static double cg_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+"""
+
+
+# ---------------------------------------------------------------- Cortex-M4 bare metal
+# Until targets/ names it, the one bare-metal target models run on: a Cortex-M4F under
+# `qemu-system-arm -M mps2-an386` (code at 0x0, 4 MiB RAM at 0x20000000), newlib with
+# rdimon semihosting for the harness's file I/O, argv and exit status.
+def cortex_m4_target():
+    from targets.target import Target
+    return Target("cortex-m4", "arm-none-eabi-gcc",
+                  ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+                  "none", "armv7e-m", 0, "arm-none-eabi", "qemu-system-arm",
+                  "gcc-arm-none-eabi", static=True, threads=False, bare_metal=True,
+                  description="Cortex-M4F bare metal (QEMU mps2-an386, semihosting)")
+
+
+def model_target(target):
+    """A Target from a name, a .toml path or a Target; "cortex-m4" as above when targets/
+    does not define it."""
+    from targets import resolve
+    try:
+        return resolve(target)
+    except ValueError:
+        if target == "cortex-m4":
+            return cortex_m4_target()
+        raise
+
+
+M_PROFILE_STARTUP = """/* Reset for a Cortex-M with FPU: enable CP10/CP11, then newlib's _start (rdimon). */
+extern void _start(void);
+extern void __stack_top(void);   /* a linker-script address, declared so the table holds it */
+void cg_reset(void);
+static void cg_fault(void) { for (;;) { } }
+void cg_reset(void) {
+  *(volatile unsigned long *)0xE000ED88UL |= (0xFUL << 20);
+  __asm volatile ("dsb\\n\\tisb");
+  _start();
+  for (;;) { }
+}
+__attribute__((section(".vectors"), used)) void (*const cg_vectors[16])(void) = {
+  __stack_top, cg_reset, cg_fault, cg_fault, cg_fault, cg_fault, cg_fault,
+  0, 0, 0, 0, cg_fault, cg_fault, 0, cg_fault, cg_fault };
+"""
+
+M_PROFILE_LD = """MEMORY { ROM (rwx) : ORIGIN = 0x00000000, LENGTH = 4M
+         RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 4M }
+ENTRY(cg_reset)
+SECTIONS {
+  .vectors : { KEEP(*(.vectors)) } > ROM
+  .text : { *(.text*) KEEP(*(.init)) KEEP(*(.fini)) *(.rodata*) . = ALIGN(4); } > ROM
+  .ARM.extab : { *(.ARM.extab* .gnu.linkonce.armextab.*) } > ROM
+  .ARM.exidx : { __exidx_start = .; *(.ARM.exidx* .gnu.linkonce.armexidx.*) __exidx_end = .; } > ROM
+  .preinit_array : { PROVIDE_HIDDEN(__preinit_array_start = .); KEEP(*(.preinit_array))
+                     PROVIDE_HIDDEN(__preinit_array_end = .); } > ROM
+  .init_array : { PROVIDE_HIDDEN(__init_array_start = .); KEEP(*(SORT(.init_array.*)))
+                  KEEP(*(.init_array)) PROVIDE_HIDDEN(__init_array_end = .); } > ROM
+  .fini_array : { PROVIDE_HIDDEN(__fini_array_start = .); KEEP(*(SORT(.fini_array.*)))
+                  KEEP(*(.fini_array)) PROVIDE_HIDDEN(__fini_array_end = .); } > ROM
+  .data : { *(.data*) . = ALIGN(8); } > RAM
+  .bss : { __bss_start__ = .; *(.bss*) *(COMMON) . = ALIGN(8); __bss_end__ = .; } > RAM
+  end = .; PROVIDE(_end = .); PROVIDE(__end__ = .);
+  __stack_top = ORIGIN(RAM) + LENGTH(RAM);
+  PROVIDE(__stack = __stack_top);
+}
+"""
+
+
+def _linker_script(text: str) -> Path:
+    import hashlib
+    from targets.toolchain import cache_dir
+    p = cache_dir() / f"m-profile-{hashlib.sha256(text.encode()).hexdigest()[:16]}.ld"
+    if not p.exists():
+        tmp = p.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, p)
+    return p
+
+
+def _run_semihosted(exe, arrays, n_in: int, timeout: float, repeat=0, number=1):
+    """Run a bare-metal image under qemu-system-arm (mps2-an386) with semihosting:
+    (outputs, times) or RuntimeError.  The files live in a temporary directory."""
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+    if shutil.which("qemu-system-arm") is None:
+        raise RuntimeError("'qemu-system-arm' not found; install it with: apt-get install "
+                           "qemu-system-arm")
+    with tempfile.TemporaryDirectory(prefix="cgen-m4-") as d:
+        paths = []
+        for k, a in enumerate(arrays):
+            path = Path(d) / f"a{k}.bin"
+            path.write_bytes(np.ascontiguousarray(a).tobytes())
+            paths.append(str(path))
+        argv = ["prog"] + (["--time", str(repeat), str(number)] if repeat else []) + paths
+        cmd = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
+               "-semihosting-config", "enable=on,target=native," +
+               ",".join(f"arg={a}" for a in argv), "-kernel", str(exe)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=d, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise RuntimeError(f"run_timeout: no answer within {timeout:g} s") from None
+        if proc.returncode != 0:
+            tail = (err or out).strip()[-500:]
+            raise RuntimeError(f"runtime_error: exit status {proc.returncode}"
+                               + (f": {tail}" if tail else ""))
+        outs = [np.frombuffer(Path(p).read_bytes(), dtype=a.dtype).reshape(a.shape).copy()
+                for p, a in zip(paths[n_in:], arrays[n_in:])]
+        times = [float(x) for x in out.split()] if repeat else []
+        return outs, times
+
+
+def default_name(model) -> str:
+    """The model name from a file path's stem (a C identifier), else "model"."""
+    if isinstance(model, (str, Path)) and not isinstance(model, bytes):
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", Path(model).stem)
+        if stem and not stem[0].isdigit():
+            return stem
+        return f"m_{stem}" if stem else "model"
+    return "model"
+
+
+def _label(model) -> str:
+    return Path(model).name if isinstance(model, (str, Path)) else "an in-memory ONNX model"
+
+
+@dataclass
+class CompiledModel:
+    """A model compiled for a target: the emitted sources and what they came from."""
+    source: ModelSource
+    kernels: list
+    fused: object                   # FusedGraph
+    target: object                  # Target (no threads)
+    compile_seconds: float
+    _exe: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def graph(self):
+        return self.fused.graph
+
+    @property
+    def report(self):
+        return self.source.report
+
+    @property
+    def c_source(self) -> str:
+        return self.source.source
+
+    @property
+    def header(self) -> str:
+        return self.source.header
+
+    @property
+    def manifest(self) -> dict:
+        return self.source.manifest
+
+    @property
+    def workspace_bytes(self) -> int:
+        return self.source.workspace_bytes
+
+    def write(self, out_dir) -> list:
+        """NAME.h, NAME.c, manifest.json and NAME.cmake in out_dir; returns their paths."""
+        return self.source.write(out_dir)
+
+    # ------------------------------------------------------------ running
+    def harness_source(self, timer: str = "") -> str:
+        """A main() around NAME_run: `exe [--time REPEAT NUMBER] IN... OUT...` reads each
+        input from a raw file, runs once (writing each output's file), then with --time
+        prints the mean seconds per call of each repeat.  The workspace is heap-allocated
+        with exactly NAME_WORKSPACE_BYTES, so a sanitizer catches any overrun."""
+        src = self.source
+        ins, outs = src.inputs, src.outputs
+        n = len(ins) + len(outs)
+        from ..codegen.c import C_TYPES
+        body = [
+            "  int a0 = 1, repeat = 0, number = 1, r, i, rc;",
+            "  void *ws;",
+            "  if (argc > 1 && strcmp(argv[1], \"--time\") == 0) {",
+            "    if (argc < 4) { fprintf(stderr, \"--time REPEAT NUMBER\\n\"); return 2; }",
+            "    repeat = atoi(argv[2]); number = atoi(argv[3]); a0 = 4;",
+            "  }",
+            f"  if (argc - a0 != {n}) {{ fprintf(stderr, \"expected {n} files\\n\"); return 2; }}",
+        ]
+        args = []
+        for k, (_, c, d, s) in enumerate(ins):
+            nb = int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize
+            body.append(f"  void *p{k} = cg_read(argv[a0 + {k}], {nb}u);")
+            args.append(f"(const {C_TYPES[d]} *)p{k}")
+        for k, (_, c, d, s) in enumerate(outs):
+            nb = int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize
+            body.append(f"  void *q{k} = malloc({max(nb, 1)}u);")
+            body.append(f"  if (!q{k}) {{ fprintf(stderr, \"out of memory\\n\"); return 2; }}")
+            args.append(f"({C_TYPES[d]} *)q{k}")
+        ws = src.workspace_bytes
+        body.append(f"  ws = malloc({ws}u ? {ws}u : 1u);")
+        body.append("  if (!ws) { fprintf(stderr, \"out of memory\\n\"); return 2; }")
+        call = f"{src.name}_run({', '.join(args + ['ws'])})"
+        body.append(f"  rc = {call};")
+        body.append("  if (rc != 0) { fprintf(stderr, \"model returned %d\\n\", rc); return 3; }")
+        for k, (_, c, d, s) in enumerate(outs):
+            nb = int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize
+            body.append(f"  cg_write(argv[a0 + {len(ins) + k}], q{k}, {nb}u);")
+        body += ["  for (r = 0; r < repeat; ++r) {", "    double t0 = cg_now();",
+                 f"    for (i = 0; i < number; ++i) rc |= {call};",
+                 "    printf(\"%.9e\\n\", (cg_now() - t0) / number);", "  }"]
+        body += [f"  free(p{k});" for k in range(len(ins))]
+        body += [f"  free(q{k});" for k in range(len(outs))]
+        body += ["  free(ws);", "  return rc == 0 ? 0 : 3;"]
+        proto = src.manifest["entry_point"] + ";"
+        prelude = HARNESS_PRELUDE
+        if (timer or ("clock" if self.target.bare_metal else "posix")) == "clock":
+            # newlib on bare metal: no clock_gettime; clock() (semihosting SYS_CLOCK)
+            prelude = prelude.replace("#define _POSIX_C_SOURCE 200809L\n", "").replace(
+                """static double cg_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}""", """static double cg_now(void) {
+  return (double)clock() / (double)CLOCKS_PER_SEC;
+}""")
+        return (prelude + "\n" + proto + "\n\nint main(int argc, char **argv) {\n"
+                + "\n".join(body) + "\n}\n")
+
+    def executable(self, sanitize: bool = False, cc: str | None = None) -> Path:
+        """The model and its harness built for the target (strict flags; with `sanitize`,
+        ASan + UBSan on the host)."""
+        key = (sanitize, cc)
+        if key not in self._exe:
+            from targets import compile_c
+            tgt = self.target if cc is None else self.target.with_cc(cc)
+            flags = ()
+            if sanitize:
+                if not tgt.is_host:
+                    raise ModelError(f"sanitizers run on the host only, not on {tgt.name}",
+                                     "bad_input")
+                from ..build import SANITIZE_FLAGS
+                flags = SANITIZE_FLAGS
+            extra = (self.harness_source(),)
+            if tgt.bare_metal:
+                if tgt.arch != "armv7e-m":
+                    raise ModelError(f"no bare-metal harness for {tgt.name} ({tgt.arch})",
+                                     "bad_input")
+                flags = ("--specs=rdimon.specs", "-T", str(_linker_script(M_PROFILE_LD)))
+                extra += (M_PROFILE_STARTUP,)
+            self._exe[key] = compile_c(self.c_source, tgt, "executable", extra_flags=flags,
+                                       name=self.name, extra_sources=extra)
+        return self._exe[key]
+
+    def check_feeds(self, feeds) -> list:
+        arrs = self.graph.check_inputs(feeds)
+        return [np.ascontiguousarray(arrs[v.name]) for v in self.graph.inputs]
+
+    def _run(self, feeds, repeat=0, number=1, timeout=600.0, sanitize=False):
+        from targets.runner import Result, runner_for
+        arrays = self.check_feeds(feeds)
+        outs = [np.zeros(v.shape, v.dtype) for v in self.graph.outputs]
+        if self.target.bare_metal:
+            got, times = _run_semihosted(self.executable(sanitize), arrays + outs, len(arrays),
+                                         timeout, repeat, number)
+            res = Result({f"out{k}": a for k, a in enumerate(got)}, tuple(times), None, True)
+            return {v.name: got[k] for k, v in enumerate(self.graph.outputs)}, res
+        params = [f"in{k}" for k in range(len(arrays))] + [f"out{k}" for k in range(len(outs))]
+        res = runner_for(self.target).run(self.executable(sanitize), params, arrays + outs,
+                                          params[len(arrays):], repeat=repeat, number=number,
+                                          timeout=timeout)
+        if res.error is not None:
+            raise RuntimeError(f"{self.name} on {self.target.name}: {res.error.kind}: "
+                               f"{res.error.msg}")
+        got = {v.name: res.outputs[f"out{k}"] for k, v in enumerate(self.graph.outputs)}
+        return got, res
+
+    def run(self, feeds, timeout: float = 600.0, sanitize: bool = False) -> dict:
+        """Outputs (graph output name -> array) for one run on the target."""
+        return self._run(feeds, timeout=timeout, sanitize=sanitize)[0]
+
+    def time(self, feeds, repeat: int = 7, min_repeat_s: float = 0.05,
+             timeout: float = 600.0) -> list:
+        """Seconds per call of each repeat (a repeat runs long enough to be timed)."""
+        _, res = self._run(feeds, repeat=1, number=1, timeout=timeout)
+        one = max(res.times[0], 1e-7)
+        number = max(1, min(1_000_000, int(min_repeat_s / one)))
+        _, res = self._run(feeds, repeat=repeat, number=number, timeout=timeout)
+        return list(res.times)
+
+    def profile(self, feeds, number: int = 200, timeout: float = 600.0) -> list:
+        """(kernel name, seconds per call) of each kernel, on the host: the C with each
+        kernel call of NAME_run repeated `number` times and timed (a profiling build only;
+        the emitted file is unchanged)."""
+        import os
+        import subprocess
+        import tempfile
+        from targets import compile_c
+        if not self.target.is_host:
+            raise ModelError("profiling runs on the host only", "bad_input")
+        lines = self.c_source.split("\n")
+        start = max(i for i, ln in enumerate(lines) if ln.startswith(f"int {self.name}_run("))
+        out = ["#define _POSIX_C_SOURCE 200809L", "#include <stdio.h>", "#include <time.h>",
+               "static double cg_prof_now(void) { struct timespec ts; "
+               "clock_gettime(CLOCK_MONOTONIC, &ts); return (double)ts.tv_sec + 1e-9 * "
+               "(double)ts.tv_nsec; }"] + lines[:start]
+        for ln in lines[start:]:
+            m = re.match(r"  rc \|= (\w+)\((.*)\);$", ln)
+            if m:
+                out.append(f"  {{ double t0 = cg_prof_now(); int it; for (it = 0; it < {number}; "
+                           f"++it) rc |= {m.group(1)}({m.group(2)}); fprintf(stderr, "
+                           f"\"{m.group(1)} %.9e\\n\", (cg_prof_now() - t0) / {number}); }}")
+            else:
+                out.append(ln)
+        exe = compile_c("\n".join(out), self.target, "executable", name=self.name + "_prof",
+                        extra_sources=(self.harness_source(),), strict=False)
+        arrays = self.check_feeds(feeds) + [np.zeros(v.shape, v.dtype) for v in self.graph.outputs]
+        with tempfile.TemporaryDirectory(prefix="cgen-prof-") as d:
+            paths = []
+            for k, a in enumerate(arrays):
+                path = os.path.join(d, f"a{k}.bin")
+                a.tofile(path)
+                paths.append(path)
+            proc = subprocess.run([str(exe)] + paths, capture_output=True, text=True,
+                                  timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"profiling run failed: {proc.stderr.strip()[-500:]}")
+        return [(ln.split()[0], float(ln.split()[1])) for ln in proc.stderr.splitlines()
+                if len(ln.split()) == 2]
+
+
+def compile_model(model, target="host", name: str | None = None, input_shapes=None,
+                  budget_ram: int | None = None, budget_flash: int | None = None, tuned=None,
+                  stack_limit: int = STACK_LIMIT) -> CompiledModel:
+    """ONNX model (path, bytes or ModelProto) -> CompiledModel for the target.
+
+    input_shapes: name -> shape for inputs with symbolic dimensions.  budget_ram /
+    budget_flash: refuse (ModelError) when the workspace / the weights exceed them.
+    tuned: per-group config overrides (see cgen.graph.lowering.group_config)."""
+    from . import prepare
+    t0 = time.perf_counter()
+    tgt = kernel_target(model_target(target))
+    name = check_model_name(name if name is not None else default_name(model))
+    fg = legalize(prepare(model, input_shapes), tgt)
+    for v in fg.graph.inputs + fg.graph.outputs:
+        if v.size == 0:
+            raise ModelError(f"value {v.name!r} has an empty shape {list(v.shape)}", "shape")
+    kernels = lower_graph(fg, tgt, tuned)
+    src = emit_model(fg.graph, kernels, tgt, name, _label(model), stack_limit)
+    rep = src.report
+    if budget_ram is not None and rep.workspace_bytes > budget_ram:
+        raise ModelError(f"the workspace needs {rep.workspace_bytes} bytes, over the RAM budget "
+                         f"of {budget_ram} bytes", "budget")
+    if budget_flash is not None and rep.weight_bytes > budget_flash:
+        raise ModelError(f"the weights need {rep.weight_bytes} bytes, over the flash budget of "
+                         f"{budget_flash} bytes", "budget")
+    return CompiledModel(src, kernels, fg, tgt, time.perf_counter() - t0)
+
+
+def load_npz(path, graph=None) -> dict:
+    """Arrays of an .npz file, name -> array (checked against the graph's inputs when given)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrs = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read {path}: {str(e).splitlines()[0]}", "bad_input") from None
+    if graph is not None:
+        graph.check_inputs(arrs)
+    return arrs
+
+
+def run_model(model, target="host", feeds=None, name: str | None = None, input_shapes=None,
+              timeout: float = 600.0, sanitize: bool = False) -> dict:
+    """Compile, build and run once: graph output name -> array."""
+    cm = compile_model(model, target, name, input_shapes)
+    return cm.run(feeds or {}, timeout=timeout, sanitize=sanitize)
+
+
+# ====================================================================== bench
+@dataclass(frozen=True)
+class BenchResult:
+    """Seconds per call of the compiled model and of onnxruntime (one thread), measured in
+    interleaved repeats.  The ratio compares the best repeats (the least disturbed by
+    other load on the machine); the medians are kept alongside."""
+    name: str
+    target: str
+    cgen_s: float           # best repeat, seconds per call, the compiled model
+    ort_s: float            # best repeat, seconds per call, onnxruntime with one thread
+    max_rel_err: float      # of the compiled model's outputs against onnxruntime's
+    cgen_median_s: float = 0.0
+    ort_median_s: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        """onnxruntime time / cgen time: above 1 when cgen is faster."""
+        return self.ort_s / self.cgen_s
+
+    @property
+    def median_ratio(self) -> float:
+        return self.ort_median_s / self.cgen_median_s if self.cgen_median_s else 0.0
+
+    def line(self) -> str:
+        return (f"{self.name}: cgen {self.cgen_s * 1e6:.1f} us, onnxruntime (1 thread) "
+                f"{self.ort_s * 1e6:.1f} us per call: ratio {self.ratio:.2f} on {self.target} "
+                f"(medians {self.cgen_median_s * 1e6:.1f} / {self.ort_median_s * 1e6:.1f} us: "
+                f"{self.median_ratio:.2f})")
+
+
+def random_feeds(graph, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for v in graph.inputs:
+        if np.issubdtype(np.dtype(v.dtype), np.floating):
+            out[v.name] = rng.standard_normal(v.shape).astype(v.dtype)
+        else:
+            info = np.iinfo(v.dtype)
+            out[v.name] = rng.integers(max(info.min, -100), min(info.max, 100) + 1,
+                                       v.shape).astype(v.dtype)
+    return out
+
+
+def ort_session(model, threads: int = 1):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else (
+        model if isinstance(model, bytes) else str(model))
+    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+
+
+def time_ort(sess, feeds: dict, repeat: int = 7, min_repeat_s: float = 0.05,
+             warmup: int = 3) -> list:
+    for _ in range(warmup):
+        sess.run(None, feeds)
+    t0 = time.perf_counter()
+    sess.run(None, feeds)
+    one = max(time.perf_counter() - t0, 1e-7)
+    number = max(1, min(1_000_000, int(min_repeat_s / one)))
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            sess.run(None, feeds)
+        out.append((time.perf_counter() - t0) / number)
+    return out
+
+
+def bench_model(model, target="host", feeds=None, name: str | None = None, input_shapes=None,
+                repeat: int = 5, min_repeat_s: float = 0.002, rounds: int = 6,
+                compiled: CompiledModel | None = None) -> BenchResult:
+    """Latency of the compiled model (its harness, on the target) against onnxruntime
+    with one thread (in this process), on the same inputs: `rounds` interleaved rounds of
+    `repeat` repeats of each, a repeat lasting about min_repeat_s; see BenchResult."""
+    cm = compiled or compile_model(model, target, name, input_shapes)
+    if not cm.target.is_host:
+        raise ModelError(f"bench times the host; target {cm.target.name} runs under emulation "
+                         "(use cgen run for correctness there)", "bad_input")
+    feeds = feeds if feeds is not None else random_feeds(cm.graph)
+    got = cm.run(feeds)
+    sess = ort_session(model)
+    want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    err = 0.0
+    for k, a in want.items():
+        a = np.asarray(a)
+        if k in got and a.size and np.issubdtype(a.dtype, np.floating):
+            scale = max(float(np.max(np.abs(a))), 1e-30)
+            err = max(err, float(np.max(np.abs(got[k].astype(np.float64) - a))) / scale)
+    # interleaved rounds of short repeats: both see the same machine load, and a short
+    # repeat fits in one scheduler time slice on a busy machine
+    _, res = cm._run(feeds, repeat=3, number=1)
+    cg_number = max(1, min(1_000_000, int(min_repeat_s / max(min(res.times), 1e-7))))
+    time_ort(sess, feeds, 1, min_repeat_s)
+    cg_t, ort_t = [], []
+    for _ in range(rounds):
+        cg_t += cm._run(feeds, repeat=repeat, number=cg_number)[1].times
+        ort_t += time_ort(sess, feeds, repeat, min_repeat_s, warmup=0)
+    return BenchResult(cm.name, cm.target.name, float(np.min(cg_t)), float(np.min(ort_t)), err,
+                       float(np.median(cg_t)), float(np.median(ort_t)))
+
+
+__all__ = ["CompiledModel", "compile_model", "run_model", "bench_model", "BenchResult",
+           "load_npz", "random_feeds", "ort_session", "time_ort", "default_name",
+           "cortex_m4_target", "model_target"]
