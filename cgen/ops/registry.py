@@ -14,6 +14,7 @@ _SOURCES = (
     ("elemwise", "misc_templates"),
     ("quant", "quant_templates"),
     ("conv2d", "conv_templates"),
+    ("conv2d_direct", "direct_conv_templates"),
 )
 
 
