@@ -146,11 +146,19 @@ def tensorize_loop(loop: For, intr: TensorIntrin):
             raise TensorizeError(f"{intr.name}: loop {lp.var.name} indexes {sorted(sig)}, "
                                  f"which plays no role of the intrinsic {intr.roles}")
         role_loop[r] = lp
-    if set(role_loop) != set(intr.roles):
-        raise TensorizeError(f"{intr.name}: the nest has loops {[l.var.name for l in loops]}, "
-                             f"the intrinsic needs roles {intr.roles}")
+    missing = [r for r in intr.roles if r not in role_loop]
+    if missing:
+        # a role loop of extent 1 was simplified away: the tile is never full when that
+        # role's extent is fixed (keep the scalar nest); otherwise it runs with extent 1
+        if any(r in intr.fixed and intr.fixed[r] != 1 for r in missing):
+            return None
+        for r in missing:
+            v = Var(f"cg_unit_{r}")
+            role_loop[r] = For(v, Const(0, INDEX), Const(1, INDEX), "serial", store)
+            for tag in OPERANDS:
+                coefs[tag][v] = 0
     for tag, r in intr.unit:
-        if coefs[tag][role_loop[r].var] != 1:
+        if r not in missing and coefs[tag][role_loop[r].var] != 1:
             raise TensorizeError(f"{intr.name}: operand {tag} must be contiguous along {r} "
                                  f"(stride {coefs[tag][role_loop[r].var]})")
     zero = {lp.var: Const(0, INDEX) for lp in loops}
