@@ -170,7 +170,12 @@ def _run_model(args) -> int:
     from cgen.graph.model import compile_model, load_npz
     cm = compile_model(_model_file(args.model), args.target, args.name, _model_shapes(args))
     feeds = load_npz(args.inputs, cm.graph)
-    outs = cm.run(feeds, timeout=args.timeout)
+    if args.device:
+        from targets.device import open_device
+        with open_device(args.device, identity=args.identity, known_hosts=args.known_hosts) as dev:
+            outs = cm.run(feeds, timeout=args.timeout, device=dev)
+    else:
+        outs = cm.run(feeds, timeout=args.timeout)
     np.savez(args.outputs, **outs)
     desc = ", ".join(f"{k}: {a.dtype}{list(a.shape)}" for k, a in outs.items())
     print(f"{cm.name} on {cm.target.name}: wrote {args.outputs} ({desc})")
@@ -221,6 +226,10 @@ def _add_model_parsers(sub) -> None:
     r.add_argument("--inputs", required=True, metavar="IN.npz")
     r.add_argument("--outputs", required=True, metavar="OUT.npz")
     r.add_argument("--timeout", type=float, default=600.0, metavar="S")
+    r.add_argument("--device", metavar="URL",
+                   help="run on a device instead: ssh://user@host, qemu:aarch64, qemu:arm, local")
+    r.add_argument("--identity", metavar="FILE", help="SSH private key (with --device ssh://...)")
+    r.add_argument("--known-hosts", metavar="FILE", help="known_hosts file (with --device ssh://...)")
     r.set_defaults(fn=lambda a: _model_call("run", _run_model, a))
     b = sub.add_parser("bench", help="latency of the compiled model against onnxruntime "
                                      "(one thread), as a ratio (above 1: cgen is faster)")

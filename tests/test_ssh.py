@@ -442,3 +442,27 @@ def test_devices_check_cli(sshd):
     assert rc != 0
     lines = err.getvalue().strip().splitlines()
     assert len(lines) == 1 and "unknown host key" in lines[0]
+
+
+def test_cgen_run_model_on_a_device_over_ssh(sshd, tmp_path, capsys):
+    """`cgen run MODEL --device ssh://...` gives the same outputs as the local path."""
+    from cgen.cli import main
+    from tests.test_graph_frontend import ort_run
+    from tests.test_models import mlp
+    model, feeds = mlp()
+    path = tmp_path / "mlp.onnx"
+    import onnx
+    onnx.save(model, str(path))
+    np.savez(tmp_path / "in.npz", **feeds)
+    args = ["run", str(path), "--target", "generic-c", "--inputs", str(tmp_path / "in.npz")]
+    assert main(args + ["--outputs", str(tmp_path / "local.npz")]) == 0
+    assert main(args + ["--outputs", str(tmp_path / "ssh.npz"), "--device", sshd.url,
+                        "--identity", str(sshd.user_key),
+                        "--known-hosts", str(sshd.known_hosts)]) == 0
+    with np.load(tmp_path / "local.npz") as a, np.load(tmp_path / "ssh.npz") as b:
+        assert set(a.files) == set(b.files)
+        for k in a.files:
+            np.testing.assert_array_equal(a[k], b[k])
+        want = ort_run(model, feeds)
+        for k in a.files:
+            np.testing.assert_allclose(a[k], want[k], rtol=1e-4, atol=1e-4 * float(np.abs(want[k]).max()))

@@ -314,7 +314,7 @@ class CompiledModel:
         arrs = self.graph.check_inputs(feeds)
         return [np.ascontiguousarray(arrs[v.name]) for v in self.graph.inputs]
 
-    def _run(self, feeds, repeat=0, number=1, timeout=600.0, sanitize=False):
+    def _run(self, feeds, repeat=0, number=1, timeout=600.0, sanitize=False, device=None):
         from targets.runner import Result, runner_for
         arrays = self.check_feeds(feeds)
         outs = [np.zeros(v.shape, v.dtype) for v in self.graph.outputs]
@@ -324,7 +324,10 @@ class CompiledModel:
             res = Result({f"out{k}": a for k, a in enumerate(got)}, tuple(times), None, True)
             return {v.name: got[k] for k, v in enumerate(self.graph.outputs)}, res
         params = [f"in{k}" for k in range(len(arrays))] + [f"out{k}" for k in range(len(outs))]
-        res = runner_for(self.target).run(self.executable(sanitize), params, arrays + outs,
+        # a device (targets.device.open_device: a board over SSH, QEMU, local) runs the
+        # executable through the measuring agent; otherwise the target's own runner
+        runner = device.runner() if device is not None else runner_for(self.target)
+        res = runner.run(self.executable(sanitize), params, arrays + outs,
                                           params[len(arrays):], repeat=repeat, number=number,
                                           timeout=timeout)
         if res.error is not None:
@@ -333,9 +336,11 @@ class CompiledModel:
         got = {v.name: res.outputs[f"out{k}"] for k, v in enumerate(self.graph.outputs)}
         return got, res
 
-    def run(self, feeds, timeout: float = 600.0, sanitize: bool = False) -> dict:
-        """Outputs (graph output name -> array) for one run on the target."""
-        return self._run(feeds, timeout=timeout, sanitize=sanitize)[0]
+    def run(self, feeds, timeout: float = 600.0, sanitize: bool = False, device=None) -> dict:
+        """Outputs (graph output name -> array) for one run on the target (or on `device`)."""
+        if device is not None and not device.supports(self.target):
+            raise ModelError(f"device {device.name} cannot run target {self.target.name}", "bad_input")
+        return self._run(feeds, timeout=timeout, sanitize=sanitize, device=device)[0]
 
     def time(self, feeds, repeat: int = 7, min_repeat_s: float = 0.05,
              timeout: float = 600.0) -> list:
