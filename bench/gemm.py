@@ -261,9 +261,15 @@ def run_size(n: int, args, blas: dict, peak: float | None, nthreads: int = 1) ->
     c = np.empty((n, n), dtype=np.float32)
     c_peer = np.empty((n, n), dtype=np.float32)
     mod = best.module
-    cg, peer = common.measure_interleaved(
-        [common.ChildTimer(mod, [a, b, c]), lambda: np.matmul(a, b, out=c_peer)],
-        repeats=args.repeats, min_repeat_s=args.min_repeat_ms / 1e3)
+    timers = [common.ChildTimer(mod, [a, b, c]), lambda: np.matmul(a, b, out=c_peer)]
+    if nthreads > 1:
+        # with threads, back-to-back blocks instead of interleaving: a BLAS pool keeps
+        # spinning for a while after each call and would steal the cores cgen's child needs
+        cg, peer = (common.measure(t, repeats=args.repeats, min_repeat_s=args.min_repeat_ms / 1e3)
+                    for t in timers)
+    else:
+        cg, peer = common.measure_interleaved(timers, repeats=args.repeats,
+                                              min_repeat_s=args.min_repeat_ms / 1e3)
     ok, err, atol = common.check_close(c, ref)
     if not ok:  # the timed calls must still be right
         raise SystemExit(f"{case}: {best.name} went wrong while timing: max abs error {err:.3g}")
@@ -289,7 +295,7 @@ def run_size(n: int, args, blas: dict, peak: float | None, nthreads: int = 1) ->
         "candidates": [t.record(flop) for t in tried],
         "timing": {"stat": "median", "repeats": args.repeats, "cgen_number": cg.number,
                    "peer_number": peer.number, "min_repeat_ms": args.min_repeat_ms,
-                   "warmup": 1, "interleaved": True, "threads": nthreads,
+                   "warmup": 1, "interleaved": nthreads == 1, "threads": nthreads,
                    "cgen_times": list(cg.times), "peer_times": list(peer.times)},
         "blas": blas,
         "target": mod.target.name,
