@@ -96,25 +96,33 @@ def _fingerprint(key) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    """Refuse an unknown host key, or (trust on first use) record it."""
+class _RefuseUnknownHostKey(paramiko.RejectPolicy):
+    """The default: an unknown host key is refused, with a message that says how to fix it."""
 
-    def __init__(self, known_hosts: Path, trust: bool):
+    def __init__(self, known_hosts: Path):
         self.known_hosts = known_hosts
-        self.trust = trust
-        self.recorded = None
 
     def missing_host_key(self, client, hostname, key):
         fp = f"{key.get_name()} {_fingerprint(key)}"
-        if not self.trust:
-            raise UnknownHostKey(
-                f"unknown host key for {hostname} ({fp}): not in {self.known_hosts}; verify it and "
-                f"add it (ssh-keyscan), or pass --trust-on-first-use to record it")
+        raise UnknownHostKey(
+            f"unknown host key for {hostname} ({fp}): not in {self.known_hosts}; verify it and "
+            f"add it (ssh-keyscan), or pass --trust-on-first-use to record it")
+
+
+class _RecordUnknownHostKey(paramiko.MissingHostKeyPolicy):
+    """Only with the explicit trust-on-first-use opt-in: accept an unknown key and record it
+    in known_hosts (a key that differs from a recorded one is still refused by paramiko)."""
+
+    def __init__(self, known_hosts: Path):
+        self.known_hosts = known_hosts
+        self.recorded = None
+
+    def missing_host_key(self, client, hostname, key):
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         with open(self.known_hosts, "a") as f:
             f.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
         client.get_host_keys().add(hostname, key.get_name(), key)
-        self.recorded = fp
+        self.recorded = f"{key.get_name()} {_fingerprint(key)}"
 
 
 class SshConnection:
@@ -174,7 +182,8 @@ class SshConnection:
                     client.load_system_host_keys(str(system))
                 except (OSError, paramiko.SSHException):
                     pass
-        policy = _HostKeyPolicy(self.known_hosts, self.options.trust_on_first_use)
+        policy = (_RecordUnknownHostKey(self.known_hosts) if self.options.trust_on_first_use
+                  else _RefuseUnknownHostKey(self.known_hosts))
         client.set_missing_host_key_policy(policy)
         sock = paramiko.ProxyCommand(self.proxy_command) if self.proxy_command else None
         explicit = bool(self.identities)
@@ -217,7 +226,7 @@ class SshConnection:
             client.close()
             raise ConnectFailed(f"cannot connect to {self.hostname}:{self.port}: "
                                 f"{e.strerror or e}") from None
-        self.recorded_host_key = policy.recorded
+        self.recorded_host_key = getattr(policy, "recorded", None)
         client.get_transport().set_keepalive(self.options.keepalive_s)
         self.client = client
         return self

@@ -466,3 +466,31 @@ def test_cgen_run_model_on_a_device_over_ssh(sshd, tmp_path, capsys):
         want = ort_run(model, feeds)
         for k in a.files:
             np.testing.assert_allclose(a[k], want[k], rtol=1e-4, atol=1e-4 * float(np.abs(want[k]).max()))
+
+
+def test_host_key_policy_is_reject_unless_opted_in(sshd):
+    """Unknown keys go to a RejectPolicy by default; recording needs trust_on_first_use."""
+    import paramiko
+    from targets.ssh import SshConnection, SshOptions, parse_ssh_url
+    seen = []
+
+    class Spy(paramiko.SSHClient):
+        def set_missing_host_key_policy(self, policy):
+            seen.append(policy)
+            super().set_missing_host_key_policy(policy)
+    import targets.ssh as ssh_mod
+    real = ssh_mod.paramiko.SSHClient
+    ssh_mod.paramiko.SSHClient = Spy
+    try:
+        for trust in (False, True):
+            conn = SshConnection(parse_ssh_url(sshd.url), sshd.options(trust_on_first_use=trust))
+            try:
+                conn.connect()
+            except Exception:  # noqa: BLE001 - only the policy chosen matters here
+                pass
+            finally:
+                conn.close()
+    finally:
+        ssh_mod.paramiko.SSHClient = real
+    assert isinstance(seen[0], paramiko.RejectPolicy)
+    assert not isinstance(seen[1], paramiko.RejectPolicy) and not isinstance(seen[1], paramiko.AutoAddPolicy)
