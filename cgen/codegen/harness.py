@@ -13,8 +13,7 @@ from pycparser import c_ast, c_generator
 from ..lower.ir import PrimFunc
 from .c import C_TYPES
 
-_PRELUDE = """#define _POSIX_C_SOURCE 200809L
-#include <stdio.h>
+_IO = """#include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
@@ -33,13 +32,30 @@ static void cg_write(const char *path, const void *p, size_t n) {
   if (!f || fwrite(p, 1, n, f) != n) { fprintf(stderr, "cannot write %s\\n", path); exit(2); }
   fclose(f);
 }
+"""
 
+_POSIX_CLOCK = """
 static double cg_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 """
+
+# newlib on bare metal has no clock_gettime: clock() (semihosting SYS_CLOCK) instead
+_C_CLOCK = """
+static double cg_now(void) {
+  return (double)clock() / (double)CLOCKS_PER_SEC;
+}
+"""
+
+
+def prelude(clock: str = "posix") -> str:
+    """Includes, file helpers and the timer of a hosted harness; clock "posix" (a
+    monotonic clock_gettime) or "clock" (C's clock(), for newlib)."""
+    if clock == "posix":
+        return "#define _POSIX_C_SOURCE 200809L\n" + _IO + _POSIX_CLOCK
+    return _IO + _C_CLOCK
 
 
 def harness_source(func: PrimFunc, prototype: str) -> str:
@@ -76,5 +92,5 @@ def harness_source(func: PrimFunc, prototype: str) -> str:
     for k in range(n):
         body.append(f"  free(p{k});")
     body.append("  return rc == 0 ? 0 : 3;")
-    return (_PRELUDE + "\n" + prototype + "\n\nint main(int argc, char **argv) {\n"
+    return (prelude() + "\n" + prototype + "\n\nint main(int argc, char **argv) {\n"
             + "\n".join(body) + "\n}\n")

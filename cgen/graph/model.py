@@ -28,33 +28,6 @@ from .ir import ModelError
 from .emit import STACK_LIMIT, ModelSource, check_model_name, emit_model
 from .lowering import kernel_target, legalize, lower_graph
 
-HARNESS_PRELUDE = """#define _POSIX_C_SOURCE 200809L
-#include <stdio.h>
-#include <stdlib.h>
-#include <stdint.h>
-#include <string.h>
-#include <time.h>
-
-static void *cg_read(const char *path, size_t n) {
-  FILE *f = fopen(path, "rb");
-  void *p = malloc(n ? n : 1);
-  if (!f || !p || fread(p, 1, n, f) != n) { fprintf(stderr, "cannot read %s\\n", path); exit(2); }
-  fclose(f);
-  return p;
-}
-
-static void cg_write(const char *path, const void *p, size_t n) {
-  FILE *f = fopen(path, "wb");
-  if (!f || fwrite(p, 1, n, f) != n) { fprintf(stderr, "cannot write %s\\n", path); exit(2); }
-  fclose(f);
-}
-
-static double cg_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-"""
 
 
 # ---------------------------------------------------------------- Cortex-M4 bare metal
@@ -271,17 +244,8 @@ class CompiledModel:
         body += [f"  free(q{k});" for k in range(len(outs))]
         body += ["  free(ws);", "  return rc == 0 ? 0 : 3;"]
         proto = src.manifest["entry_point"] + ";"
-        prelude = HARNESS_PRELUDE
-        if (timer or ("clock" if self.target.bare_metal else "posix")) == "clock":
-            # newlib on bare metal: no clock_gettime; clock() (semihosting SYS_CLOCK)
-            prelude = prelude.replace("#define _POSIX_C_SOURCE 200809L\n", "").replace(
-                """static double cg_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}""", """static double cg_now(void) {
-  return (double)clock() / (double)CLOCKS_PER_SEC;
-}""")
+        from ..codegen.harness import prelude as harness_prelude
+        prelude = harness_prelude(timer or ("clock" if self.target.bare_metal else "posix"))
         return (prelude + "\n" + proto + "\n\nint main(int argc, char **argv) {\n"
                 + "\n".join(body) + "\n}\n")
 
