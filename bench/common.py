@@ -262,3 +262,15 @@ def lazy_peer(make_session, feeds: dict, reference, repeats: int = 7, min_repeat
         ref = reference()
         return float(np.max(np.abs(y - ref)) / np.max(np.abs(ref)))
     return peer_fn, call, check
+
+
+def ort_session(model):
+    """An onnxruntime session on the CPU with one intra-op and one inter-op thread,
+    sequential execution, all graph optimisations: the single-thread peer."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])

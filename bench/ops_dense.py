@@ -43,7 +43,6 @@ def numpy_gemm_peer(n: int, seed: int = 0):
 
 def ort_gemm_session(w: np.ndarray, bias: np.ndarray, M: int):
     """A one-node ONNX Gemm (transB=1) y = x @ W^T + bias, W and bias initializers, one thread."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
     N, K = w.shape
     node = helper.make_node("Gemm", ["x", "W", "bias"], ["y"], transB=1)
@@ -52,12 +51,8 @@ def ort_gemm_session(w: np.ndarray, bias: np.ndarray, M: int):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [M, N])],
         [numpy_helper.from_array(w, "W"), numpy_helper.from_array(bias, "bias")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    from bench import common
+    return common.ort_session(model)
 
 
 def dense_peers(M: int, N: int, K: int, seed: int = 0):

@@ -47,7 +47,6 @@ BLOCK = 16
 # ---------------------------------------------------------------- onnxruntime
 def ort_session(wl: dict, w: np.ndarray):
     """A one-node depthwise Conv model (NCHW, group = C), one thread, sequential."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
     node = helper.make_node("Conv", ["X", "W"], ["Y"], kernel_shape=[wl["KH"], wl["KW"]],
                             strides=list(wl["stride"]), dilations=list(wl["dilation"]),
@@ -60,12 +59,8 @@ def ort_session(wl: dict, w: np.ndarray):
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [wl["N"], cm, oh, ow])],
         [numpy_helper.from_array(w, "W")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    from bench import common
+    return common.ort_session(model)
 
 
 def ort_peer(wl: dict, seed: int = 0, repeats: int = 7, min_repeat_s: float = 0.02):

@@ -40,13 +40,8 @@ _ONNX_TYPES = {"int8": 3, "uint8": 2}  # onnx.TensorProto.INT8 / UINT8
 
 # ---------------------------------------------------------------- onnxruntime
 def _session(model):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    from bench import common
+    return common.ort_session(model)
 
 
 def _scalar_or_channel(values, dtype, per_channel: bool):
@@ -58,7 +53,7 @@ def qlinearconv_session(wl: dict, inputs: list):
     """(session, feeds): a one-node QLinearConv for a qconv2d / qdepthwise_conv2d workload with
     rounding "onnx"; `inputs` as the template's inputs(): X, W, B, x_zp, w_zp, y_zp, x_scale,
     w_scale, y_scale[, Y].  Everything but X is an initializer (constant, as in a model)."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
     if wl["rounding"] != "onnx":
         raise ValueError("onnxruntime implements the ONNX rounding only")
     x, w, b, xz, wz, yz, xs, ws, ys = inputs[:9]
