@@ -96,6 +96,21 @@ class ConfigSpace:
                 raise ValueError(f"knob {k.name}: {values[k.name]!r} is not one of {k.choices}") from None
         return self.from_digits(digits)
 
+    def nearest(self, want: dict, larger_on_tie: bool = False) -> Config:
+        """The config closest to `want`, knob by knob: the wanted value when it is a choice,
+        else the nearest numeric choice (ties: the smaller, or the larger), else the first
+        choice.  Templates use it to name a default that always lies in their space."""
+        values = {}
+        for k in self.knobs:
+            v = want.get(k.name, k.choices[0])
+            if v not in k.choices:
+                nums = [x for x in k.choices if isinstance(x, (int, float)) and not isinstance(x, bool)]
+                numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+                sign = -1 if larger_on_tie else 1
+                v = min(nums, key=lambda x: (abs(x - v), sign * x)) if nums and numeric else k.choices[0]
+            values[k.name] = v
+        return self.get(self.index_of(values))
+
     def from_json(self, d: dict) -> Config:
         knobs = d.get("knobs", d)
         return self.get(self.index_of(knobs))

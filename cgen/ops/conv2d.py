@@ -266,19 +266,6 @@ def masked_tiles_ok(target) -> bool:
 
 
 # ---------------------------------------------------------------- knob helpers
-def _pick(space: ConfigSpace, want: dict):
-    """The config of `space` closest to `want` (nearest numeric choice per knob)."""
-    values = {}
-    for k in space.knobs:
-        v = want.get(k.name, k.choices[0])
-        if v not in k.choices:
-            nums = [x for x in k.choices if isinstance(x, (int, float)) and not isinstance(x, bool)]
-            v = min(nums, key=lambda x: (abs(x - v), x)) if nums and isinstance(v, (int, float)) \
-                else k.choices[0]
-        values[k.name] = v
-    return space.get(space.index_of(values))
-
-
 def _variants(space: ConfigSpace, base, changes) -> list:
     """Configs of `space` that differ from `base` by each dict of `changes` (values a knob
     does not offer are skipped; duplicates dropped), in order."""
@@ -528,7 +515,7 @@ class Conv2dNCHWcTemplate:
         want = {"ic_bn": ic_bn, "oc_bn": oc_bn, "ow_tile": tile, "oh_tile": rows,
                 "im2col": im2col, "micro": True, "prefetch": 8, "order": "oc_y",
                 "unroll_kw": False, "parallel": False}
-        return _pick(sp, want)
+        return sp.nearest(want)
 
     def quick_configs(self, wl: dict, target) -> list:
         """A short list of promising configs around the default (for quick sweeps)."""
@@ -805,7 +792,7 @@ class Conv2dGemmTemplate:
         nc = OW * max(1, min(OH, (256 * 1024) // (4 * kc * OW)))
         want = {"mr": mr, "nr": nr, "mc": 16, "kc": kc, "nc": nc, "order": "ji",
                 "micro": "masked" if masked_tiles_ok(tgt) else "fixed", "parallel": False}
-        return _pick(sp, want)
+        return sp.nearest(want)
 
     def quick_configs(self, wl: dict, target) -> list:
         """A short list of promising configs around the default (for quick sweeps)."""

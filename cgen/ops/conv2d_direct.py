@@ -79,14 +79,7 @@ class _DirectConv:
         L = _lanes(target)
         want = {"vec": 2 * L, "rows": 4, "c_split": 16, "order": "c_outer", "pad_at": "inline",
                 "parallel": False}
-        values = {}
-        for k in sp.knobs:
-            v = want[k.name]
-            if v not in k.choices:
-                nums = [x for x in k.choices if not isinstance(x, (bool, str))]
-                v = max((x for x in nums if x <= v), default=k.choices[0]) if nums else k.choices[0]
-            values[k.name] = v
-        return sp.get(sp.index_of(values))
+        return sp.nearest(want)
 
     def build(self, wl: dict, target, config):
         c = config.to_dict() if hasattr(config, "to_dict") else dict(config)

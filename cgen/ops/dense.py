@@ -27,7 +27,7 @@ import numpy as np
 from ..autotune.space import ConfigSpace, Knob
 from .gemm import (EPILOGUE_STEPS, MatmulSpec, generated_kernels, kernel_shape, matmul_reference,
                    pack_b, packed_matmul)
-from .gemm_template import (gemm_config, gemm_default_values, gemm_knobs, nearest_config,
+from .gemm_template import (gemm_config, gemm_default_values, gemm_knobs,
                             quick_variants)
 from targets import resolve
 
@@ -84,7 +84,7 @@ class _MatmulBase:
     def default(self, wl: dict, target):
         want = dict(gemm_default_values(resolve(target)))
         want["block"] = "goto" if self.spec(wl).epilogue else "direct"
-        return nearest_config(self.space(wl, target), want)
+        return self.space(wl, target).nearest(want)
 
     def quick_configs(self, wl: dict, target) -> list:
         """A few configs one knob away from the default, for a short sweep to try first."""
@@ -195,7 +195,7 @@ class DenseTemplate(_MatmulBase):
             return super().default(wl, tgt)
         # measured on the development machine (1 x 1024 -> 1000): weight panels prefetched
         # 16 k steps ahead, 4 steps per loop iteration, 256-column blocks
-        return nearest_config(self.space(wl, tgt), {"NC": 256, "unroll": 4, "prefetch": 16,
+        return self.space(wl, tgt).nearest({"NC": 256, "unroll": 4, "prefetch": 16,
                                                     "parallel": False})
 
     def quick_configs(self, wl: dict, target) -> list:
@@ -205,7 +205,7 @@ class DenseTemplate(_MatmulBase):
         sp, d = self.space(wl, tgt), self.default(wl, tgt)
         out = []
         for change in ({"prefetch": 8}, {"unroll": 8}, {"NC": 128}, {"prefetch": 0}):
-            c = nearest_config(sp, {**d.to_dict(), **change})
+            c = sp.nearest({**d.to_dict(), **change})
             if c.index != d.index and c not in out:
                 out.append(c)
         return out

@@ -40,17 +40,8 @@ def cfg_dict(config) -> dict:
 
 
 def pick(space: ConfigSpace, want: dict):
-    """The config of `space` closest to `want`: the wanted value when it is a choice,
-    else the nearest numeric choice (ties to the smaller), else the first choice."""
-    values = {}
-    for k in space.knobs:
-        v = want.get(k.name, k.choices[0])
-        if v not in k.choices:
-            nums = [x for x in k.choices if isinstance(x, (int, float)) and not isinstance(x, bool)]
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-            v = min(nums, key=lambda x: (abs(x - v), x)) if nums and ok else k.choices[0]
-        values[k.name] = v
-    return space.get(space.index_of(values))
+    """The config of `space` closest to `want` (ConfigSpace.nearest)."""
+    return space.nearest(want)
 
 
 def lanes_of(target) -> int:

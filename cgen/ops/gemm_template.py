@@ -61,19 +61,6 @@ def gemm_default_values(tgt) -> dict:
             "parallel": False}
 
 
-def nearest_config(space: ConfigSpace, want: dict):
-    """The config of `space` closest to `want`, knob by knob (numbers: nearest value)."""
-    values = {}
-    for k in space.knobs:
-        v = want.get(k.name, k.choices[0])
-        if v not in k.choices:
-            nums = [x for x in k.choices if isinstance(x, (int, float)) and not isinstance(x, bool)]
-            v = min(nums, key=lambda x: (abs(x - v), x)) if nums and isinstance(v, (int, float)) \
-                else k.choices[0]
-        values[k.name] = v
-    return space.get(space.index_of(values))
-
-
 # variations of the default worth measuring first (a quick sweep's head start): knob -> value
 QUICK_VARIANTS = ({"prefetch": 0}, {"KC": 256}, {"pack_a": True}, {"MR": 12}, {"MC": 192},
                   {"order": "ij"})
@@ -87,7 +74,7 @@ def quick_variants(space: ConfigSpace, default) -> list:
         if not all(k in want for k in change):
             continue
         want.update(change)
-        c = nearest_config(space, want)
+        c = space.nearest(want)
         if c.index != default.index and c.index not in {o.index for o in out}:
             out.append(c)
     return out
@@ -117,7 +104,7 @@ class GemmTemplate:
         return packed_gemm(wl["M"], wl["N"], wl["K"], target, gemm_config(c))
 
     def default(self, wl: dict, target):
-        return nearest_config(self.space(wl, target), gemm_default_values(resolve(target)))
+        return self.space(wl, target).nearest(gemm_default_values(resolve(target)))
 
     def quick_configs(self, wl: dict, target) -> list:
         """A few configs one knob away from the default, for a short sweep to try first."""

@@ -798,20 +798,6 @@ def _threads(tgt) -> bool:
     return bool(tgt.threads) and not tgt.bare_metal
 
 
-def _nearest(knob: Knob, want):
-    if want in knob.choices:
-        return want
-    nums = [c for c in knob.choices if isinstance(c, int) and not isinstance(c, bool)]
-    if isinstance(want, int) and not isinstance(want, bool) and nums:
-        return min(nums, key=lambda c: (abs(c - want), -c))
-    return knob.choices[0]
-
-
-def _pick(space: ConfigSpace, want: dict):
-    values = {k.name: _nearest(k, want.get(k.name, k.choices[0])) for k in space.knobs}
-    return space.get(space.index_of(values))
-
-
 def _config(config) -> dict:
     return config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
@@ -1094,7 +1080,7 @@ class QConv2dTemplate:
         want = {"algo": algo, "tile_x": tx, "tile_f": tf, "micro_x": mx, "micro_f": 4,
                 "order": 1 if algo == "direct" else 0, "unroll": 1, "col_at": col_at,
                 "tile_k": tk, "parallel": False}
-        return _pick(sp, want)
+        return sp.nearest(want, larger_on_tie=True)
 
     def quick_configs(self, wl: dict, target) -> list:
         """A short list for a quick sweep: the default, then variations of its blocking."""
@@ -1110,7 +1096,7 @@ class QConv2dTemplate:
                        {"tile_f": g["F"], "col_at": "tile"}, {"col_at": "root", "tile_k": 512},
                        {"col_at": "root", "tile_k": 256, "tile_f": 64}):
             want = {**base, **change}
-            c = _pick(sp, want)
+            c = sp.nearest(want, larger_on_tie=True)
             if c.index not in {o.index for o in out}:
                 out.append(c)
         return out
@@ -1198,8 +1184,8 @@ class QDepthwiseConv2dTemplate(QConv2dTemplate):
     def default(self, wl: dict, target):
         g = conv_geometry(wl)
         sp = self.space(wl, target)
-        return _pick(sp, {"tile_y": 8, "tile_x": min(g["OW"], 64), "unroll": 2,
-                          "pad_at": "channel", "parallel": False})
+        return sp.nearest({"tile_y": 8, "tile_x": min(g["OW"], 64), "unroll": 2,
+                          "pad_at": "channel", "parallel": False}, larger_on_tie=True)
 
     def quick_configs(self, wl: dict, target) -> list:
         """A short list for a quick sweep: the default, then variations of its tiles."""
@@ -1208,7 +1194,7 @@ class QDepthwiseConv2dTemplate(QConv2dTemplate):
         out = [d]
         for change in ({"pad_at": "root"}, {"tile_y": 4}, {"tile_y": 16}, {"tile_x": 32},
                        {"unroll": 1}, {"unroll": 0}):
-            c = _pick(sp, {**d.to_dict(), **change})
+            c = sp.nearest({**d.to_dict(), **change}, larger_on_tie=True)
             if c.index not in {o.index for o in out}:
                 out.append(c)
         return out
@@ -1301,8 +1287,8 @@ class QDenseTemplate:
         tm = min(wl["M"], 16)
         rows = tm + 1 if algo == "packed_tile" and tm >= wl["M"] else tm   # + the ones row
         mm = max([m for m in (tile_mrs(tgt) or (1, 2, 4)) if rows % m == 0] or [1])
-        return _pick(sp, {"algo": algo, "tile_m": tm, "tile_n": 32, "micro_m": mm, "micro_n": 4,
-                          "unroll": True, "parallel": False})
+        return sp.nearest({"algo": algo, "tile_m": tm, "tile_n": 32, "micro_m": mm, "micro_n": 4,
+                          "unroll": True, "parallel": False}, larger_on_tie=True)
 
     def quick_configs(self, wl: dict, target) -> list:
         """A short list for a quick sweep: the default, then variations of its tiles."""
@@ -1311,7 +1297,7 @@ class QDenseTemplate:
         out = [d]
         for change in ({"tile_n": 64}, {"tile_n": 16}, {"tile_m": 4}, {"algo": "packed_dot"},
                        {"algo": "packed", "micro_m": 2, "micro_n": 4}):
-            c = _pick(sp, {**d.to_dict(), **change})
+            c = sp.nearest({**d.to_dict(), **change}, larger_on_tie=True)
             if c.index not in {o.index for o in out}:
                 out.append(c)
         return out

@@ -13,8 +13,6 @@ A template is a plain object with:
 """
 from __future__ import annotations
 
-import numpy as np
-
 
 def gflops(template, wl: dict, seconds: float) -> float:
     return template.flops(wl) / seconds / 1e9

@@ -31,7 +31,7 @@ import numpy as np
 from .. import te
 from ..autotune.space import ConfigSpace, Knob
 from ..codegen.isa import isa_for
-from .conv2d import (VREGS, _check, oc_block_pref, _pick, _threads_ok, _variants, block_choices, conv2d_reference,
+from .conv2d import (VREGS, _check, oc_block_pref, _threads_ok, _variants, block_choices, conv2d_reference,
                      conv2d_workload, conv_flops, default_block, from_nchwc_np, out_size,
                      tile_intrin, tile_kernel_shape_ok, to_nchwc_np)
 from targets import resolve
@@ -276,7 +276,7 @@ class Conv2dWinogradTemplate:
         mr = max(d for d in range(1, fit + 1) if tb % d == 0)
         want = {"tile": m, "ic_bn": wl["ic_bn"] or ic_bn, "oc_bn": oc_bn, "bx": bxc, "by": byc,
                 "mr": mr, "micro": True, "prefetch": pf, "order": "e_f_t", "parallel": False}
-        return _pick(sp, want)
+        return sp.nearest(want)
 
     def quick_configs(self, wl: dict, target) -> list:
         """A short list of promising configs around the default (for quick sweeps)."""
