@@ -42,58 +42,37 @@ def _gemm_x86(name, W, vt, load, store, set1, fma, MR, NR):
     return "\n".join(L)
 
 
-def _gemm_neon_a64(name, MR, NR):
-    """A packed with unit stride along i: rows come from lane-indexed FMAs, no scalar loads."""
-    nv, na = NR // 4, MR // 4
-    L = [f"static inline void {name}" + GEMM_SIG.format(a_si="") + " {"]
-    L.append("  int64_t k;")
-    for r in range(MR):
-        for v in range(nv):
-            L.append(f"  float32x4_t c{r}_{v} = vld1q_f32(C + {r} * c_si + {v * 4});")
+def _gemm_neon(name, MR, NR, a_loads, fma):
+    """The NEON kernel shape: A packed with unit stride along i (its MR values loaded as
+    vectors, rows taken by lane, no scalar loads), NR/4 vectors of B, an MR x NR/4 tile
+    of accumulators.  a_loads: the statements loading A; fma(r, v): one row-by-lane update."""
+    nv = NR // 4
+    L = [f"static inline void {name}" + GEMM_SIG.format(a_si="") + " {", "  int64_t k;"]
+    L += [f"  float32x4_t c{r}_{v} = vld1q_f32(C + {r} * c_si + {v * 4});"
+          for r in range(MR) for v in range(nv)]
     L.append("  for (k = 0; k < K; ++k) {")
-    for q in range(na):
-        L.append(f"    float32x4_t a{q} = vld1q_f32(A + {q * 4});")
-    for v in range(nv):
-        L.append(f"    float32x4_t b{v} = vld1q_f32(B + {v * 4});")
-    for r in range(MR):
-        for v in range(nv):
-            L.append(f"    c{r}_{v} = vfmaq_laneq_f32(c{r}_{v}, b{v}, a{r // 4}, {r % 4});")
-    L.append("    A += a_sk;")
-    L.append("    B += b_sk;")
-    L.append("  }")
-    for r in range(MR):
-        for v in range(nv):
-            L.append(f"  vst1q_f32(C + {r} * c_si + {v * 4}, c{r}_{v});")
+    L += [f"    {x}" for x in a_loads]
+    L += [f"    float32x4_t b{v} = vld1q_f32(B + {v * 4});" for v in range(nv)]
+    L += [f"    c{r}_{v} = {fma(r, v)};" for r in range(MR) for v in range(nv)]
+    L += ["    A += a_sk;", "    B += b_sk;", "  }"]
+    L += [f"  vst1q_f32(C + {r} * c_si + {v * 4}, c{r}_{v});" for r in range(MR) for v in range(nv)]
     L.append("}")
     return "\n".join(L)
+
+
+def _gemm_neon_a64(name, MR, NR):
+    """aarch64: fused multiply-add by a lane of a q register (fmla v.4s, v.4s, v.s[x])."""
+    return _gemm_neon(name, MR, NR,
+                      [f"float32x4_t a{q} = vld1q_f32(A + {q * 4});" for q in range(MR // 4)],
+                      lambda r, v: f"vfmaq_laneq_f32(c{r}_{v}, b{v}, a{r // 4}, {r % 4})")
 
 
 def _gemm_neon_a32(name, MR, NR):
-    """armv7: multiply-accumulate by a lane of a d register (vmla.f32 q, q, d[x])."""
-    nv = NR // 4
-    L = [f"static inline void {name}" + GEMM_SIG.format(a_si="") + " {"]
-    L.append("  int64_t k;")
-    for r in range(MR):
-        for v in range(nv):
-            L.append(f"  float32x4_t c{r}_{v} = vld1q_f32(C + {r} * c_si + {v * 4});")
-    L.append("  for (k = 0; k < K; ++k) {")
-    L.append("    float32x4_t a = vld1q_f32(A);")
-    L.append("    float32x2_t alo = vget_low_f32(a);")
-    L.append("    float32x2_t ahi = vget_high_f32(a);")
-    for v in range(nv):
-        L.append(f"    float32x4_t b{v} = vld1q_f32(B + {v * 4});")
-    for r in range(MR):
-        half = "alo" if r < 2 else "ahi"
-        for v in range(nv):
-            L.append(f"    c{r}_{v} = vmlaq_lane_f32(c{r}_{v}, b{v}, {half}, {r % 2});")
-    L.append("    A += a_sk;")
-    L.append("    B += b_sk;")
-    L.append("  }")
-    for r in range(MR):
-        for v in range(nv):
-            L.append(f"  vst1q_f32(C + {r} * c_si + {v * 4}, c{r}_{v});")
-    L.append("}")
-    return "\n".join(L)
+    """armv7 (MR = 4): multiply-accumulate by a lane of a d register (vmla.f32 q, q, d[x])."""
+    return _gemm_neon(name, MR, NR,
+                      ["float32x4_t a = vld1q_f32(A);", "float32x2_t alo = vget_low_f32(a);",
+                       "float32x2_t ahi = vget_high_f32(a);"],
+                      lambda r, v: f"vmlaq_lane_f32(c{r}_{v}, b{v}, {'alo' if r < 2 else 'ahi'}, {r % 2})")
 
 
 # (isa, arch) -> (MR, NR, unit strides, source maker)
