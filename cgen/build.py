@@ -1,8 +1,6 @@
 """cgen.build: schedule -> C -> a module callable on numpy arrays."""
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np

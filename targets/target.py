@@ -5,7 +5,7 @@ A target is a frozen value named by a short string (`host`, `aarch64`,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace, fields
+from dataclasses import dataclass, replace, fields
 from pathlib import Path
 import platform
 

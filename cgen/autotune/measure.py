@@ -4,7 +4,6 @@ record.  A failure at any step is a record with its error kind, never an
 exception that stops the caller."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 

@@ -13,11 +13,10 @@ import numpy as np
 from pycparser import c_ast, c_generator
 
 from ..te.expr import (Binary, Call, Cast, Compare, Const, Expr, Logic, Not, Select, Var,
-                       INDEX, is_float, is_int)
+                       INDEX, is_float)
 from ..lower.ir import (Address, Allocate, Broadcast, Buffer, CallKernel, Evaluate, For,
                         IfThenElse, Let, Load, PrimFunc, Seq, Store, Stmt, VLoad, VStore,
                         split_dtype)
-from ..te.visit import walk
 
 C_TYPES = {"float32": "float", "int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t",
            "int32": "int32_t", "int64": "int64_t", "bool": "_Bool"}

@@ -6,7 +6,7 @@ scalar (armv7 NEON has no vector divide, for example).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,8 @@ lives in a small local buffer indexed relative to that region's start.
 from __future__ import annotations
 
 from dataclasses import dataclass
-import math
 
-from ..te.expr import (Binary, Compare, Const, Expr, Logic, Reduce, Select, TensorLoad, Var,
+from ..te.expr import (Binary, Compare, Const, Expr, Logic, Reduce, TensorLoad, Var,
                        INDEX, reduce_identity)
 from ..te.tensor import ComputeOp, PlaceholderOp, Tensor
 from ..te.visit import free_vars, map_children, substitute, walk
@@ -260,7 +259,7 @@ class _Lowerer:
             init_guards = [g for g in guards if guard_pos(g) >= first
                            and not any(v.name in red_names for v in _vars(g) if v.name in pos)]
             init = self._nest(st, init_leaves, leaf_vars, ext, init_guards,
-                              Store(buf, out_idx, ident), {}, base_level=first)
+                              Store(buf, out_idx, ident))
         else:
             update = Store(buf, out_idx, self.to_loads(body))
             first, init = None, None
@@ -312,7 +311,7 @@ class _Lowerer:
         ahead = Binary("min", ahead, _i(ld.buffer.size - 1), INDEX)
         return CallKernel("__builtin_prefetch", (Address(ld.buffer, ahead),))
 
-    def _nest(self, st, names, leaf_vars, ext, guards, inner, _unused, base_level):
+    def _nest(self, st, names, leaf_vars, ext, guards, inner):
         pos = {n: q for q, n in enumerate(names)}
 
         def gpos(g):

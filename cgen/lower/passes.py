@@ -1,7 +1,7 @@
 """Loop-IR passes after lowering: each is a function from statement to statement."""
 from __future__ import annotations
 
-from ..te.expr import Binary, Compare, Const, Logic, Var, INDEX
+from ..te.expr import Binary, Compare, Const, Logic, INDEX
 from ..te.visit import map_children, substitute, free_vars
 from .ir import For, IfThenElse, Seq, Stmt, seq
 from .simplify import linear, from_linear, simplify, simplify_expr

@@ -11,10 +11,10 @@ import math
 
 import numpy as np
 
-from ..te.expr import (Binary, Call, Cast, Compare, Const, Expr, Logic, Not, Select, Var,
-                       INDEX, const, is_float, is_int)
+from ..te.expr import (Binary, Cast, Compare, Const, Expr, Logic, Not, Select, Var,
+                       INDEX, is_float, is_int)
 from ..te.visit import map_children
-from .ir import (Allocate, Evaluate, For, IfThenElse, Let, Load, Seq, Stmt, Store, seq)
+from .ir import (Allocate, Evaluate, For, IfThenElse, Let, Seq, Stmt, Store, seq)
 
 Range = tuple  # (lo | None, hi | None), inclusive
 

@@ -12,7 +12,3 @@ A template is a plain object with:
   flops(wl) -> int
 """
 from __future__ import annotations
-
-
-def gflops(template, wl: dict, seconds: float) -> float:
-    return template.flops(wl) / seconds / 1e9

@@ -7,7 +7,7 @@ loops.  Python operators build nodes; ``==`` keeps its Python meaning
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import math
 
 import numpy as np

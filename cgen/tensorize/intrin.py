@@ -8,11 +8,11 @@ body is given per vector ISA.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..te.expr import Binary, Cast, Compare, Const, Logic, Reduce, TensorLoad, Var, INDEX
-from ..te.visit import free_vars, walk
-from ..lower.ir import Address, CallKernel, For, IfThenElse, Load, Seq, Store, seq
+from ..te.visit import free_vars
+from ..lower.ir import Address, CallKernel, For, IfThenElse, Load, Store
 from ..lower.simplify import linear, simplify_expr
 
 OPERANDS = ("a", "b", "c")
