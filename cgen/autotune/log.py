@@ -127,3 +127,25 @@ def best_records(records, cost_unit: str | None = None) -> dict:
         if key not in best or r.mean_cost < best[key].mean_cost:
             best[key] = r
     return best
+
+
+def apply_best(log, target=None, cost_unit: str | None = None) -> dict:
+    """canonical workload -> the knob values of its fastest correct record: the
+    `tuned` mapping compilation takes (cgen.graph.lowering.group_config).
+
+    log: a path or a list of records; target: only records of this target (a
+    name or a Target; "host" means this machine's resolved name).  When records
+    of one workload exist in several units, seconds win over icount ticks."""
+    records = read_log(log) if isinstance(log, (str, Path)) else list(log)
+    want = None
+    if isinstance(target, str) and target.startswith("host-"):
+        want = target
+    elif target is not None:
+        from targets import resolve
+        want = resolved_target_name(resolve(target))
+    best = best_records([r for r in records if want is None or r.target == want], cost_unit)
+    out: dict = {}
+    for (wkey, _target, unit), rec in sorted(best.items(), key=lambda kv: kv[0][2] != "s"):
+        if wkey not in out:
+            out[wkey] = dict(rec.config.get("knobs", rec.config))
+    return out

@@ -1,9 +1,20 @@
 """Measure configs of a template: build, run in a child process through the
-target's runner, check the output against the reference, and make a log
-record.  A failure at any step is a record with its error kind, never an
-exception that stops the caller."""
+target's runner (or a device pool), check the output against the reference,
+and make a log record.  A failure at any step is a record with its error kind,
+never an exception that stops the caller.
+
+    rec = measure_config(template, wl, target, config)           # one, in this process
+    m = Measurer(pool=None, repeat=3)                            # the tuner's: a batch at a time
+    for rec in m.measure(task, configs): ...                     # records as they arrive
+
+The measurer builds a batch in parallel threads (lowering is Python, the
+compiler a child process), then runs the candidates one after another on the
+pool's devices, so no compile competes with a timing on the same machine.
+"""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,39 +42,157 @@ def calibrate_number(first_time: float, min_repeat_ms: float) -> int:
     return max(1, int(np.ceil(min_repeat_ms / 1e3 / first_time)))
 
 
+def _base(wl: dict, tgt, config) -> dict:
+    return dict(workload=wl, target=resolved_target_name(tgt), config=config.to_json())
+
+
+def error_record(wl: dict, tgt, config, kind: str, msg: str, toolchain=None) -> Record:
+    return Record(toolchain=toolchain or toolchain_info(tgt), costs=(),
+                  error={"kind": kind, "msg": str(msg)[:2000]}, **_base(wl, tgt, config))
+
+
+def build_candidate(template, wl: dict, tgt, config):
+    """(module with its executable built, None) or (None, error record)."""
+    import cgen
+    from ..schedule import ScheduleError
+    try:
+        s, args = template.build(wl, tgt, config)
+        mod = cgen.build(s, args, target=tgt, name=template.name.replace("-", "_"))
+        mod.executable()
+        return mod, None
+    except (ScheduleError, CompileError, ValueError) as e:
+        return None, error_record(wl, tgt, config, "compile_error", e)
+
+
+def check_outputs(outputs: dict, reference: dict) -> str | None:
+    """None when every output matches its reference, else what differs."""
+    for name, ref in reference.items():
+        out = outputs.get(name) if outputs else None
+        if out is None:
+            return f"{name}: no output"
+        if not matches(out, ref):
+            err = float(np.max(np.abs(out.astype(np.float64) - ref)))
+            return f"{name}: max abs error {err:g}"
+    return None
+
+
 def measure_config(template, wl: dict, target, config, inputs=None, reference=None,
                    repeat: int = 5, min_repeat_ms: float = 50.0, timeout: float = 60.0,
                    seed: int = 0) -> Record:
     """One record for one config."""
-    import cgen
-    from ..schedule import ScheduleError
     tgt = resolve(target)
     rng = np.random.default_rng(seed)
     if inputs is None:
         inputs = template.inputs(wl, rng)
     if reference is None:
         reference = template.reference(wl, inputs)
-    base = dict(workload=wl, target=resolved_target_name(tgt), config=config.to_json())
-    try:
-        s, args = template.build(wl, tgt, config)
-        mod = cgen.build(s, args, target=tgt, name=template.name.replace("-", "_"))
-        mod.executable()
-    except (ScheduleError, CompileError, ValueError) as e:
-        return Record(toolchain=toolchain_info(tgt), costs=(), error={"kind": "compile_error",
-                      "msg": str(e)[:2000]}, **base)
+    mod, err = build_candidate(template, wl, tgt, config)
+    if err is not None:
+        return err
     tc = toolchain_info(tgt, mod.extra_flags)
     arrays = [a.copy() for a in inputs]
     probe = mod.benchmark(*arrays, repeat=1, number=1, timeout=timeout)
     if probe.error is not None:
-        return Record(toolchain=tc, costs=(), error=probe.error.to_json(), **base)
-    for name, ref in reference.items():
-        if not matches(probe.outputs[name], ref):
-            err = float(np.max(np.abs(probe.outputs[name].astype(np.float64) - ref)))
-            return Record(toolchain=tc, costs=(), error={"kind": "wrong_answer",
-                          "msg": f"{name}: max abs error {err:g}"}, **base)
+        return Record(toolchain=tc, costs=(), error=probe.error.to_json(), **_base(wl, tgt, config))
+    bad = check_outputs(probe.outputs, reference)
+    if bad:
+        return error_record(wl, tgt, config, "wrong_answer", bad, tc)
     number = calibrate_number(probe.times[0], min_repeat_ms)
     res = mod.benchmark(*arrays, repeat=repeat, number=number, timeout=timeout)
     if res.error is not None:
-        return Record(toolchain=tc, costs=(), error=res.error.to_json(), **base)
-    unit = "s"
-    return Record(toolchain=tc, costs=tuple(res.times), cost_unit=unit, **base)
+        return Record(toolchain=tc, costs=(), error=res.error.to_json(), **_base(wl, tgt, config))
+    return Record(toolchain=tc, costs=tuple(res.times), cost_unit="s", **_base(wl, tgt, config))
+
+
+def default_device_url(tgt) -> str:
+    """Where a target's candidates run when no device is named: here, or under QEMU."""
+    if tgt.is_host:
+        return "local"
+    if tgt.arch == "aarch64":
+        return "qemu:aarch64"
+    if tgt.arch.startswith("arm") and not tgt.bare_metal:
+        return "qemu:arm"
+    raise ValueError(f"target {tgt.name} needs a device to measure on (--device URL)")
+
+
+@dataclass
+class _Prepared:
+    inputs: list
+    reference: dict
+
+
+class Measurer:
+    """Measures batches of one task's configs: parallel builds, runs on a device pool."""
+
+    def __init__(self, pool=None, build_workers: int = 2, repeat: int = 3,
+                 min_repeat_ms: float = 20.0, timeout: float = 20.0,
+                 build_timeout: float = 300.0, seed: int = 0):
+        self._pool, self._own_pool = pool, pool is None
+        self.build_workers, self.repeat, self.min_repeat_ms = build_workers, repeat, min_repeat_ms
+        self.timeout, self.build_timeout, self.seed = timeout, build_timeout, seed
+        self._prepared: dict = {}
+        self._builders = ThreadPoolExecutor(max(1, build_workers), thread_name_prefix="cgen-build")
+
+    def pool_for(self, tgt):
+        if self._pool is None:
+            from targets.pool import DevicePool
+            self._pool = DevicePool.from_urls([default_device_url(tgt)])
+        return self._pool
+
+    def prepare(self, task) -> _Prepared:
+        if task.key not in self._prepared:
+            rng = np.random.default_rng(self.seed)
+            inputs = task.template.inputs(task.workload, rng)
+            self._prepared[task.key] = _Prepared(inputs, task.template.reference(task.workload, inputs))
+        return self._prepared[task.key]
+
+    def measure(self, task, configs):
+        """Yield one record per config, in the order of `configs`, each as soon as it is known."""
+        prep = self.prepare(task)
+        tgt = task.target
+        futs = [self._builders.submit(build_candidate, task.template, task.workload, tgt, c)
+                for c in configs]
+        built = []
+        for c, f in zip(configs, futs):
+            try:
+                built.append(f.result(timeout=self.build_timeout))
+            except FutureTimeout:
+                built.append((None, error_record(task.workload, tgt, c, "build_timeout",
+                                                 f"build took over {self.build_timeout:g} s")))
+            except Exception as e:      # a template bug is this candidate's error, not the run's
+                built.append((None, error_record(task.workload, tgt, c, "compile_error",
+                                                 f"{type(e).__name__}: {e}")))
+        pool = self.pool_for(tgt)
+        for c, (mod, err) in zip(configs, built):
+            if err is not None:
+                yield err
+                continue
+            yield self._run(task, c, mod, prep, pool)
+
+    def _run(self, task, config, mod, prep, pool) -> Record:
+        tgt = task.target
+        tc = toolchain_info(tgt, mod.extra_flags)
+        names = [p.name for p in mod.func.params]
+        arrays = {n: a.copy() for n, a in zip(names, prep.inputs)}
+        res = pool.submit(mod.executable(), arrays, [n for n in names if n in mod.func.outputs],
+                          target=tgt, repeat=self.repeat, min_repeat_ms=self.min_repeat_ms,
+                          timeout=self.timeout).result()
+        base = _base(task.workload, tgt, config)
+        if res.error is not None:
+            return Record(toolchain=tc, costs=(), error=res.error.to_json(), **base)
+        bad = check_outputs(res.outputs, prep.reference)
+        if bad:
+            return error_record(task.workload, tgt, config, "wrong_answer", bad, tc)
+        return Record(toolchain=tc, costs=tuple(res.times), cost_unit="s", **base)
+
+    def close(self):
+        self._builders.shutdown(wait=False, cancel_futures=True)
+        if self._own_pool and self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
