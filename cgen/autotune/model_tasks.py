@@ -1,0 +1,272 @@
+"""Tuning a whole model: the tasks of its fused graph and how the trials are shared.
+
+    mtasks = extract_tasks("model.onnx", "host")       # one ModelTask per distinct workload
+    with Measurer() as m:
+        rows = tune_model(mtasks, m, "model.jsonl", trials=200)
+    print(format_table(rows))
+    compile_model("model.onnx", "host", tuned=apply_best("model.jsonl", kernel_target(...)))
+
+The model is loaded and lowered as `cgen compile` does it (default configs,
+kernels scheduled for one core: `cgen.graph.lowering.kernel_target`), and every
+group whose kernel comes from an operator template becomes a task; groups with
+the same (template, workload) are one task whose `count` is how many there are.
+
+Trials are shared by each task's share of the model's estimated time: every
+task's default config is measured first (it is also trial 1 of that task, and
+is read back from the log on a resumed run), then the rest of the budget goes
+in proportion to default time x count, with a floor of a few trials per task
+and no task given more trials than its space has configs.  The tasks share one
+Measurer (one device pool); each task's model is warm-started from the records
+of the other tasks of the same template and target already in the log.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+
+from .log import LogWriter, canonical, read_log
+from .task import Task, make_task
+
+MIN_TRIALS_PER_TASK = 4
+
+
+@dataclass
+class ModelTask:
+    task: Task
+    count: int                          # groups of the model with this workload
+    kernels: tuple                      # their kernel names (C functions)
+    default_index: int = -1             # the template's default config in the space
+    default_record: object = None       # its measurement (log record), once known
+
+    @property
+    def flops(self) -> int:
+        return self.task.flops()
+
+    @property
+    def default_cost(self) -> float | None:
+        r = self.default_record
+        return r.mean_cost if r is not None and r.ok else None
+
+    @property
+    def default_gflops(self) -> float:
+        c = self.default_cost
+        return self.flops / c / 1e9 if c else 0.0
+
+
+@dataclass
+class ModelTuneRow:
+    mtask: ModelTask
+    trials: int                         # trials given to the task (its default included)
+    result: object                      # the Tuner's TuneResult
+
+    @property
+    def best_cost(self) -> float | None:
+        b = self.result.best
+        return b.mean_cost if b is not None else None
+
+    @property
+    def best_gflops(self) -> float:
+        c = self.best_cost
+        return self.mtask.flops / c / 1e9 if c else 0.0
+
+
+def task_label(template: str, workload: dict) -> str:
+    """A short name: the template and the workload's integer fields."""
+    skip = {"op", "dtype", "layout", "weights"}
+    parts = []
+    for k, v in workload.items():
+        if k in skip or v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, list, tuple)):
+            continue
+        if isinstance(v, (list, tuple)):
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                continue
+            v = "x".join(str(x) for x in v)
+        parts.append(f"{k}={v}")
+    return f"{template} {','.join(parts)}" if parts else template
+
+
+def extract_tasks(model, target="host", input_shapes=None, templates=None) -> list:
+    """The tuning tasks of a model's fused graph, in graph order (see the module notes)."""
+    from ..graph import prepare
+    from ..graph.lowering import kernel_target, legalize, lower_graph
+    from ..graph.model import model_target
+    from ..ops.registry import templates as all_templates
+    table = templates if templates is not None else all_templates()
+    tgt = kernel_target(model_target(target))
+    fg = legalize(prepare(model, input_shapes), tgt)
+    kernels = lower_graph(fg, tgt)
+    found: dict = {}
+    for k in kernels:
+        if k.workload is None or k.template not in table:
+            continue        # aliases and built-in computes: nothing to tune
+        key = canonical(k.workload)
+        if key in found:
+            found[key].count += 1
+            found[key].kernels += (k.name,)
+            continue
+        task = make_task(k.template, k.workload, tgt, table, task_label(k.template, k.workload))
+        found[key] = ModelTask(task, 1, (k.name,))
+    return list(found.values())
+
+
+def default_index(task: Task) -> int:
+    d = task.template.default(task.workload, task.target)
+    return task.space().index_of(d.to_dict() if hasattr(d, "to_dict") else dict(d))
+
+
+def measure_defaults(mtasks, measurer, log, on_record=None) -> None:
+    """Each task's default config measured once and logged (read back when the log has it)."""
+    records = read_log(log) if log is not None else []
+    writer = None
+    try:
+        for mt in mtasks:
+            space = mt.task.space()
+            mt.default_index = default_index(mt.task)
+            for r in records:
+                if mt.task.matches(r) and _index(space, r) == mt.default_index:
+                    mt.default_record = r
+                    break
+            if mt.default_record is not None:
+                continue
+            config = space.get(mt.default_index)
+            (rec,) = list(measurer.measure(mt.task, [config]))
+            if log is not None:
+                if writer is None:
+                    writer = LogWriter(log)
+                writer.write(rec)
+            mt.default_record = rec
+            if on_record is not None:
+                on_record(mt, rec)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _index(space, record):
+    try:
+        return space.index_of(record.config.get("knobs", record.config))
+    except (KeyError, ValueError, AttributeError, IndexError):
+        return None
+
+
+def estimated_times(mtasks) -> list:
+    """Seconds each task takes in one run of the model: default time x count.  A task whose
+    default failed is estimated from its FLOPs at the other tasks' median throughput."""
+    rates = sorted(mt.flops / mt.default_cost for mt in mtasks if mt.default_cost)
+    rate = rates[len(rates) // 2] if rates else 1e9
+    return [mt.count * (mt.default_cost if mt.default_cost else max(mt.flops, 1) / rate)
+            for mt in mtasks]
+
+
+def allocate_trials(total: int, shares, caps, floor: int = MIN_TRIALS_PER_TASK) -> list:
+    """Trials per task: at least min(floor, cap) each (and at least 1), the rest of `total`
+    in proportion to `shares` (largest remainders), never more than a task's cap.  The sum is
+    `total` unless the floors exceed it or the caps are all reached."""
+    n = len(shares)
+    if n == 0:
+        return []
+    caps = [max(1, int(c)) for c in caps]
+    floor = max(1, min(int(floor), total // n if total >= n else 1))
+    alloc = [min(floor, c) for c in caps]
+    rest = total - sum(alloc)
+    while rest > 0:
+        open_ = [i for i in range(n) if alloc[i] < caps[i]]
+        if not open_:
+            break
+        w = [max(float(shares[i]), 0.0) for i in open_]
+        if not sum(w) > 0 or not all(math.isfinite(x) for x in w):
+            w = [1.0] * len(open_)
+        tot = sum(w)
+        ideal = [rest * x / tot for x in w]
+        give = [min(int(q), caps[i] - alloc[i]) for q, i in zip(ideal, open_)]
+        left = rest - sum(give)
+        # largest remainders (ties: the earlier task) get one more each
+        order = sorted(range(len(open_)), key=lambda k: (-(ideal[k] - int(ideal[k])), k))
+        for k in order:
+            if left <= 0:
+                break
+            if alloc[open_[k]] + give[k] < caps[open_[k]]:
+                give[k] += 1
+                left -= 1
+        if sum(give) == 0:
+            break
+        for k, i in enumerate(open_):
+            alloc[i] += give[k]
+        rest = total - sum(alloc)
+    return alloc
+
+
+def tune_model(mtasks, measurer, log, trials: int, *, seed: int = 0, batch_size: int = 16,
+               model: str = "rank", search: str = "model", early_stopping=None,
+               progress: bool = False, floor: int = MIN_TRIALS_PER_TASK, on_default=None,
+               on_task=None) -> list:
+    """Measure the defaults, share `trials` among the tasks, tune each: [ModelTuneRow]."""
+    from .tuner import Tuner, transfer_set
+    measure_defaults(mtasks, measurer, log, on_default)
+    alloc = allocate_trials(trials, estimated_times(mtasks),
+                            [mt.task.space().size for mt in mtasks], floor)
+    rows = []
+    for mt, n in zip(mtasks, alloc):
+        transfer = transfer_set(read_log(log), mt.task) if log is not None else ()
+        tuner = Tuner(mt.task, measurer, log, model=model, search=search, seed=seed,
+                      batch_size=batch_size, transfer=transfer, progress=progress)
+        row = ModelTuneRow(mt, n, tuner.tune(n, early_stopping=early_stopping))
+        rows.append(row)
+        if on_task is not None:
+            on_task(row)
+    return rows
+
+
+def format_table(rows) -> str:
+    """task, count, trials, default and best GFLOP/s, speed-up; then the estimated time of
+    the template kernels in one run of the model, before and after."""
+    head = f"{'task':<46} {'count':>5} {'trials':>6} {'default GFLOP/s':>15} " \
+           f"{'best GFLOP/s':>12} {'speed-up':>8}"
+    lines = [head, "-" * len(head)]
+    before = after = 0.0
+    complete = True
+    for r in rows:
+        mt = r.mtask
+        d, b = mt.default_cost, r.best_cost
+        up = f"{d / b:.2f}x" if d and b else "-"
+        dg = f"{mt.default_gflops:.2f}" if d else "failed"
+        bg = f"{r.best_gflops:.2f}" if b else "failed"
+        lines.append(f"{mt.task.describe()[:46]:<46} {mt.count:>5} {len(r.result.records):>6} "
+                     f"{dg:>15} {bg:>12} {up:>8}")
+        if d and b:
+            before += mt.count * d
+            after += mt.count * min(b, d)
+        else:
+            complete = False
+    if before > 0:
+        note = "" if complete else " (tasks without a correct default or best left out)"
+        lines.append(f"template kernels, one run of the model: {before * 1e6:.1f} us with the "
+                     f"defaults -> {after * 1e6:.1f} us tuned ({before / after:.2f}x){note}")
+    return "\n".join(lines)
+
+
+def plot_histories(results, path) -> None:
+    """Best-so-far GFLOP/s against trials, one line per task, in one image."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for res in results:
+        ys = [h / 1e9 for h in res.history]
+        ax.plot(range(1, len(ys) + 1), ys, drawstyle="steps-post",
+                label=res.task.describe()[:50])
+    ax.set_xlabel("trials")
+    ax.set_ylabel("best GFLOP/s")
+    ax.grid(True, alpha=0.3)
+    if results:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+__all__ = ["ModelTask", "ModelTuneRow", "extract_tasks", "measure_defaults", "estimated_times",
+           "allocate_trials", "tune_model", "format_table", "plot_histories", "task_label",
+           "default_index", "MIN_TRIALS_PER_TASK"]
