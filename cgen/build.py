@@ -132,10 +132,12 @@ def _ctype(dtype: str) -> str:
     return C_TYPES[dtype]
 
 
-def build(sch: Schedule, args, target="host", name: str = "kernel", sanitize: bool = False) -> Module:
+def build(sch: Schedule, args, target="host", name: str = "kernel", sanitize: bool = False,
+          load: bool = True) -> Module:
     """Lower, emit C and prepare a module for the target.
 
-    The host module compiles on first call (or `.executable()`); a compiler
+    A host module is compiled and loaded here (load=False: on first call, for
+    callers that only want its `.executable()`, like the tuner); a compiler
     failure raises targets.CompileError with the compiler's message and the C file.
     """
     tgt = resolve(target)
@@ -147,6 +149,6 @@ def build(sch: Schedule, args, target="host", name: str = "kernel", sanitize: bo
     func = lower(sch, args, name, tgt)
     src, proto = emit_c(func, isa_for(tgt), func.kernels, openmp=tgt.threads and not tgt.bare_metal)
     mod = Module(func, src, proto, tgt, sanitize)
-    if tgt.is_host and not sanitize:
+    if tgt.is_host and not sanitize and load:
         mod._load()
     return mod

@@ -85,10 +85,10 @@ def compile_c(source: str, target: Target, kind: str = "shared", extra_flags=(),
     c_path = tmp / f"{name}.c"
     c_path.write_text(source)
     srcs = [str(c_path)]
-    for i, extra in enumerate(extra_sources):
-        p = tmp / f"{name}_extra{i}.c"
-        p.write_text(extra)
-        srcs.append(str(p))
+    # extra sources (a harness) are the same for every candidate of a tuning task:
+    # compiled once to cached objects, then only linked
+    srcs += [str(compile_c(extra, target, "object", extra_flags, strict, f"{name}_extra{i}"))
+             for i, extra in enumerate(extra_sources)]
     out = tmp / artifact.name
     cmd = [cc, *flags, *srcs, "-o", str(out)]
     if kind != "object":

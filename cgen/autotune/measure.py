@@ -57,7 +57,7 @@ def build_candidate(template, wl: dict, tgt, config):
     from ..schedule import ScheduleError
     try:
         s, args = template.build(wl, tgt, config)
-        mod = cgen.build(s, args, target=tgt, name=template.name.replace("-", "_"))
+        mod = cgen.build(s, args, target=tgt, name=template.name.replace("-", "_"), load=False)
         mod.executable()
         return mod, None
     except (ScheduleError, CompileError, ValueError) as e:
