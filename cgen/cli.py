@@ -152,13 +152,39 @@ def _model_file(path: str) -> str:
     return path
 
 
+def _tuned(args):
+    """The best config per workload of --tuning-log for the model's target (None without it)."""
+    if not getattr(args, "tuning_log", None):
+        return None
+    from pathlib import Path
+    from cgen.autotune.log import apply_best
+    from cgen.graph.lowering import kernel_target
+    from cgen.graph.model import model_target
+    path = Path(args.tuning_log)
+    if not path.is_file():
+        raise OSError(f"no such tuning log: {path}")
+    return apply_best(path, kernel_target(model_target(args.target)))
+
+
+def _tuned_note(cm, tuned, log) -> str:
+    """How many of the model's template kernels the tuning log configured."""
+    from cgen.graph.lowering import workload_key
+    ks = [k for k in cm.kernels if k.workload is not None]
+    hit = sum(1 for k in ks if workload_key(k.workload) in tuned)
+    return (f"tuning log {log}: {hit} of {len(ks)} template kernels tuned "
+            f"({len(tuned)} tuned workloads for {cm.target.name} in the log)")
+
+
 def _compile_model(args) -> int:
     from cgen.graph.model import compile_model
+    tuned = _tuned(args)
     cm = compile_model(_model_file(args.model), args.target, args.name, _model_shapes(args),
-                       budget_ram=args.budget_ram, budget_flash=args.budget_flash)
+                       budget_ram=args.budget_ram, budget_flash=args.budget_flash, tuned=tuned)
     paths = cm.write(args.output)
     print(f"{args.model} -> {args.output}/ for target {cm.target.name} in "
           f"{cm.compile_seconds:.2f} s: {' '.join(p.name for p in paths)}")
+    if tuned is not None:
+        print(_tuned_note(cm, tuned, args.tuning_log))
     print(cm.report.totals())
     if args.report:
         print(cm.report.table())
@@ -168,7 +194,9 @@ def _compile_model(args) -> int:
 def _run_model(args) -> int:
     import numpy as np
     from cgen.graph.model import compile_model, load_npz
-    cm = compile_model(_model_file(args.model), args.target, args.name, _model_shapes(args))
+    tuned = _tuned(args)
+    cm = compile_model(_model_file(args.model), args.target, args.name, _model_shapes(args),
+                       tuned=tuned)
     feeds = load_npz(args.inputs, cm.graph)
     if args.device:
         from targets.device import open_device
@@ -179,6 +207,8 @@ def _run_model(args) -> int:
     np.savez(args.outputs, **outs)
     desc = ", ".join(f"{k}: {a.dtype}{list(a.shape)}" for k, a in outs.items())
     print(f"{cm.name} on {cm.target.name}: wrote {args.outputs} ({desc})")
+    if tuned is not None:
+        print(_tuned_note(cm, tuned, args.tuning_log))
     return 0
 
 
@@ -186,17 +216,40 @@ def _bench_model(args) -> int:
     import json
     from cgen.graph.model import bench_model, compile_model, load_npz
     model = _model_file(args.model)
+    tuned = _tuned(args)
     cm = compile_model(model, args.target, args.name, _model_shapes(args))
     feeds = load_npz(args.inputs, cm.graph) if args.inputs else None
     res = bench_model(model, args.target, feeds, repeat=args.repeat, rounds=args.rounds,
                       compiled=cm)
+    row = {"suite": "model", "case": cm.name, "ratio": res.ratio,
+           "unit": "s", "cgen_s": res.cgen_s, "peer": "onnxruntime-1thread",
+           "peer_s": res.ort_s, "cgen_median_s": res.cgen_median_s,
+           "peer_median_s": res.ort_median_s, "max_rel_err": res.max_rel_err}
+    if tuned is None:
+        print(json.dumps(row) if args.json else res.line())
+        return 0
+    # --tuning-log: the same bench with the tuned configs.  onnxruntime is timed in both runs;
+    # both ratios use its best figure over the two (the bench compares best repeats)
+    tcm = compile_model(model, args.target, args.name, _model_shapes(args), tuned=tuned)
+    tres = bench_model(model, args.target, feeds, repeat=args.repeat, rounds=args.rounds,
+                       compiled=tcm)
+    ort_s = min(res.ort_s, tres.ort_s)
+    before, after = ort_s / res.cgen_s, ort_s / tres.cgen_s
     if args.json:
-        print(json.dumps({"suite": "model", "case": cm.name, "ratio": res.ratio,
-                          "unit": "s", "cgen_s": res.cgen_s, "peer": "onnxruntime-1thread",
-                          "peer_s": res.ort_s, "cgen_median_s": res.cgen_median_s,
-                          "peer_median_s": res.ort_median_s, "max_rel_err": res.max_rel_err}))
-    else:
-        print(res.line())
+        row.update({"ratio": after, "cgen_s": tres.cgen_s, "peer_s": ort_s,
+                    "cgen_median_s": tres.cgen_median_s, "peer_median_s": tres.ort_median_s,
+                    "max_rel_err": tres.max_rel_err, "tuned": True,
+                    "untuned_cgen_s": res.cgen_s, "untuned_ratio": before,
+                    "speedup": res.cgen_s / tres.cgen_s})
+        print(json.dumps(row))
+        return 0
+    print(_tuned_note(tcm, tuned, args.tuning_log))
+    print(f"{cm.name} on {cm.target.name}, best repeats: defaults {res.cgen_s * 1e6:.1f} us, "
+          f"tuned {tres.cgen_s * 1e6:.1f} us, onnxruntime (1 thread) {ort_s * 1e6:.1f} us per "
+          f"call")
+    print(f"ratio vs onnxruntime: {before:.2f} with the defaults -> {after:.2f} tuned "
+          f"(tuned / defaults: {res.cgen_s / tres.cgen_s:.2f}x; max rel err "
+          f"{max(res.max_rel_err, tres.max_rel_err):.2g})")
     return 0
 
 
@@ -208,6 +261,9 @@ def _add_model_parsers(sub) -> None:
         p.add_argument("--name", help="the C name of the model (default: the file's stem)")
         p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                        help="the shape of an input with symbolic dimensions (repeatable)")
+        p.add_argument("--tuning-log", metavar="LOG",
+                       help="use the best config of each tuned kernel in this log "
+                            "(written by `cgen tune`)")
     c = sub.add_parser("compile", help="compile an ONNX model to NAME.h / NAME.c for a target",
                        description="Writes NAME.h, NAME.c, manifest.json and NAME.cmake to DIR "
                                    "and prints the workspace (RAM) and weight (flash) bytes.")
@@ -243,6 +299,220 @@ def _add_model_parsers(sub) -> None:
 # ---------------------------------------------------------------- end of models block
 
 
+# ---------------------------------------------------------------- tune
+# (self-contained block: `cgen tune` for command-line workloads and for the tasks of a model)
+class _BadInput(ValueError):
+    """A refusal of the command line's input (exit status 2)."""
+
+
+def _tune_call(fn, args) -> int:
+    """Run `cgen tune`: bad input is one line and exit 2, any other failure one line and 1."""
+    from cgen.graph import ModelError
+    try:
+        return fn(args)
+    except KeyboardInterrupt:
+        print("cgen tune: interrupted; the log keeps every record measured so far",
+              file=sys.stderr)
+        return 130
+    except (ModelError, ValueError, OSError) as e:
+        print(f"cgen tune: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - an internal error is still one line
+        print(f"cgen tune: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def _check_log(path: str) -> None:
+    """The log must be a readable, appendable file (or creatable)."""
+    import os
+    from pathlib import Path
+    p = Path(path)
+    if p.exists():
+        if not p.is_file():
+            raise _BadInput(f"log {path}: not a regular file")
+        with open(p, "rb"):
+            pass
+        if not os.access(p, os.W_OK):
+            raise _BadInput(f"log {path}: not writable")
+        return
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise _BadInput(f"log {path}: cannot create it in {parent}")
+
+
+def _tune_measurer(args):
+    from cgen.autotune.measure import Measurer
+    pool = None
+    if args.device:
+        from targets.pool import DevicePool
+        pool = DevicePool.from_urls(list(args.device))
+    return pool, Measurer(pool=pool, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms,
+                          timeout=args.timeout)
+
+
+def _knobs_line(record) -> str:
+    import json
+    cfg = record.config
+    return f"#{cfg.get('index')} {json.dumps(cfg.get('knobs', cfg), sort_keys=True)}"
+
+
+def _tune_workloads(args, tasks, measurer) -> int:
+    from cgen.autotune.log import read_log
+    from cgen.autotune.tuner import Tuner, transfer_set
+    results, failed = [], []
+    for task in tasks:
+        transfer = transfer_set(read_log(args.log), task)
+        tuner = Tuner(task, measurer, args.log, model=args.cost_model, search=args.search,
+                      seed=args.seed, batch_size=args.batch, transfer=transfer,
+                      progress=not args.no_progress)
+        res = tuner.tune(args.trials, early_stopping=args.early_stopping)
+        results.append(res)
+        head = (f"{task.describe()} on {task.target_name}: {len(res.records)} trials "
+                f"({res.new} new, {res.errors} errors)")
+        if res.best is None:
+            print(f"{head}: no correct candidate")
+            failed.append(task.describe())
+            continue
+        print(f"{head}: best {res.best_gflops:.2f} GFLOP/s ({res.best.mean_cost * 1e6:.2f} us)")
+        print(f"  config {_knobs_line(res.best)}")
+    print(f"log: {args.log}")
+    _tune_plot(args, results)
+    if failed:
+        print(f"cgen tune: error: no correct candidate for {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tune_model(args, mtasks, measurer) -> int:
+    from cgen.autotune.model_tasks import format_table, tune_model
+
+    def on_default(mt, rec):
+        kind = (rec.error or {}).get("kind", "no timing")
+        state = f"{mt.default_gflops:.2f} GFLOP/s" if rec.ok else f"failed ({kind})"
+        print(f"default of {mt.task.describe()}: {state}", file=sys.stderr)
+
+    def on_plan(mts, alloc):
+        print("trials per task: " + ", ".join(f"{m.task.describe()[:40]}: {n}"
+                                              for m, n in zip(mts, alloc)), file=sys.stderr)
+
+    rows = tune_model(mtasks, measurer, args.log, args.trials, seed=args.seed,
+                      batch_size=args.batch, model=args.cost_model, search=args.search,
+                      early_stopping=args.early_stopping, progress=not args.no_progress,
+                      on_default=on_default, on_plan=on_plan)
+    print(format_table(rows))
+    for r in rows:
+        if r.result.best is not None:
+            print(f"  {r.mtask.task.describe()}: {_knobs_line(r.result.best)} "
+                  f"(kernels {', '.join(r.mtask.kernels)})")
+    print(f"log: {args.log}  (apply it with: cgen compile {args.model_file} --target {args.target} "
+          f"--tuning-log {args.log} -o DIR)")
+    _tune_plot(args, [r.result for r in rows])
+    return 0
+
+
+def _tune_plot(args, results) -> None:
+    if not args.plot:
+        return
+    if len(results) == 1:
+        from cgen.autotune.tuner import plot_history
+        plot_history(results[0], args.plot)
+    else:
+        from cgen.autotune.model_tasks import plot_histories
+        plot_histories(results, args.plot)
+    print(f"plot: {args.plot}")
+
+
+def _tune(args) -> int:
+    for name in ("trials", "batch"):
+        if getattr(args, name) < 1:
+            raise _BadInput(f"--{name} must be at least 1")
+    if args.early_stopping is not None and args.early_stopping < 1:
+        raise _BadInput("--early-stopping must be at least 1")
+    if bool(args.model_file) == bool(args.workload):
+        raise _BadInput("give either MODEL.onnx or --workload SPEC (repeatable), not both"
+                        if args.model_file else "nothing to tune: give MODEL.onnx or "
+                        "--workload SPEC (e.g. gemm:512,512,512)")
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise _BadInput(f"--plot {args.plot}: expected a .png file name")
+    _check_log(args.log)
+    # everything the command line names is checked before anything is measured
+    if args.workload:
+        from cgen.autotune.task import parse_workload
+        tasks = [parse_workload(spec, args.target) for spec in args.workload]
+        seen = set()
+        tasks = [t for t in tasks if not (t.key in seen or seen.add(t.key))]
+    else:
+        from cgen.autotune.model_tasks import extract_tasks
+        mtasks = extract_tasks(_model_file(args.model_file), args.target,
+                               _model_shapes(args))
+        if not mtasks:
+            print(f"{args.model_file}: no kernel with an operator template to tune")
+            return 0
+        print(f"{args.model_file}: {len(mtasks)} tasks for {mtasks[0].task.target_name}, "
+              f"{args.trials} trials in all", file=sys.stderr)
+    pool, measurer = _tune_measurer(args)
+    try:
+        with measurer:
+            if args.workload:
+                return _tune_workloads(args, tasks, measurer)
+            return _tune_model(args, mtasks, measurer)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _add_tune_parser(sub) -> None:
+    t = sub.add_parser(
+        "tune", help="search the config spaces of operator workloads or of a model's kernels",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Measures candidates (built in parallel, run one at a time on the device\n"
+                    "pool), appends one JSON line per candidate to LOG, and resumes from LOG\n"
+                    "(records already there count as trials and are never measured again).\n\n"
+                    "workload forms (--workload, repeatable; --trials per workload):\n"
+                    "  gemm:M,N,K                      C = A @ B\n"
+                    "  dense:M,N,K                     Y = X @ W + bias (N outputs, K inputs)\n"
+                    "  conv2d:N,C,H,W,O,KH,KW,stride,pad[,dilation,groups]   NCHW\n"
+                    "  depthwise:N,C,H,W,KH,KW,stride,pad\n"
+                    "  TEMPLATE:{JSON}                 any template, its workload's keywords\n\n"
+                    "MODEL.onnx: one task per distinct kernel workload of the fused graph;\n"
+                    "--trials is the total, shared by each task's share of the model's\n"
+                    "estimated time (each task's default config is measured first).")
+    t.add_argument("model_file", nargs="?", metavar="MODEL.onnx",
+                   help="tune the kernels of this model (instead of --workload)")
+    t.add_argument("--workload", action="append", metavar="SPEC",
+                   help="a workload to tune, e.g. gemm:512,512,512 (repeatable)")
+    t.add_argument("--target", default="host",
+                   help="a built-in target name or a target .toml file (default host)")
+    t.add_argument("--trials", type=int, default=64,
+                   help="trials per workload, or in all for a model (default 64)")
+    t.add_argument("--log", required=True, metavar="LOG",
+                   help="the JSON-lines tuning log (appended; resumed when it exists)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--batch", type=int, default=16, help="candidates per batch (default 16)")
+    t.add_argument("--model", dest="cost_model", choices=("rank", "reg", "random"),
+                   default="rank", help="the cost model (default rank: XGBoost ranking)")
+    t.add_argument("--search", choices=("model", "random", "grid"), default="model",
+                   help="model: annealing on the cost model (default); random; grid")
+    t.add_argument("--early-stopping", type=int, metavar="N",
+                   help="stop a task after N trials without improvement")
+    t.add_argument("--device", action="append", metavar="URL",
+                   help="measure on this device (repeatable: a pool): local, qemu:aarch64, "
+                        "qemu:arm, ssh://user@host (default: local, QEMU for ARM targets)")
+    t.add_argument("--plot", metavar="FILE.png", help="draw best GFLOP/s against trials")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    t.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
+                   help="with MODEL.onnx: the shape of an input with symbolic dimensions")
+    t.add_argument("--repeat", type=int, default=3, help="timed repeats per candidate (default 3)")
+    t.add_argument("--min-repeat-ms", type=float, default=20.0, metavar="MS",
+                   help="each repeat lasts at least MS milliseconds (default 20)")
+    t.add_argument("--timeout", type=float, default=20.0, metavar="S",
+                   help="a candidate's run timeout (default 20)")
+    t.set_defaults(fn=lambda a: _tune_call(_tune, a))
+# ---------------------------------------------------------------- end of tune block
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cgen", description="tensor programs and ONNX models to fast C")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -251,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=_targets)
     _add_devices_parser(sub)
     _add_model_parsers(sub)  # models: compile / run / bench
+    _add_tune_parser(sub)
     return p
 
 

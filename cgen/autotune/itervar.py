@@ -6,11 +6,12 @@ schedule recorded, tail guards stay `if`s around constant-extent loops,
 tensorized loops stay loops) and describe, loop by loop, the nest that matters.
 
 The nest that matters ("main path") is the chain of loops enclosing the most
-expensive leaf statement: cost = executed iterations x (value operations +
-memory accesses); ties go to the deeper statement, then to the first in
-program order.  Other nests (packing, init, write-back) show up through the
-body aggregates of the loops they share with the main path and through the
-whole-program numbers.
+expensive leaf statement: cost = executed iterations x (float and integer value
+operations + memory accesses; index arithmetic and comparisons in conditions,
+such as a padding select's bounds checks, do not count); ties go to the deeper
+statement, then to the first in program order.  Other nests (packing, init,
+write-back) show up through the body aggregates of the loops they share with
+the main path and through the whole-program numbers.
 
 Layout of the vector, `feature_length(L, B) = L * (14 + 4 * B) + 12` float32:
 
@@ -93,9 +94,9 @@ import math
 import numpy as np
 
 from ..te.expr import (Binary, Call, Cast, Compare, Const, Logic, Not, Select, Var,
-                       is_float)
+                       INDEX, is_float)
 from ..te.visit import children, free_vars
-from ..lower.ir import (Allocate, Broadcast, CallKernel, Evaluate, For, IfThenElse, Let, Load,
+from ..lower.ir import (Allocate, CallKernel, Evaluate, For, IfThenElse, Let, Load,
                         PrimFunc, Seq, Store, VLoad, VStore, split_dtype)
 from ..lower.simplify import irange, linear
 
@@ -110,7 +111,12 @@ GLOBAL_FEATURES = ("flops", "int_ops", "accesses", "outside", "local_bytes", "ke
                    "prefetches", "guards", "loops", "nests", "depth", "main_share")
 
 _FLOAT_OP = {"+": 0, "-": 0, "*": 1, "/": 2}
-_NOPS = len(OPS)
+# counters of _scan: the five OPS, the last of them split in two: value integer
+# arithmetic (4) and index or boolean arithmetic in conditions (5), which the
+# "int" feature adds up but the choice of the main statement ignores
+_NOPS = len(OPS) + 1
+_KIND_AT = LOOP_FEATURES.index(KINDS[0])
+_OPS_AT = LOOP_FEATURES.index(OPS[0])
 
 
 def feature_length(max_loops: int = LOOPS, max_buffers: int = BUFFERS) -> int:
@@ -157,7 +163,7 @@ class _Site:
         self.ops = ops
         self.accesses = accesses
         n = sum(a.lanes for a in accesses)
-        self.cost = trips * (sum(ops) + n)
+        self.cost = trips * (sum(ops[:5]) + n)
 
 
 def _extent(e) -> int:
@@ -184,7 +190,7 @@ def _scan(e, loads, ops):
         if is_float(base):
             ops[_FLOAT_OP.get(e.op, 3)] += lanes
         else:
-            ops[4] += lanes
+            ops[5 if base == INDEX else 4] += lanes
         _scan(e.a, loads, ops)
         _scan(e.b, loads, ops)
         return
@@ -195,7 +201,7 @@ def _scan(e, loads, ops):
         else:
             ops[4] += lanes
     elif t is Compare or t is Logic or t is Not:
-        ops[4] += 1
+        ops[5] += 1
     for c in children(e):
         _scan(c, loads, ops)
 
@@ -417,7 +423,8 @@ def itervar_features(func: PrimFunc, max_loops: int = LOOPS, max_buffers: int = 
         row[1] = float(d)
         row[2] = _log(above)
         row[3] = _log(below)
-        row[4 + KINDS.index(w.kind[L]) if w.kind[L] in KINDS else 4] = 1.0
+        kind = w.kind[L]
+        row[_KIND_AT + (KINDS.index(kind) if kind in KINDS else 0)] = 1.0  # unknown: serial
         ops = [0] * _NOPS
         count, uniq, best, stride = {}, {}, {}, {}
         var = w.var[L]
@@ -444,8 +451,9 @@ def itervar_features(func: PrimFunc, max_loops: int = LOOPS, max_buffers: int = 
                 if n > best.get(slot, -1):
                     best[slot] = n
                     stride[slot] = _stride(a, var)
-        for k in range(_NOPS):
-            row[9 + k] = _log(ops[k])
+        for k in range(4):
+            row[_OPS_AT + k] = _log(ops[k])
+        row[_OPS_AT + 4] = _log(ops[4] + ops[5])
         for slot, n in count.items():
             o = nl + nb * slot
             u = uniq[slot]
@@ -461,7 +469,7 @@ def itervar_features(func: PrimFunc, max_loops: int = LOOPS, max_buffers: int = 
     top = path[0] if path else None
     for s in sites:
         flops += s.trips * (s.ops[0] + s.ops[1] + s.ops[2] + s.ops[3])
-        int_ops += s.trips * s.ops[4]
+        int_ops += s.trips * (s.ops[4] + s.ops[5])
         n = s.trips * sum(a.lanes for a in s.accesses)
         accesses += n
         total_cost += s.cost

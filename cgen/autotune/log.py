@@ -129,23 +129,61 @@ def best_records(records, cost_unit: str | None = None) -> dict:
     return best
 
 
-def apply_best(log, target=None, cost_unit: str | None = None) -> dict:
+def apply_best(log, target=None, cost_unit: str | None = None, templates=None) -> dict:
     """canonical workload -> the knob values of its fastest correct record: the
     `tuned` mapping compilation takes (cgen.graph.lowering.group_config).
 
     log: a path or a list of records; target: only records of this target (a
-    name or a Target; "host" means this machine's resolved name).  When records
-    of one workload exist in several units, seconds win over icount ticks."""
+    name or a Target; "host" means this machine's resolved name).  With a
+    target, a record counts only when its config is a point of its template's
+    space for that target (a threaded config never reaches a model's
+    single-thread kernels; a config of an older space is passed over).  When
+    records of one workload exist in several units, seconds win over icount ticks."""
     records = read_log(log) if isinstance(log, (str, Path)) else list(log)
-    want = None
+    tgt, want = None, None
     if isinstance(target, str) and target.startswith("host-"):
         want = target
     elif target is not None:
         from targets import resolve
-        want = resolved_target_name(resolve(target))
-    best = best_records([r for r in records if want is None or r.target == want], cost_unit)
+        tgt = resolve(target)
+        want = resolved_target_name(tgt)
+    if want is not None:
+        records = [r for r in records if r.target == want]
+    if tgt is not None:
+        records = _valid_for(records, tgt, templates)
     out: dict = {}
-    for (wkey, _target, unit), rec in sorted(best.items(), key=lambda kv: kv[0][2] != "s"):
-        if wkey not in out:
-            out[wkey] = dict(rec.config.get("knobs", rec.config))
+    for unit in ("s", "icount_ticks"):
+        if cost_unit not in (None, unit):
+            continue
+        for (wkey, _t, _u), rec in sorted(best_records(records, unit).items()):
+            out.setdefault(wkey, dict(rec.config.get("knobs", rec.config)))
+    return out
+
+
+def _valid_for(records, tgt, templates=None) -> list:
+    """The records whose config lies in their template's space for tgt (unknown
+    templates are kept: nothing here can judge them)."""
+    if templates is None:
+        from ..ops.registry import templates as all_templates
+        templates = all_templates()
+    spaces: dict = {}
+    out = []
+    for r in records:
+        t = templates.get(r.workload.get("op"))
+        if t is None:
+            out.append(r)
+            continue
+        key = canonical(r.workload)
+        if key not in spaces:
+            try:
+                spaces[key] = t.space(r.workload, tgt)
+            except (ValueError, KeyError, TypeError):
+                spaces[key] = None
+        try:
+            knobs = r.config.get("knobs", r.config)
+            if spaces[key] is not None and set(knobs) == set(spaces[key].names()):
+                spaces[key].index_of(knobs)
+                out.append(r)
+        except (KeyError, ValueError, AttributeError):
+            continue
     return out

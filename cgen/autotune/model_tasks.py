@@ -21,7 +21,7 @@ of the other tasks of the same template and target already in the log.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import math
 
 from .log import LogWriter, canonical, read_log
@@ -161,52 +161,67 @@ def estimated_times(mtasks) -> list:
 
 
 def allocate_trials(total: int, shares, caps, floor: int = MIN_TRIALS_PER_TASK) -> list:
-    """Trials per task: at least min(floor, cap) each (and at least 1), the rest of `total`
-    in proportion to `shares` (largest remainders), never more than a task's cap.  The sum is
-    `total` unless the floors exceed it or the caps are all reached."""
+    """Trials per task: `total` shared in proportion to `shares`, each task clamped between a
+    floor of min(floor, cap) trials (at least 1; fewer than `floor` when the budget cannot
+    give every task that many) and its cap (its space's size).  What a capped task cannot take
+    goes to the others.  Integer shares by largest remainders (ties: the earlier task); the
+    sum is `total` unless the floors exceed it or every task reaches its cap."""
     n = len(shares)
     if n == 0:
         return []
     caps = [max(1, int(c)) for c in caps]
-    floor = max(1, min(int(floor), total // n if total >= n else 1))
-    alloc = [min(floor, c) for c in caps]
-    rest = total - sum(alloc)
-    while rest > 0:
-        open_ = [i for i in range(n) if alloc[i] < caps[i]]
-        if not open_:
-            break
-        w = [max(float(shares[i]), 0.0) for i in open_]
-        if not sum(w) > 0 or not all(math.isfinite(x) for x in w):
-            w = [1.0] * len(open_)
-        tot = sum(w)
-        ideal = [rest * x / tot for x in w]
-        give = [min(int(q), caps[i] - alloc[i]) for q, i in zip(ideal, open_)]
-        left = rest - sum(give)
-        # largest remainders (ties: the earlier task) get one more each
-        order = sorted(range(len(open_)), key=lambda k: (-(ideal[k] - int(ideal[k])), k))
-        for k in order:
-            if left <= 0:
-                break
-            if alloc[open_[k]] + give[k] < caps[open_[k]]:
-                give[k] += 1
+    floor = max(1, min(int(floor), total // n))
+    lo = [min(floor, c) for c in caps]
+    w = [float(x) if math.isfinite(float(x)) and float(x) > 0 else 0.0 for x in shares]
+    if not any(w):
+        w = [1.0] * n
+
+    def at(x):      # the continuous allocation at scale x
+        return [min(max(x * wi, li), ci) for wi, li, ci in zip(w, lo, caps)]
+
+    most = at(float("inf")) if all(w) else [c if wi else li for wi, li, c in zip(w, lo, caps)]
+    if total <= sum(lo):
+        return lo
+    if total >= sum(most):
+        return [int(v) for v in most]
+    a, b = 0.0, max(c / wi for c, wi in zip(caps, w) if wi)
+    for _ in range(200):        # sum(at(x)) grows with x: bisect for sum == total
+        mid = (a + b) / 2
+        if sum(at(mid)) < total:
+            a = mid
+        else:
+            b = mid
+    cont = at(b)
+    alloc = [int(math.floor(v + 1e-9)) for v in cont]
+    left = total - sum(alloc)
+    order = sorted(range(n), key=lambda i: (-(cont[i] - alloc[i]), i))
+    while left > 0:
+        moved = False
+        for i in order:
+            if left > 0 and alloc[i] < caps[i]:
+                alloc[i] += 1
                 left -= 1
-        if sum(give) == 0:
+                moved = True
+        if not moved:
             break
-        for k, i in enumerate(open_):
-            alloc[i] += give[k]
-        rest = total - sum(alloc)
+    while left < 0:             # rounding up overshot (cannot happen with floors): trim
+        i = max((i for i in range(n) if alloc[i] > lo[i]), key=lambda i: alloc[i] - cont[i])
+        alloc[i] -= 1
+        left += 1
     return alloc
 
 
 def tune_model(mtasks, measurer, log, trials: int, *, seed: int = 0, batch_size: int = 16,
                model: str = "rank", search: str = "model", early_stopping=None,
                progress: bool = False, floor: int = MIN_TRIALS_PER_TASK, on_default=None,
-               on_task=None) -> list:
+               on_plan=None, on_task=None) -> list:
     """Measure the defaults, share `trials` among the tasks, tune each: [ModelTuneRow]."""
     from .tuner import Tuner, transfer_set
     measure_defaults(mtasks, measurer, log, on_default)
     alloc = allocate_trials(trials, estimated_times(mtasks),
                             [mt.task.space().size for mt in mtasks], floor)
+    if on_plan is not None:
+        on_plan(mtasks, alloc)
     rows = []
     for mt, n in zip(mtasks, alloc):
         transfer = transfer_set(read_log(log), mt.task) if log is not None else ()
@@ -222,7 +237,8 @@ def tune_model(mtasks, measurer, log, trials: int, *, seed: int = 0, batch_size:
 def format_table(rows) -> str:
     """task, count, trials, default and best GFLOP/s, speed-up; then the estimated time of
     the template kernels in one run of the model, before and after."""
-    head = f"{'task':<46} {'count':>5} {'trials':>6} {'default GFLOP/s':>15} " \
+    wid = min(max([len(r.mtask.task.describe()) for r in rows] + [4]), 80)
+    head = f"{'task':<{wid}} {'count':>5} {'trials':>6} {'default GFLOP/s':>15} " \
            f"{'best GFLOP/s':>12} {'speed-up':>8}"
     lines = [head, "-" * len(head)]
     before = after = 0.0
@@ -233,7 +249,7 @@ def format_table(rows) -> str:
         up = f"{d / b:.2f}x" if d and b else "-"
         dg = f"{mt.default_gflops:.2f}" if d else "failed"
         bg = f"{r.best_gflops:.2f}" if b else "failed"
-        lines.append(f"{mt.task.describe()[:46]:<46} {mt.count:>5} {len(r.result.records):>6} "
+        lines.append(f"{mt.task.describe()[:wid]:<{wid}} {mt.count:>5} {len(r.result.records):>6} "
                      f"{dg:>15} {bg:>12} {up:>8}")
         if d and b:
             before += mt.count * d

@@ -333,7 +333,21 @@ class _Lowerer:
         return {n for n in st.leaves if st.kinds[n] == "reduce"}
 
     # ------------------------------------------------------------- function
-    def run(self) -> PrimFunc:
+    def run(self, optimize: bool = True) -> PrimFunc:
+        body = self.nest()
+        if not optimize:
+            return PrimFunc(self.name, tuple(self.params), tuple(self.outputs), body, ())
+        body = passes.optimize(body, self.isa, self.tensorized)
+        # only kernels the body still calls: a nest that is never a full tile (or a loop
+        # simplified away) keeps its scalar code, and an unused static definition fails
+        # clang's -Wunused-function under -Werror
+        called = set()
+        walk(body, lambda x: called.add(x.name) if isinstance(x, CallKernel) else None)
+        kernels = tuple(dict.fromkeys(i.body for i in self.tensorized.values() if i.body.name in called))
+        return PrimFunc(self.name, tuple(self.params), tuple(self.outputs), body, kernels)
+
+    def nest(self):
+        """The simplified loop nest of every root stage, before passes.optimize."""
         parts = []
         for name, st in self.sch.stages.items():
             if st.attach[0] != "root":
@@ -348,15 +362,7 @@ class _Lowerer:
         body = seq(*parts)
         for b in reversed(self.allocs):
             body = Allocate(b, body)
-        body = simplify(body) or Seq(())
-        body = passes.optimize(body, self.isa, self.tensorized)
-        # only kernels the body still calls: a nest that is never a full tile (or a loop
-        # simplified away) keeps its scalar code, and an unused static definition fails
-        # clang's -Wunused-function under -Werror
-        called = set()
-        walk(body, lambda x: called.add(x.name) if isinstance(x, CallKernel) else None)
-        kernels = tuple(dict.fromkeys(i.body for i in self.tensorized.values() if i.body.name in called))
-        return PrimFunc(self.name, tuple(self.params), tuple(self.outputs), body, kernels)
+        return simplify(body) or Seq(())
 
 
 def flat_index(stor: Storage, idx) -> Expr:
@@ -382,10 +388,17 @@ def _and(conds):
     return out
 
 
-def lower(sch: Schedule, args, name: str = "kernel", target=None) -> PrimFunc:
+def lower(sch: Schedule, args, name: str = "kernel", target=None, *,
+          optimize: bool = True) -> PrimFunc:
     """Lower a schedule to a PrimFunc whose parameters are `args` in order.
 
     The target decides vector lanes (vectorized loops become vector IR for its
-    ISA); without one, vectorized loops stay plain loops."""
+    ISA); without one, vectorized loops stay plain loops.
+
+    optimize=False stops before passes.optimize, for analysis (the features of
+    cgen.autotune.itervar), not for codegen: every loop keeps its schedule kind
+    (unrolled, vectorized, parallel, tensorized; nothing expanded or rewritten),
+    tail guards stay IfThenElse around constant-extent loops, tensorized loops stay
+    loops (no micro-kernel calls, `kernels` empty)."""
     from ..codegen.isa import isa_for
-    return _Lowerer(sch, list(args), name, isa_for(target)).run()
+    return _Lowerer(sch, list(args), name, isa_for(target)).run(optimize)
