@@ -302,3 +302,16 @@ def test_apply_best_keys_by_target_and_prefers_seconds(tmp_path):
     key = json.dumps(wl, sort_keys=True, separators=(",", ":"))
     assert apply_best(recs, "aarch64") == {key: {"x": 2}}
     assert apply_best(recs, "armv7") == {key: {"x": 3}}
+
+
+def test_tuner_runs_on_loop_ir_features():
+    """features="itervar": knob features followed by the loop-IR ones, cached per config."""
+    from cgen.autotune.itervar import feature_length
+    task = parse_workload("gemm:128,128,128", "x86-avx512")
+    m = FakeMeasurer()
+    t = Tuner(task, m, features="itervar", seed=0, batch_size=8, min_train=8)
+    res = t.tune(16)
+    assert len(set(m.calls)) == 16 and res.best.ok and t.fitted
+    X = t.features(sorted(t.measured))
+    assert X.shape == (16, t.features.knobs.width + feature_length())
+    assert np.isfinite(X).all() and len(t.features._cache) >= 16
