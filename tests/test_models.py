@@ -22,7 +22,7 @@ from cgen.graph import ModelError  # noqa: E402
 from cgen.graph.lowering import group_config, lower_group, workload_key  # noqa: E402
 from cgen.graph.memory import greedy_by_size  # noqa: E402
 from cgen.graph.model import compile_model, model_target  # noqa: E402
-from targets import CompileError, compile_c  # noqa: E402
+from targets import compile_c  # noqa: E402
 from targets.runner import runner_for  # noqa: E402
 from targets.target import Target, resolve  # noqa: E402
 from tests.test_graph_frontend import (bn, bn_params, lenet, make_model, mlp,  # noqa: E402
@@ -183,14 +183,7 @@ def assert_matches_ort(got: dict, want: dict):
 def test_model_matches_onnxruntime(name, target):
     need_target(target)
     cm, model, feeds = compiled(name, target)
-    try:
-        got = cm.run(feeds)
-    except CompileError as e:
-        if "cg_qtile_u8s8" in str(e) and target == "armv7":
-            pytest.xfail("qconv2d's armv7 u8s8 tile kernel fails gcc -Werror "
-                         "(aggressive-loop-optimizations)")
-        raise
-    assert_matches_ort(got, ort_run(model, feeds))
+    assert_matches_ort(cm.run(feeds), ort_run(model, feeds))
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -367,6 +367,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     def pointer(value: str, dtype: str) -> str:
         v = r(value)
         if v in input_index:
+            inputs_read.add(v)
             return in_names[input_index[v]]
         if v in out_bind:
             return out_names[out_bind[v]]
@@ -379,6 +380,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     lines = [proto + " {", "  uint8_t *ws = (uint8_t *)workspace;", "  int rc = 0;"]
     uses_ws = False
     used = []
+    inputs_read = set()
     for k in live:
         args = []
         for a, p in zip(k.inputs, k.func.params):
@@ -402,6 +404,10 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
                      f"{out_names[j]}[i] = {s}[i]; }}")
     if not uses_ws and not used:
         lines.insert(3, "  (void)ws;")
+    # an input whose values nothing reads (only its shape mattered, folded at import)
+    # stays a parameter of the entry point: keep -Wunused-parameter quiet
+    lines[3:3] = [f"  (void){c};" for v, c in zip(graph.inputs, in_names)
+                  if v.name not in inputs_read]
     lines += ["  return rc;", "}", ""]
     fast_macro, fast_flags = _fast_path(tgt)
     label = re.sub(r"[^\w.+\- ]", "_", model_label or name)

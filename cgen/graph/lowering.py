@@ -110,7 +110,11 @@ def group_config(group: Group, template, workload: dict, target, tuned=None) -> 
     if cfg is not None:
         cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
         try:
-            template.space(workload, target).index_of(cfg)
+            space = template.space(workload, target)
+            extra = set(cfg) - set(space.names())
+            if extra:
+                raise KeyError(f"knobs {sorted(extra)} are not in the space")
+            space.index_of(cfg)
         except (KeyError, ValueError, IndexError) as e:
             raise ModelError(f"group {group.id}: tuned config {cfg} is not a point of "
                              f"{template.name}'s space: {e}") from None
@@ -229,7 +233,51 @@ UNARY: Mapping[str, Callable] = {
 }
 
 
+def _int_div(a, b):
+    """ONNX integer Div: the quotient truncated toward zero (C's `/`), 0 where b is 0 (as the
+    reference interpreter; C would be undefined).  te's `//` and `%` are floor operations:
+    the floor quotient is one below the truncated one when the division is inexact and
+    negative."""
+    safe = te.if_then_else(te.equal(b, 0), const(1, b.dtype), b)
+    q = a // safe
+    if not _unsigned(a.dtype):      # (an unsigned `q < 0` is a -Wtype-limits error)
+        q = te.if_then_else(te.all(te.not_equal(a % safe, 0), q < 0), q + 1, q)
+    return te.if_then_else(te.equal(b, 0), const(0, a.dtype), q)
+
+
+def _int_pow(a, b):
+    """a ** b for an integer base; the frontend casts the exponent to the base's dtype.
+    A product of `bits` factors (a where the exponent reaches j, else 1) keeps the C
+    linear in size (a squaring chain would repeat its operand).  With |a| >= 2 an exponent
+    above `bits` overflows the type (undefined in ONNX), so it is capped at `bits` with
+    its parity kept: (-1) ** b stays exact.  A negative exponent truncates 1 / a ** -b."""
+    dt = a.dtype
+    bits = 8 * np.dtype(dt).itemsize
+    one = const(1, dt)
+    e = te.if_then_else(b > bits, const(bits, dt) - (b - bits) % 2, b)
+    r = one
+    for j in range(1, bits + 1):
+        r = r * te.if_then_else(e >= j, a, one)
+    if _unsigned(dt):
+        return r
+    odd = te.not_equal(b % 2, 0)
+    neg = te.if_then_else(te.equal(a, 1), one, te.if_then_else(
+        te.all(te.equal(a, -1), odd), const(-1, dt),
+        te.if_then_else(te.equal(a, -1), one, const(0, dt))))
+    return te.if_then_else(b < 0, neg, r)
+
+
+def _unsigned(dtype: str) -> bool:
+    return np.issubdtype(np.dtype(dtype), np.unsignedinteger)
+
+
+def _div(a, b):
+    return a / b if te.is_float(a.dtype) else _int_div(a, b)
+
+
 def _pow(a, b, exponent):
+    if not te.is_float(a.dtype):
+        return _int_pow(a, b)
     if exponent is not None:
         simple = {1.0: lambda: a, 2.0: lambda: a * a, 3.0: lambda: a * a * a,
                   0.5: lambda: te.sqrt(a), -1.0: lambda: _f(1.0) / a}
@@ -240,7 +288,7 @@ def _pow(a, b, exponent):
 
 BINARY: Mapping[str, Callable] = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-    "div": lambda a, b: a / b, "max": te.maximum, "min": te.minimum,
+    "div": _div, "max": te.maximum, "min": te.minimum,
 }
 assert set(UNARY) == set(UNARY_OPS) and set(BINARY) | {"pow"} == set(BINARY_OPS)
 
@@ -401,6 +449,8 @@ def _pad_fn(f, node, a):
                 out.append(x)
             elif mode == "edge":
                 out.append(te.minimum(te.maximum(x, 0), n - 1))
+            elif mode == "wrap":                   # te's % is a floor modulo: -1 -> n - 1
+                out.append(x % n)
             else:                                  # reflect
                 x = te.if_then_else(x < 0, 0 - x, x)
                 out.append(te.if_then_else(x >= n, 2 * (n - 1) - x, x))
@@ -775,6 +825,8 @@ def _pool_route(group: Group, graph: Graph, target) -> Route:
     if tm is None:
         raise _NoTemplate(f"no {n.op} template")
     N, C, H, W = x.shape
+    if x.dtype != "float32":        # the pool templates are float32; te pools any dtype
+        raise _NoTemplate(f"{n.op} template takes float32, not {x.dtype}")
     extra = {"count_include_pad": bool(n.attr("count_include_pad"))} if n.op == "avg_pool2d" else {}
     wl = tm.workload(N, C, H, W, list(n.attr("kernel")), list(n.attr("strides")),
                      list(n.attr("pads")), list(n.attr("dilations")), bool(n.attr("ceil_mode")),
@@ -980,6 +1032,90 @@ def _te_matmul(A, B, out: Value):
     return te.compute(oshape, fn, name="matmul")
 
 
+def _qparam(inputs, v: Value, idx: tuple, aligned: tuple):
+    """A quantisation parameter at the element whose index into `aligned` (the shape the
+    parameter broadcasts against, numpy rules) is idx: a literal when it is a one-element
+    constant, else a load (it may be a graph input)."""
+    load = inputs.loader(v)
+    return load((0,) * len(v.shape) if v.size == 1 else _bcast(idx, v.shape, aligned))
+
+
+def _requantize(acc, mult, zp, dtype: str):
+    """ONNX requantisation, as the reference interpreter: rint(float32(acc) * mult) + zp,
+    saturated to the output dtype."""
+    info = np.iinfo(dtype)
+    y = te.round_half_even(te.cast("float32", acc) * mult) + te.cast("float32", zp)
+    return te.cast(dtype, _clip(y, float(info.min), float(info.max)))
+
+
+def _centered(x):
+    return te.cast("int32", x)
+
+
+def _te_qconv(inputs, n: Node, out: Value):
+    """qlinear_conv2d over its unpacked operands: int32 sums of zero-point-centred products
+    (padding is the input's zero point, so 0 once centred), then requantisation.  The
+    template route needs constant weights and parameters; this one takes any."""
+    x, xs, xz, w, ws, wz, ys, yz = n.inputs[:8]
+    X, Wt = inputs.value(x), inputs.value(w)
+    N, C, H, W = X.shape
+    F, Cg, KH, KW = Wt.shape
+    G = n.attr("groups")
+    (sh, sw), (dh, dw), (t, l, b, r) = n.attr("strides"), n.attr("dilations"), n.attr("pads")
+    Fg = F // G
+    zx = _centered(_qparam(inputs, xz, (), ()))
+    src = te.compute((N, C, H + t + b, W + l + r), lambda i, c, y, x_: te.if_then_else(
+        te.all(y >= t, y < H + t, x_ >= l, x_ < W + l),
+        _centered(X[i, c, y - t, x_ - l]) - zx, const(0, "int32")), name="qpad")
+    rc = te.reduce_axis((0, Cg), name="rc")
+    ry = te.reduce_axis((0, KH), name="ry")
+    rx = te.reduce_axis((0, KW), name="rx")
+
+    def body(i, f, y, x_):
+        c = rc if G == 1 else (f // Fg) * Cg + rc
+        wv = _centered(Wt[f, rc, ry, rx]) - _centered(_qparam(inputs, wz, (f,), (F,)))
+        return te.sum(src[i, c, y * sh + ry * dh, x_ * sw + rx * dw] * wv, axis=(rc, ry, rx))
+    acc = te.compute(out.shape, body, name="qconv_acc")
+    bias = inputs.value(n.inputs[8]) if len(n.inputs) > 8 else None
+
+    def requant(i, f, y, x_):
+        a = acc[i, f, y, x_] + bias[f] if bias is not None else acc[i, f, y, x_]
+        mult = (_qparam(inputs, xs, (), ()) * _qparam(inputs, ws, (f,), (F,))
+                / _qparam(inputs, ys, (), ()))
+        return _requantize(a, mult, _qparam(inputs, yz, (), ()), out.dtype)
+    return te.compute(out.shape, requant, name="qconv")
+
+
+def _te_qmatmul(inputs, n: Node, out: Value):
+    """qlinear_matmul over its operands (numpy broadcasting of the batch dimensions; A's
+    parameters per row, B's per column, as the reference)."""
+    a, as_, az, b, bs, bz, ys, yz = n.inputs
+    A, B = inputs.value(a), inputs.value(b)
+    K, oshape = A.shape[-1], out.shape
+    nb = len(oshape) - 2
+    arow, bcol = A.shape[:-1], B.shape[:-2] + B.shape[-1:]     # A, B without K
+    k = te.reduce_axis((0, K), name="k")
+
+    def rows(i):
+        return _bcast(i[:nb], A.shape[:-2], oshape[:-2]) + (i[-2],)
+
+    def cols(i):
+        return _bcast(i[:nb], B.shape[:-2], oshape[:-2]) + (i[-1],)
+
+    def body(*i):
+        ia, ib = rows(i), cols(i)
+        va = _centered(A[ia + (k,)]) - _centered(_qparam(inputs, az, ia, arow))
+        vb = _centered(B[ib[:-1] + (k, ib[-1])]) - _centered(_qparam(inputs, bz, ib, bcol))
+        return te.sum(va * vb, axis=k)
+    acc = te.compute(oshape, body, name="qmatmul_acc")
+
+    def requant(*i):
+        mult = (_qparam(inputs, as_, rows(i), arow) * _qparam(inputs, bs, cols(i), bcol)
+                / _qparam(inputs, ys, (), ()))
+        return _requantize(acc[i], mult, _qparam(inputs, yz, (), ()), out.dtype)
+    return te.compute(oshape, requant, name="qmatmul")
+
+
 def _te_pool(X, n: Node):
     from ..ops import nn
     if any(d != 1 for d in n.attr("dilations")):
@@ -1069,6 +1205,10 @@ def _te_route(group: Group, graph: Graph, target) -> Route:
                 A = _te_matmul(inputs.value(first.inputs[0]), inputs.value(first.inputs[1]), a_out)
             elif first.op in ("max_pool2d", "avg_pool2d"):
                 A = _te_pool(inputs.value(first.inputs[0]), first)
+            elif first.op == "qlinear_conv2d":
+                A = _te_qconv(inputs, first, a_out)
+            elif first.op == "qlinear_matmul":
+                A = _te_qmatmul(inputs, first, a_out)
             elif group.kind == "reduction":
                 A = _te_reduce(inputs.value(first.inputs[0]), first, a_out)
                 if isinstance(A, tuple):

@@ -17,7 +17,9 @@ opset 13 as reshape + softmax + reshape.  Operands that act as attributes
 (Reshape's shape, Slice's starts, Pad's pads, Clip's bounds, axes, split
 sizes, Gather's indices) must be computable at import: initializers, Constant
 nodes, Shape of a (static) value, or nodes over those.  Shape, Size,
-ConstantOfShape and Constant become constants; Identity and Dropout vanish.
+ConstantOfShape and Constant become constants; Identity and Dropout vanish.  A tensor
+without elements (an input or a node's output) has only one value, so it is a constant
+too: no node computes it and the parts of a Concat or Split that are empty drop out.
 
 Every refusal is a `ModelError` with a one-line message.
 """
@@ -195,10 +197,9 @@ class _Importer:
                     raise ModelError(f"input {v.name!r} dimension {i}{sym} is symbolic and has no value; "
                                      f"give the shape with --input-shape {v.name}={example}",
                                      "symbolic_dim")
-            if 0 in dims:
-                raise ModelError(f"input {v.name!r} is empty (shape {tuple(dims)}); cgen does not "
-                                 f"handle empty tensors", "unsupported_attr")
             val = Value(v.name, tuple(dims), dtype)
+            if 0 in dims:   # no elements: its value is known, so its readers see a constant
+                self.alias[v.name] = self.add_const(np.zeros(val.shape, dtype), f"{v.name}__empty")
             self.values[v.name] = val
             out.append(val)
         return out
@@ -287,12 +288,15 @@ class _Importer:
             outputs = [self.fresh(f"{first}__{tag or op}") for _ in types]
         if len(outputs) != len(types):
             raise ModelError(f"{self.where_node()}: expected {len(types)} outputs, got {len(outputs)}")
-        outs = []
-        for name, (shape, dtype) in zip(outputs, types):
-            if 0 in shape and not all(self._try_const(v.name) is not None for v in ins):
-                raise ModelError(f"{self.where_node()}: output {name!r} would be empty (shape {shape}); "
-                                 f"cgen does not handle empty tensors", "unsupported_attr")
-            outs.append(Value(name, shape, dtype))
+        empty = [0 in shape for shape, _ in types]
+        if all(empty):      # a tensor without elements has one value, known now: no node
+            for name, (shape, dtype) in zip(outputs, types):
+                self.set_const(name, np.zeros(shape, dtype))
+            return list(outputs)
+        if any(empty):
+            raise ModelError(f"{self.where_node()}: some outputs would be empty and others not; "
+                             f"cgen does not handle that", "unsupported_attr")
+        outs = [Value(name, shape, dtype) for name, (shape, dtype) in zip(outputs, types)]
         node = Node.make(op, ins, outs, attrs, name=self.fresh(f"{onnx_name}" if tag is None
                                                                else f"{onnx_name}/{tag}"))
         self.nodes.append(node)
@@ -794,7 +798,14 @@ def _c_transpose(imp, n, a):
 def _c_concat(imp, n, a):
     ins = [i for i in n.input if i]
     r = len(imp.v(ins[0]).shape)
-    imp.emit("concat", ins, {"axis": _axis(imp, a["axis"], r)}, outputs=[n.output[0]])
+    ax = _axis(imp, a["axis"], r)
+    # empty parts add nothing: the others are concatenated (one left: it is the output);
+    # when all are empty, emit makes the empty output a constant
+    full = [i for i in ins if imp.v(i).size] or ins
+    if len(full) == 1 and len(ins) > 1:
+        imp.alias[n.output[0]] = imp.resolve(full[0])
+        return
+    imp.emit("concat", full, {"axis": ax}, outputs=[n.output[0]])
 
 
 def _c_split(imp, n, a):
@@ -815,8 +826,19 @@ def _c_split(imp, n, a):
         sizes = [s[ax] // len(outs)] * len(outs)
     if len(sizes) != len(outs):
         _refuse(imp, f"{len(sizes)} split sizes for {len(outs)} outputs", "shape")
+    if sum(sizes) != s[ax] or min(sizes) < 0:
+        _refuse(imp, f"split sizes {sizes} do not cover the axis of {s[ax]}", "shape")
     names = [o if o else imp.fresh(f"{n.name}__unused{i}") for i, o in enumerate(outs)]
-    imp.emit("split", [n.input[0]], {"axis": ax, "sizes": tuple(sizes)}, outputs=names)
+    for name, size in zip(names, sizes):       # an empty part is a constant, not an output
+        if size == 0:
+            shape = tuple(0 if d == ax else x for d, x in enumerate(s))
+            imp.set_const(name, np.zeros(shape, imp.v(n.input[0]).dtype))
+    kept = [(name, size) for name, size in zip(names, sizes) if size]
+    if len(kept) == 1:
+        imp.alias[kept[0][0]] = imp.resolve(n.input[0])
+        return
+    imp.emit("split", [n.input[0]], {"axis": ax, "sizes": tuple(z for _, z in kept)},
+             outputs=[name for name, _ in kept])
 
 
 def _c_slice(imp, n, a):
@@ -1084,6 +1106,11 @@ SHAPE_OPERANDS: Mapping[str, tuple] = {
 }
 
 
+# Ops whose output depends only on the (static) shape of their input, not its values: the
+# walk from a shape-like operand stops there, so that input stays a graph input.
+SHAPE_ONLY = frozenset({"Shape", "Size"})
+
+
 @dataclasses.dataclass(frozen=True)
 class NodeTestResult:
     name: str
@@ -1091,6 +1118,7 @@ class NodeTestResult:
     ops: tuple            # ONNX op types in the case's graph (an _expanded case has many)
     status: str           # "pass" | "skip" | "fail"
     reason: str = ""      # why skipped or failed (one line)
+    kind: str = ""        # a skip's ModelError kind: unsupported_op, _dtype or _attr
 
 
 def _primary_op(name: str, ops: tuple) -> str:
@@ -1109,7 +1137,7 @@ def _onnx_op_names() -> tuple:
     return tuple(sorted({s.name for s in _onnx().defs.get_all_schemas()}))
 
 
-def _freeze_shape_operands(model, inputs: list):
+def freeze_shape_operands(model, inputs: list):
     """Copy of the model where graph inputs feeding shape-like operands become initializers."""
     onnx = _onnx()
     m = onnx.ModelProto()
@@ -1128,7 +1156,7 @@ def _freeze_shape_operands(model, inputs: list):
         seen.add(name)
         if name in feed:
             freeze.add(name)
-        elif name in producer:
+        elif name in producer and producer[name].op_type not in SHAPE_ONLY:
             todo.extend(i for i in producer[name].input if i)
     for name in freeze:
         g.initializer.append(onnx.numpy_helper.from_array(np.asarray(feed[name]), name))
@@ -1154,41 +1182,66 @@ def _compare(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> str
     return f"max abs diff {np.nanmax(diff):.3g}"
 
 
-def run_node_test(case, rtol: float = 1e-3, atol: float = 1e-5) -> NodeTestResult:
-    """One ONNX backend node case through load_onnx + the reference interpreter."""
-    from . import reference
+SKIP_KINDS = ("unsupported_op", "unsupported_dtype", "unsupported_attr")
+
+
+def run_node_test(case, rtol: float = 1e-3, atol: float = 1e-5, target=None,
+                  name: str = "m") -> NodeTestResult:
+    """One ONNX backend node case: with target None through load_onnx + the reference
+    interpreter; with a target compiled and run on it by the code path of `cgen run`
+    (cgen.graph.model.compile_model, then CompiledModel.run)."""
     ops = tuple(sorted({n.op_type for n in case.model.graph.node}))
     result = functools.partial(NodeTestResult, case.name, _primary_op(case.name, ops), ops)
     unsupported = [op for op in ops if op not in CONVERTERS]
     if unsupported:
-        return result("skip", f"unsupported op {', '.join(unsupported)}")
+        return result("skip", f"unsupported op {', '.join(unsupported)}", "unsupported_op")
     for inputs, outputs in case.data_sets:
         try:
-            model, feeds = _freeze_shape_operands(case.model, list(inputs))
-            graph = load_onnx(model)
-            got = reference.run(graph, {v.name: np.asarray(feeds[v.name]) for v in graph.inputs})
+            model, feeds = freeze_shape_operands(case.model, list(inputs))
+            got, out_names = _run_case(model, feeds, target, name)
         except ModelError as e:
-            if e.kind in ("unsupported_op", "unsupported_dtype", "unsupported_attr"):
-                return result("skip", str(e))
+            if e.kind in SKIP_KINDS:
+                return result("skip", str(e), e.kind)
             return result("fail", f"{e.kind}: {e}")
         except Exception as e:  # noqa: BLE001 - a crash is a failure to report
             return result("fail", f"{type(e).__name__}: {_first_line(e)}")
-        for v, want in zip(graph.outputs, outputs):
-            msg = _compare(got[v.name], np.asarray(want), rtol, atol)
+        for out_name, want in zip(out_names, outputs):
+            msg = _compare(got[out_name], np.asarray(want), rtol, atol)
             if msg:
-                return result("fail", f"output {v.name!r}: {msg}")
+                return result("fail", f"output {out_name!r}: {msg}")
     return result("pass")
 
 
-def node_test_results(cases=None) -> list:
-    """Every ONNX backend node case (built in memory) run through frontend + reference."""
+def _run_case(model, feeds: dict, target, name: str):
+    """(outputs by name, graph output names) of one data set, interpreted or compiled."""
+    if target is None:
+        from . import reference
+        graph = load_onnx(model)
+        return reference.run(graph, {v.name: np.asarray(feeds[v.name]) for v in graph.inputs}), \
+            [v.name for v in graph.outputs]
+    from .model import compile_model
+    cm = compile_model(model, target, name=name)
+    return cm.run({v.name: np.asarray(feeds[v.name]) for v in cm.graph.inputs}), \
+        [v.name for v in cm.graph.outputs]
+
+
+@functools.lru_cache(maxsize=1)
+def backend_node_cases() -> tuple:
+    """Every ONNX backend node case that has a model, built in memory (once: onnx computes
+    the expected outputs with its reference implementation, a few seconds)."""
     import warnings
+    from onnx.backend.test.case.node import collect_testcases
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tuple(c for c in collect_testcases(None) if c.model is not None)
+
+
+def node_test_results(cases=None, target=None) -> list:
+    """Every ONNX backend node case (built in memory) run through frontend + reference,
+    or compiled for `target` (see run_node_test)."""
     if cases is None:
-        from onnx.backend.test.case.node import collect_testcases
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            cases = collect_testcases(None)
-    return [run_node_test(c) for c in cases if c.model is not None]
+        cases = backend_node_cases()
+    return [run_node_test(c, target=target) for c in cases if c.model is not None]
 
 
 def node_test_summary(results) -> dict:

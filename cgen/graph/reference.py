@@ -188,11 +188,19 @@ def _pool(n, x, kind):
 
 
 # ------------------------------------------------------------------ reductions and norms
+def _identity(fn, dtype):
+    """The identity of max (the dtype's lowest value) or min (its highest)."""
+    if np.issubdtype(dtype, np.floating):
+        return -np.inf if fn is np.max else np.inf
+    info = np.iinfo(dtype)
+    return info.min if fn is np.max else info.max
+
+
 def _reduce(fn):
     def impl(n, x):
         axes, keep = tuple(n.attr("axes")), bool(n.attr("keepdims"))
-        if fn in (np.max, np.min):
-            return fn(x, axis=axes, keepdims=keep)
+        if fn in (np.max, np.min):      # an empty set gives the identity (ONNX: -inf / +inf)
+            return fn(x, axis=axes, keepdims=keep, initial=_identity(fn, x.dtype))
         if np.issubdtype(x.dtype, np.integer):
             acc = fn(x.astype(np.int64), axis=axes, keepdims=keep)
             return (np.trunc(acc) if fn is np.mean else acc).astype(x.dtype)

@@ -410,8 +410,18 @@ def _tile_x86_512(name, MR, NR):
     return "\n".join(L)
 
 
+def _vector_k_end(step: int) -> str:
+    """The end of the vector loop over k (a multiple of `step`), declared before it.  The
+    scalar tail starts there, not where the vector loop happened to stop: from the vector
+    loop's exit test alone (k + step > K) gcc cannot see that k <= K, so on a 32-bit target
+    it follows an infeasible path where the tail would wrap around the address space and
+    fails with -Werror=aggressive-loop-optimizations ("iteration 4294967295 invokes
+    undefined behavior").  From kv it sees at most step - 1 tail iterations."""
+    return f"  const int64_t kv = K - K % {step};"
+
+
 def _scalar_tail(MR, NR, indent="  "):
-    out = [f"{indent}for (; k < K; ++k) {{"]
+    out = [f"{indent}for (k = kv; k < K; ++k) {{"]
     for r in range(MR):
         for j in range(NR):
             out.append(f"{indent}  s{r}_{j} += (int32_t)A[{r} * a_si + k] * (int32_t)B[{j} * b_sj + k];")
@@ -420,12 +430,13 @@ def _scalar_tail(MR, NR, indent="  "):
 
 
 def _tile_avx2(name, MR, NR):
-    L = [f"static inline void {name}{_TILE_SIG} {{", "  int64_t k = 0;", "  __m128i h;"]
+    L = [f"static inline void {name}{_TILE_SIG} {{", "  int64_t k = 0;", _vector_k_end(16),
+         "  __m128i h;"]
     acc = [(r, j) for r in range(MR) for j in range(NR)]
     for r, j in acc:
         L.append(f"  __m256i c{r}_{j} = _mm256_setzero_si256();")
         L.append(f"  int32_t s{r}_{j};")
-    L.append("  for (; k + 16 <= K; k += 16) {")
+    L.append("  for (; k < kv; k += 16) {")
     for r in range(MR):
         L.append(f"    __m256i a{r} = _mm256_cvtepu8_epi16(_mm_loadu_si128("
                  f"(const __m128i *)(const void *)(A + {r} * a_si + k)));")
@@ -448,14 +459,14 @@ def _tile_avx2(name, MR, NR):
 
 
 def _tile_neon(name, MR, NR, a64: bool):
-    L = [f"static inline void {name}{_TILE_SIG} {{", "  int64_t k = 0;"]
+    L = [f"static inline void {name}{_TILE_SIG} {{", "  int64_t k = 0;", _vector_k_end(8)]
     acc = [(r, j) for r in range(MR) for j in range(NR)]
     for r, j in acc:
         L.append(f"  int32x4_t c{r}_{j} = vdupq_n_s32(0);")
         L.append(f"  int32_t s{r}_{j};")
     if not a64:
         L.append("  int32x2_t h;")
-    L.append("  for (; k + 8 <= K; k += 8) {")
+    L.append("  for (; k < kv; k += 8) {")
     for r in range(MR):
         L.append(f"    int16x8_t a{r} = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(A + {r} * a_si + k)));")
     for j in range(NR):
