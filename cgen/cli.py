@@ -132,14 +132,20 @@ def _model_shapes(args) -> dict:
     return dict(parse_input_shape(t) for t in (args.input_shape or ()))
 
 
-def _model_call(what: str, fn, args) -> int:
-    """Run a model subcommand; every failure is one line on stderr and exit status 1."""
+def _model_call(what: str, fn, args, bad_input_status: int = 1) -> int:
+    """Run a subcommand; every failure is one line on stderr: bad input exits with
+    `bad_input_status`, an internal error with 1, an interrupt with 130 (a tuning log
+    keeps every record measured before it)."""
     from cgen.graph import ModelError
     try:
         return fn(args)
+    except KeyboardInterrupt:
+        print(f"cgen {what}: interrupted", file=sys.stderr)
+        return 130
     except (ModelError, ValueError, OSError, RuntimeError) as e:
+        status = 1 if isinstance(e, RuntimeError) else bad_input_status
         print(f"cgen {what}: error: {_one_line(e)}", file=sys.stderr)
-        return 1
+        return status
     except Exception as e:  # noqa: BLE001 - an internal error is still one line
         print(f"cgen {what}: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return 1
@@ -303,23 +309,6 @@ def _add_model_parsers(sub) -> None:
 # (self-contained block: `cgen tune` for command-line workloads and for the tasks of a model)
 class _BadInput(ValueError):
     """A refusal of the command line's input (exit status 2)."""
-
-
-def _tune_call(fn, args) -> int:
-    """Run `cgen tune`: bad input is one line and exit 2, any other failure one line and 1."""
-    from cgen.graph import ModelError
-    try:
-        return fn(args)
-    except KeyboardInterrupt:
-        print("cgen tune: interrupted; the log keeps every record measured so far",
-              file=sys.stderr)
-        return 130
-    except (ModelError, ValueError, OSError) as e:
-        print(f"cgen tune: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except Exception as e:  # noqa: BLE001 - an internal error is still one line
-        print(f"cgen tune: internal error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
-        return 1
 
 
 def _check_log(path: str) -> None:
@@ -509,7 +498,7 @@ def _add_tune_parser(sub) -> None:
                    help="each repeat lasts at least MS milliseconds (default 20)")
     t.add_argument("--timeout", type=float, default=20.0, metavar="S",
                    help="a candidate's run timeout (default 20)")
-    t.set_defaults(fn=lambda a: _tune_call(_tune, a))
+    t.set_defaults(fn=lambda a: _model_call("tune", _tune, a, bad_input_status=2))
 # ---------------------------------------------------------------- end of tune block
 
 
