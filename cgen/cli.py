@@ -331,9 +331,28 @@ def _check_log(path: str) -> None:
         raise _BadInput(f"log {path}: cannot create it in {parent}")
 
 
+def _pretrained(args):
+    """task -> the shipped model for the first batch (None with --no-pretrained)."""
+    if args.no_pretrained:
+        return None
+    from cgen.autotune.pretrained import load_pretrained
+    return lambda task: load_pretrained(task, cost_unit=_unit(args))
+
+
+def _unit(args) -> str:
+    return "icount_ticks" if args.cost == "icount" else "s"
+
+
 def _tune_measurer(args):
     from cgen.autotune.measure import Measurer
     pool = None
+    if args.cost == "icount":
+        from targets import resolve
+        from cgen.autotune.icount_measure import IcountMeasurer
+        if resolve(args.target).arch != "aarch64" or args.device or args.model_file:
+            raise _BadInput("--cost icount measures --workload tasks for aarch64 targets "
+                            "(bare metal under QEMU, no --device)")
+        return None, IcountMeasurer(timeout=args.timeout)
     if args.device:
         from targets.pool import DevicePool
         pool = DevicePool.from_urls(list(args.device))
@@ -352,10 +371,11 @@ def _tune_workloads(args, tasks, measurer) -> int:
     from cgen.autotune.tuner import Tuner, transfer_set
     results, failed = [], []
     for task in tasks:
-        transfer = transfer_set(read_log(args.log), task)
+        transfer = transfer_set(read_log(args.log), task, cost_unit=_unit(args))
+        pre = _pretrained(args)
         tuner = Tuner(task, measurer, args.log, model=args.cost_model, search=args.search,
                       seed=args.seed, batch_size=args.batch, transfer=transfer,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, pretrained=pre(task) if pre else None)
         res = tuner.tune(args.trials, early_stopping=args.early_stopping)
         results.append(res)
         head = (f"{task.describe()} on {task.target_name}: {len(res.records)} trials "
@@ -364,7 +384,11 @@ def _tune_workloads(args, tasks, measurer) -> int:
             print(f"{head}: no correct candidate")
             failed.append(task.describe())
             continue
-        print(f"{head}: best {res.best_gflops:.2f} GFLOP/s ({res.best.mean_cost * 1e6:.2f} us)")
+        if res.best.cost_unit == "s":
+            print(f"{head}: best {res.best_gflops:.2f} GFLOP/s ({res.best.mean_cost * 1e6:.2f} us)")
+        else:
+            print(f"{head}: best {task.flops() / res.best.mean_cost:.3g} FLOPs per tick "
+                  f"({res.best.mean_cost:.6g} {res.best.cost_unit})")
         print(f"  config {_knobs_line(res.best)}")
     print(f"log: {args.log}")
     _tune_plot(args, results)
@@ -389,7 +413,7 @@ def _tune_model(args, mtasks, measurer) -> int:
     rows = tune_model(mtasks, measurer, args.log, args.trials, seed=args.seed,
                       batch_size=args.batch, model=args.cost_model, search=args.search,
                       early_stopping=args.early_stopping, progress=not args.no_progress,
-                      on_default=on_default, on_plan=on_plan)
+                      on_default=on_default, on_plan=on_plan, pretrained=_pretrained(args))
     print(format_table(rows))
     for r in rows:
         if r.result.best is not None:
@@ -479,7 +503,12 @@ def _add_tune_parser(sub) -> None:
     t.add_argument("--log", required=True, metavar="LOG",
                    help="the JSON-lines tuning log (appended; resumed when it exists)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--batch", type=int, default=16, help="candidates per batch (default 16)")
+    t.add_argument("--batch", type=int, default=8, help="candidates per batch (default 8)")
+    t.add_argument("--cost", choices=("time", "icount"), default="time",
+                   help="time: seconds on the device (default); icount: deterministic "
+                        "instruction ticks of bare-metal aarch64 under QEMU (aarch64 targets)")
+    t.add_argument("--no-pretrained", action="store_true",
+                   help="first batch random instead of ranked by the shipped cost model")
     t.add_argument("--model", dest="cost_model", choices=("rank", "reg", "random"),
                    default="rank", help="the cost model (default rank: XGBoost ranking)")
     t.add_argument("--search", choices=("model", "random", "grid"), default="model",

@@ -307,3 +307,16 @@ def test_stale_tuning_log_records_are_passed_over(tiny_model, tmp_path, capsys):
     _one_line_error(capsys, ["compile", str(path), "--target", "host", "--tuning-log",
                              str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "g")], 1,
                     "no such tuning log")
+
+
+@pytest.mark.qemu
+def test_tune_in_icount_ticks_on_aarch64(tmp_path, capsys):
+    log = tmp_path / "ic.jsonl"
+    assert main(["tune", "--workload", "gemm:32,32,32", "--target", "aarch64", "--cost", "icount",
+                 "--trials", "4", "--batch", "4", "--log", str(log), "--no-progress"]) == 0
+    assert "FLOPs per tick" in capsys.readouterr().out
+    recs = _records(log)
+    assert len(recs) == 4 and {r["cost_unit"] for r in recs} == {"icount_ticks"}
+    _one_line_error(capsys, ["tune", "--workload", "gemm:32,32,32", "--target", "host", "--cost",
+                             "icount", "--trials", "4", "--log", str(tmp_path / "x.jsonl")], 2,
+                    "--cost icount")

@@ -315,3 +315,16 @@ def test_tuner_runs_on_loop_ir_features():
     X = t.features(sorted(t.measured))
     assert X.shape == (16, t.features.knobs.width + feature_length())
     assert np.isfinite(X).all() and len(t.features._cache) >= 16
+
+
+def test_pretrained_model_ranks_the_first_batch(gemm_task):
+    """With a shipped model the first batch is the model's pick, not the random one."""
+    from cgen.autotune.pretrained import load_pretrained
+    pre = load_pretrained(gemm_task)
+    assert pre is not None
+    t = Tuner(gemm_task, FakeMeasurer(), seed=0, batch_size=8, pretrained=pre)
+    first = t.propose(8)
+    rand = Tuner(gemm_task, FakeMeasurer(), seed=0, batch_size=8).propose(8)
+    assert len(set(first)) == 8 and first != rand
+    scores = t.score(np.array(first[:7]))
+    assert np.isfinite(scores).all()

@@ -17,13 +17,15 @@ are built *and* run in parallel threads (each run is a QEMU child process)
 and one repeat is enough.  Costs are `icount_ticks`, never seconds.
 
 A failing candidate (compile error, crash, hang, wrong answer) is a record
-with its error kind, never an exception.  Only a setup problem raises, before
+with its error kind (and cost_unit `icount_ticks`, like the successes), never
+an exception.  Only a setup problem raises, before
 any candidate: a task whose target is not AArch64 (ValueError) or a missing
 qemu-system-aarch64 (targets.runner.ToolMissing).
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from dataclasses import replace
 
 import numpy as np
 
@@ -89,12 +91,15 @@ class IcountMeasurer:
         futs = [self._pool.submit(self._one, task, c, prep) for c in configs]
         for c, f in zip(configs, futs):
             try:
-                yield f.result(timeout=self.build_timeout + self.timeout)
+                rec = f.result(timeout=self.build_timeout + self.timeout)
             except FutureTimeout:
-                yield error_record(task.workload, tgt, c, "build_timeout",
+                rec = error_record(task.workload, tgt, c, "build_timeout",
                                    f"build and run took over {self.build_timeout + self.timeout:g} s")
             except Exception as e:      # a template bug is this candidate's error, not the run's
-                yield error_record(task.workload, tgt, c, "compile_error", f"{type(e).__name__}: {e}")
+                rec = error_record(task.workload, tgt, c, "compile_error", f"{type(e).__name__}: {e}")
+            # failures too say how they were measured: an aarch64 log may also hold
+            # seconds from a board or QEMU user mode
+            yield replace(rec, cost_unit=COST_UNIT)
 
     def _one(self, task, config, prep) -> Record:
         tgt, wl = task.target, task.workload

@@ -124,6 +124,8 @@ class _Prepared:
 class Measurer:
     """Measures batches of one task's configs: parallel builds, runs on a device pool."""
 
+    cost_unit = "s"
+
     def __init__(self, pool=None, build_workers: int = 2, repeat: int = 3,
                  min_repeat_ms: float = 20.0, timeout: float = 20.0,
                  build_timeout: float = 300.0, seed: int = 0):

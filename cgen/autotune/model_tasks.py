@@ -214,8 +214,11 @@ def allocate_trials(total: int, shares, caps, floor: int = MIN_TRIALS_PER_TASK) 
 def tune_model(mtasks, measurer, log, trials: int, *, seed: int = 0, batch_size: int = 16,
                model: str = "rank", search: str = "model", early_stopping=None,
                progress: bool = False, floor: int = MIN_TRIALS_PER_TASK, on_default=None,
-               on_plan=None, on_task=None) -> list:
-    """Measure the defaults, share `trials` among the tasks, tune each: [ModelTuneRow]."""
+               on_plan=None, on_task=None, pretrained=None) -> list:
+    """Measure the defaults, share `trials` among the tasks, tune each: [ModelTuneRow].
+
+    pretrained: task -> (model, feature names) or None, the ranking before a task
+    has records of its own (cgen.autotune.pretrained.load_pretrained)."""
     from .tuner import Tuner, transfer_set
     measure_defaults(mtasks, measurer, log, on_default)
     alloc = allocate_trials(trials, estimated_times(mtasks),
@@ -224,9 +227,11 @@ def tune_model(mtasks, measurer, log, trials: int, *, seed: int = 0, batch_size:
         on_plan(mtasks, alloc)
     rows = []
     for mt, n in zip(mtasks, alloc):
-        transfer = transfer_set(read_log(log), mt.task) if log is not None else ()
+        unit = getattr(measurer, "cost_unit", "s")
+        transfer = transfer_set(read_log(log), mt.task, cost_unit=unit) if log is not None else ()
         tuner = Tuner(mt.task, measurer, log, model=model, search=search, seed=seed,
-                      batch_size=batch_size, transfer=transfer, progress=progress)
+                      batch_size=batch_size, transfer=transfer, progress=progress,
+                      pretrained=pretrained(mt.task) if pretrained else None)
         row = ModelTuneRow(mt, n, tuner.tune(n, early_stopping=early_stopping))
         rows.append(row)
         if on_task is not None:

@@ -96,6 +96,7 @@ class Tuner:
         self.pretrained = pretrained        # (model, feature names) or None
         self.min_train, self.progress = min_train, progress
         self.flops = task.flops()
+        self.cost_unit = getattr(measurer, "cost_unit", "s")
         self.records: list = []
         self.measured: dict = {}            # config index -> record
         self._grid = None
@@ -113,7 +114,7 @@ class Tuner:
         if self.log is None:
             return 0
         for r in read_log(self.log):
-            if self.task.matches(r):
+            if self.task.matches(r) and r.cost_unit == self.cost_unit:
                 i = self._index(r)
                 if i is not None and i not in self.measured:
                     self._add(r, i)
@@ -157,7 +158,7 @@ class Tuner:
         if self.fitted:
             return np.asarray(self.model.predict(X), np.float64)
         model, names = self.pretrained
-        return np.asarray(model.predict(align(X, names, self.features.names)), np.float64)
+        return np.asarray(model.predict(align(X, self.features.names, names)), np.float64)
 
     # ------------------------------------------------------------ proposals
     def propose(self, n: int) -> list:
@@ -264,14 +265,16 @@ def plot_history(result: TuneResult, path) -> None:
     plt.close(fig)
 
 
-def transfer_set(records, task, kind: str = "knob", templates=None, max_per_task: int = 2000):
+def transfer_set(records, task, kind: str = "knob", templates=None, max_per_task: int = 2000,
+                 cost_unit: str = "s"):
     """[(TaskFeatures, indices, throughputs)] from records of OTHER tasks of the same
-    template and target as `task` (the warm start of a new task's model)."""
+    template, target and cost unit as `task` (the warm start of a new task's model)."""
     from .log import canonical
     from .task import task_of_record
     groups: dict = {}
     for r in records:
-        if r.target != task.target_name or r.workload.get("op") != task.workload.get("op"):
+        if r.target != task.target_name or r.workload.get("op") != task.workload.get("op") \
+                or r.cost_unit != cost_unit:
             continue
         key = canonical(r.workload)
         if key == task.key:
