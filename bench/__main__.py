@@ -16,6 +16,7 @@ SUITES = {
     "gemm": ("bench.gemm", "square float32 GEMM (256, 512, 1024) against numpy/OpenBLAS, one thread"),
     "pool": ("bench.pool", "device pool throughput: two local devices against one (rate ratio)"),
     "ops": ("bench.ops", "operator templates (default + quick sweep) vs numpy/onnxruntime, one thread"),
+    "tuner": ("bench.tuner", "learned tuner vs random search, replayed on measured pools (trials to 95%)"),
 }
 
 
