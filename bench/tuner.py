@@ -62,7 +62,7 @@ WORKLOADS = (
 )
 DEFAULT_POOL = 2000
 DEFAULT_SEEDS = 3
-DEFAULT_BATCH = 8
+DEFAULT_BATCH = 4
 THRESHOLD = 0.95
 GOAL_RATIO = 3.0
 GOAL_ACCURACY = 0.85
@@ -73,7 +73,7 @@ MEASURE_BATCH = 16
 POOL_PASSES = 3
 DETERMINISTIC_ERRORS = ("compile_error", "wrong_answer")
 RATE_CONFIGS = 10_000
-METHODS = ("random", "rank", "reg")
+METHODS = ("random", "rank", "reg", "pre")
 DEFAULT_REUSE = (OPS_LOG,)            # the operator bench's default --log
 
 
@@ -106,7 +106,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
                    help=f"the model-based tuner's batch (default {DEFAULT_BATCH})")
     p.add_argument("--methods", default=",".join(METHODS),
-                   help="replayed methods among random, rank, reg (default all)")
+                   help="replayed methods among random, rank, reg and pre (rank with the "
+                        "shipped pre-trained model ranking the first batch, as `cgen tune` "
+                        "does; default all)")
 
 
 # ---------------------------------------------------------------- workloads and pools
@@ -289,10 +291,13 @@ def pool_throughputs(task, records: dict, pool) -> tuple:
     return np.array(idx, np.int64), np.array([throughput(records[i], flops) for i in idx])
 
 
-def replay(task, records: dict, method: str, seed: int, batch_size: int, target: float) -> dict:
+def replay(task, records: dict, method: str, seed: int, batch_size: int, target: float,
+           pretrained=None) -> dict:
     """One replay of a method on the pool: trials until the best so far reaches `target`
     throughput (the pool size when it never does), and the seconds it took.  The replay
-    stops at the threshold (what follows does not change the figure)."""
+    stops at the threshold (what follows does not change the figure).  Methods: "random"
+    search, the model-based tuner with the "rank" or "reg" objective (its first batch
+    random), "pre": "rank" with `pretrained` ranking until the task has records."""
     from cgen.autotune.tuner import Tuner, throughput
     m = ReplayMeasurer(records)
     flops, n = task.flops(), len(records)
@@ -308,8 +313,9 @@ def replay(task, records: dict, method: str, seed: int, batch_size: int, target:
         tuner = Tuner(task, m, model="random", search="random", seed=seed,
                       batch_size=batch_size, candidates=list(records))
     else:
-        tuner = Tuner(task, m, model=method, search="model", seed=seed,
-                      batch_size=batch_size, candidates=list(records))
+        tuner = Tuner(task, m, model="rank" if method == "pre" else method, search="model",
+                      seed=seed, batch_size=batch_size, candidates=list(records),
+                      pretrained=pretrained if method == "pre" else None)
     t0 = time.perf_counter()
     try:
         tuner.tune(trials=n, on_record=on_record)
@@ -367,11 +373,20 @@ def run_case(args, case: dict, methods) -> list:
                      error=f"pool has {n} measured configs, {int(np.sum(thr > 0))} correct")]
     target = THRESHOLD * best
     recs = {int(i): records[int(i)] for i in idx}
+    pre = None
+    if "pre" in methods:
+        from cgen.autotune.pretrained import choose, load_pretrained
+        pre = load_pretrained(task, cost_unit="s")
+        meta = choose(task, cost_unit="s")
+        base["pretrained"] = (None if meta is None else
+                              {"template": meta["template"], "cost_unit": meta["cost_unit"],
+                               "workloads": len(meta.get("workloads", ())),
+                               "file": Path(meta["path"]).name})
     rows = []
     for seed in range(args.seeds):
         row = dict(base, seed=seed, trials={}, replay_s={})
         for method in methods:
-            r = replay(task, recs, method, seed, args.batch_size, target)
+            r = replay(task, recs, method, seed, args.batch_size, target, pre)
             row["trials"][method] = r["trials"]
             row["replay_s"][method] = r["seconds"]
             common.progress(args, f"tuner: {name} seed {seed}: {method:6s} {r['trials']:5d} "
@@ -382,6 +397,8 @@ def run_case(args, case: dict, methods) -> list:
         row["reg_trials"] = row["trials"].get("reg")
         row["ratio"] = rnd / row["model_trials"] if rnd and row["model_trials"] else None
         row["ratio_reg"] = rnd / row["reg_trials"] if rnd and row["reg_trials"] else None
+        row["pre_trials"] = row["trials"].get("pre")
+        row["ratio_pre"] = rnd / row["pre_trials"] if rnd and row["pre_trials"] else None
         for objective in ("rank", "reg"):
             q = model_quality(task, idx, thr, objective, seed)
             row[f"{objective}_accuracy"] = q["accuracy"]
@@ -437,47 +454,62 @@ def _median(values):
     return statistics.median(vals) if vals else None
 
 
+def _ratio(num, den):
+    return num / den if num and den else None
+
+
 def print_table(args, rows) -> None:
     names = list(dict.fromkeys(r["case"] for r in rows))
-    table, notes = [], []
+    trials, models, notes = [], [], []
     for c in names:
         rs = [r for r in rows if r["case"] == c]
         r0 = rs[0]
         if "error" in r0:
-            table.append((c, r0["pool"]) + (None,) * 13 + (r0["error"],))
+            notes.append(f"{c}: {r0['error']}")
             continue
         med = {m: _median(r["trials"].get(m) for r in rs) for m in METHODS}
-        ratio = med["random"] / med["rank"] if med["random"] and med["rank"] else None
-        ratio_reg = med["random"] / med["reg"] if med["random"] and med["reg"] else None
-        note = "" if ratio is None else ("ok" if ratio >= GOAL_RATIO else f"< {GOAL_RATIO:g}x")
+        ratio = _ratio(med["random"], med["rank"])
         acc = _median(r["rank_accuracy"] for r in rs)
-        if acc is not None and acc < GOAL_ACCURACY:
-            note += f"{', ' if note else ''}acc < {GOAL_ACCURACY:g}"
-        table.append((c, r0["pool"], r0["pool_at_threshold"], r0["pool_best_gflops"],
-                      r0["random_expected"], med["random"], med["rank"], med["reg"],
-                      ratio, _median(r["ratio"] for r in rs), ratio_reg, acc,
-                      _median(r["reg_accuracy"] for r in rs), r0["pass_agreement"],
-                      _median(r["predict_rate"] for r in rs) / 1e6, note))
+        note = []
+        if ratio is not None:
+            note.append("ok" if ratio >= GOAL_RATIO else f"< {GOAL_RATIO:g}x")
+        trials.append((c, r0["pool"], r0["pool_at_threshold"], r0["pool_best_gflops"],
+                       r0["random_expected"], med["random"], med["rank"], med["reg"], med["pre"],
+                       ratio, _median(r["ratio"] for r in rs), _ratio(med["random"], med["reg"]),
+                       _ratio(med["random"], med["pre"]), ", ".join(note)))
+        models.append((c, acc, _median(r["reg_accuracy"] for r in rs), r0["pass_agreement"],
+                       _median(r["rank_fit_s"] for r in rs), _median(r["reg_fit_s"] for r in rs),
+                       _median(r["predict_rate"] for r in rs) / 1e6,
+                       "ok" if acc is not None and acc >= GOAL_ACCURACY
+                       else f"< {GOAL_ACCURACY:g}"))
         if r0["pool"] < r0["pool_wanted"]:
             notes.append(f"{c}: only {r0['pool']} of the pool's {r0['pool_wanted']} configs "
                          "are measured")
     print(f"tuner: trials to reach {THRESHOLD:.0%} of the pool's best throughput, replayed on "
-          f"measured pools, median over {args.seeds} seeds; ratio = random's median / rank's "
-          f"median (goal >= {GOAL_RATIO:g}); acc = pairwise ranking accuracy on a held-out half "
-          f"(goal >= {GOAL_ACCURACY:g})")
+          f"measured pools, median over {args.seeds} seeds; ratio = random's median / the "
+          f"model tuner's (rank) median, goal >= {GOAL_RATIO:g}")
     print(common.format_table(
-        ["case", "pool", ">=95%", "best GFLOP/s", "E[random]", "random", "rank", "reg",
-         "ratio", "ratio/seed", "ratio reg", "acc rank", "acc reg", "agree", "Mcfg/s", "note"],
-        table))
-    print(f"model tuner: batches of {args.batch_size}, the first random (the same as random "
-          "search's), then the cost model (XGBoost on knob features, retrained after each "
-          "batch) scores every unmeasured config of the pool; a method that never reaches the "
-          "threshold counts as the pool size.  >=95%: pool configs at the threshold; E[random]: "
-          "random search's expected trials, (pool + 1) / (>=95% + 1); ratio/seed: median of "
-          "the per-seed ratios (the JSON rows' ratio).  agree: "
-          "pairwise agreement of the fastest of a config's odd passes with the fastest of its "
-          "even passes (the measurements' own consistency: the practical ceiling of acc).  Mcfg/s: millions of configs scored per second, features included (10,000 "
-          "random configs of the space, rank model)")
+        ["case", "pool", ">=95%", "best GFLOP/s", "E[random]", "random", "rank", "reg", "pre",
+         "ratio", "ratio/seed", "ratio reg", "ratio pre", "note"], trials))
+    print()
+    print(f"cost model: pairwise ranking accuracy on a held-out half of the pool (trained on "
+          f"the other half; goal >= {GOAL_ACCURACY:g}), fit seconds, prediction rate")
+    print(common.format_table(
+        ["case", "acc rank", "acc reg", "agree", "fit s rank", "fit s reg", "Mcfg/s", "note"],
+        models))
+    print()
+    print(f"rank, reg: the model-based tuner (cgen.autotune.tuner.Tuner) with that objective, "
+          f"batches of {args.batch_size}, the first random (the same as random search's), "
+          "then XGBoost on knob features, retrained after each batch, scores every unmeasured "
+          "config of the pool; pre: rank with the shipped pre-trained model ranking the first "
+          "batch (as `cgen tune` does; trained on other workloads of the template).  A method "
+          "that never reaches the threshold counts as the pool size.  >=95%: pool configs at "
+          "the threshold; E[random]: random search's expected trials, (pool + 1) / (>=95% + 1); "
+          "ratio/seed: median of the per-seed ratios (the JSON rows' ratio).  agree: pairwise "
+          "agreement of the fastest of a config's odd passes with the fastest of its even "
+          "passes (the measurements' own consistency, a practical ceiling of acc).  Mcfg/s: "
+          "millions of configs scored per second end to end, features included (10,000 random "
+          "configs of the space, rank model)")
     print(f"pools: the default, the quick configs, then a seeded permutation of the space; "
           f"{args.pool_passes} pass(es) of {args.pool_repeats} repeats >= "
           f"{args.pool_min_repeat_ms:g} ms on one thread, a config's fastest correct pass "

@@ -211,7 +211,7 @@ def allocate_trials(total: int, shares, caps, floor: int = MIN_TRIALS_PER_TASK) 
     return alloc
 
 
-def tune_model(mtasks, measurer, log, trials: int, *, seed: int = 0, batch_size: int = 16,
+def tune_model(mtasks, measurer, log, trials: int, *, seed: int = 0, batch_size: int = 8,
                model: str = "rank", search: str = "model", early_stopping=None,
                progress: bool = False, floor: int = MIN_TRIALS_PER_TASK, on_default=None,
                on_plan=None, on_task=None, pretrained=None) -> list:

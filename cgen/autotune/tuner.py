@@ -76,7 +76,7 @@ def align(X: np.ndarray, names_from, names_to) -> np.ndarray:
 
 class Tuner:
     def __init__(self, task, measurer, log=None, *, model="rank", features: str = "knob",
-                 search: str = "model", seed: int = 0, batch_size: int = 16,
+                 search: str = "model", seed: int = 0, batch_size: int = 8,
                  epsilon: float = 0.05, sa_chains: int = 128, sa_steps: int = 100,
                  candidates=None, transfer=(), pretrained=None, min_train: int = 8,
                  progress: bool = False):
