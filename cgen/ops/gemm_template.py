@@ -16,6 +16,7 @@ import numpy as np
 
 from ..autotune.space import ConfigSpace, Knob
 from .gemm import GemmConfig, generated_kernels, kernel_rows, kernel_shape, packed_gemm
+from .tophub import best_known
 from targets import resolve
 
 MC_CHOICES = (48, 96, 144, 192, 288)
@@ -104,7 +105,10 @@ class GemmTemplate:
         return packed_gemm(wl["M"], wl["N"], wl["K"], target, gemm_config(c))
 
     def default(self, wl: dict, target):
-        return self.space(wl, target).nearest(gemm_default_values(resolve(target)))
+        """The shipped best config of the nearest measured workload (cgen.ops.tophub), else
+        the target family's untuned choice; projected onto this workload's space."""
+        want = best_known(self.name, target, wl) or gemm_default_values(resolve(target))
+        return self.space(wl, target).nearest(want)
 
     def quick_configs(self, wl: dict, target) -> list:
         """A few configs one knob away from the default, for a short sweep to try first."""
