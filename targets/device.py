@@ -445,13 +445,6 @@ class DeviceRunner:
                                timeout=timeout)
 
 
-def _host_isas() -> set:
-    from .target import builtin_targets
-    isa = builtin_targets()["host"].isa
-    return {"none", "avx2", "avx512"} if isa == "avx512" else {"none", "avx2"} if isa == "avx2" \
-        else {"none", isa}
-
-
 class _ProcessAgent:
     """The agent as a local child process: its pipes, its stderr tail, its end."""
 
@@ -547,8 +540,9 @@ class LocalDevice(Device):
         return True
 
     def _supports(self, t) -> bool:
-        import platform
-        return t.runner == "local" and t.arch == platform.machine() and t.isa in _host_isas()
+        # what this CPU can run, not what host resolves to (CGEN_HOST may name a smaller ISA)
+        from .target import cannot_run
+        return t.runner == "local" and cannot_run(t) is None
 
     def kill_agent(self):
         """SIGKILL the agent process (tests: a device that dies)."""

@@ -85,28 +85,69 @@ def _board(base: Target, name: str, cpu: str, desc: str) -> Target:
     return replace(base, name=name, cflags=(f"-mcpu={cpu}",) + flags, description=desc)
 
 
-def _host() -> Target:
-    machine = platform.machine()
-    flags = _cpu_flags()
-    if machine in ("x86_64", "AMD64"):
-        if "avx512f" in flags:
-            isa, bits = "avx512", 512
-        elif "avx2" in flags and "fma" in flags:
-            isa, bits = "avx2", 256
-        else:
-            isa, bits = "none", 0
-        return Target("host", "cc", ("-march=native",), isa, "x86_64", bits,
-                      description=f"this machine ({isa})")
-    if machine in ("aarch64", "arm64"):
-        return Target("host", "cc", ("-mcpu=native",), "neon", "aarch64", 128,
-                      description="this machine (NEON)")
-    return Target("host", "cc", (), "none", machine, 0, description="this machine (portable C)")
+# What this machine must report (in /proc/cpuinfo) to run a target's code, per (arch, isa).
+_CPU_NEEDS = {
+    ("x86_64", "avx2"): ("avx2", "fma"),
+    ("x86_64", "avx512"): ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512dq"),
+    ("armv7", "neon"): ("neon",),
+}
+_MACHINE_ARCH = {"x86_64": "x86_64", "AMD64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64",
+                 "armv7l": "armv7"}
+# The built-in target a detected host starts from, best first, per machine arch.
+_HOST_BASES = {"x86_64": ("x86-avx512", "x86-avx2"), "aarch64": ("aarch64",)}
+# Features beyond a base target's flags that kernels use when the compiler enables them
+# (quant.py's vpdpbusd): (base target, cpuinfo flag, compiler flag).  Named flags, never
+# -march=native, so the flags (and the compile-cache key) say what the code uses.
+_HOST_EXTRAS = (("x86-avx512", "avx512_vnni", "-mavx512vnni"),)
 
 
-def builtin_targets() -> dict:
-    """Every named target, freshly made (host is detected from this machine)."""
+def cannot_run(target: Target, cpu_flags=None, machine=None) -> str | None:
+    """Why this machine cannot run target's code natively, or None if it can."""
+    cpu = _cpu_flags() if cpu_flags is None else set(cpu_flags)
+    raw = machine or platform.machine()
+    arch = _MACHINE_ARCH.get(raw, raw)
+    if target.bare_metal:
+        return f"it is bare-metal {target.arch} firmware"
+    if target.arch not in (arch, raw):
+        return f"it is {target.arch} code and this machine is {arch}"
+    missing = [f for f in _CPU_NEEDS.get((arch, target.isa), ()) if f not in cpu]
+    if missing:
+        return f"this CPU lacks {' '.join(missing)}"
+    return None
+
+
+def _host(table: dict, env=None, cpu_flags=None, machine=None) -> Target:
+    """The local machine as a target: a built-in target's ISA and flags, run and compiled here.
+
+    CGEN_HOST=<built-in name> picks that target (it must be runnable here); otherwise the
+    best built-in target this CPU runs, plus its detected extras (_HOST_EXTRAS)."""
+    import os
+    cpu = _cpu_flags() if cpu_flags is None else set(cpu_flags)
+    machine = machine or platform.machine()
+    forced = (os.environ if env is None else env).get("CGEN_HOST", "")
+    if forced:
+        if forced not in table:
+            raise ValueError(f"CGEN_HOST={forced}: not a built-in target; use one of "
+                             f"{', '.join(table)}")
+        why = cannot_run(table[forced], cpu, machine)
+        if why:
+            raise ValueError(f"CGEN_HOST={forced}: this machine cannot run its code ({why})")
+        base, extra, desc = table[forced], (), f"this machine as {forced} (CGEN_HOST)"
+    else:
+        arch = _MACHINE_ARCH.get(machine, machine)
+        base = next((table[n] for n in _HOST_BASES.get(arch, ())
+                     if cannot_run(table[n], cpu, machine) is None), table["generic-c"])
+        extra = tuple(f for b, c, f in _HOST_EXTRAS if b == base.name and c in cpu)
+        desc = f"this machine ({base.name}{''.join(' ' + f for f in extra)})"
+    # The host compiles with the local cc and runs here, whatever the base's toolchain is.
+    return replace(base, name="host", cc="cc", cflags=base.cflags + extra, triple="",
+                   runner="local", apt_package="gcc", static=False, threads=True,
+                   bare_metal=False, sysroot="", description=desc)
+
+
+def builtin_targets(host: bool = True) -> dict:
+    """Every named target, freshly made (host is detected from this machine, or CGEN_HOST)."""
     t = {
-        "host": _host(),
         "generic-c": Target("generic-c", "cc", (), "none", platform.machine(), 0,
                             description="portable C99, no intrinsics, for this machine"),
         "x86-avx2": Target("x86-avx2", "cc", ("-mavx2", "-mfma"), "avx2", "x86_64", 256,
@@ -123,10 +164,11 @@ def builtin_targets() -> dict:
         "rpi3-32": _board(_ARMV7, "rpi3-32", "cortex-a53", "Raspberry Pi 3, 32-bit OS"),
         "rpi4-32": _board(_ARMV7, "rpi4-32", "cortex-a72", "Raspberry Pi 4, 32-bit OS"),
     }
-    return t
+    return {"host": _host(t), **t} if host else t
 
 
-TARGET_NAMES = tuple(builtin_targets())
+# host is not built here: a bad CGEN_HOST is reported where a target is resolved, in one line.
+TARGET_NAMES = ("host",) + tuple(builtin_targets(host=False))
 _TOML_KEYS = {f.name for f in fields(Target)}
 
 
