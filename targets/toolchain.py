@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,17 @@ def cache_dir() -> Path:
     base = Path(tempfile.gettempdir()) / f"cgen-cache-{os.getuid()}"
     base.mkdir(parents=True, exist_ok=True)
     return base
+
+
+def cached_file(text: str, suffix: str) -> Path:
+    """A file in the cache holding text, named by its hash (a linker script for -T)."""
+    p = cache_dir() / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}{suffix}"
+    if not p.exists():
+        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=cache_dir())
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    return p
 
 
 def compiler_path(cc: str, apt_package: str) -> str:
@@ -75,7 +87,11 @@ def compile_c(source: str, target: Target, kind: str = "shared", extra_flags=(),
     elif target.static:
         # boards and QEMU: no dependence on the device's glibc
         flags += ["-static"]
-    key = hashlib.sha256("\0".join([source, *extra_sources, cc, kind, *flags]).encode()).hexdigest()[:24]
+    libs = list(target.libs) if kind != "object" else []
+    # the key covers every input, the artifact's name included (it names the file the
+    # directory must hold)
+    key = hashlib.sha256(json.dumps([name, source, list(extra_sources), cc, kind, flags, libs])
+                         .encode()).hexdigest()[:24]
     out_dir = cache_dir() / key
     suffix = {"shared": ".so", "object": ".o", "executable": ""}[kind]
     artifact = out_dir / f"{name}{suffix}"
@@ -85,14 +101,13 @@ def compile_c(source: str, target: Target, kind: str = "shared", extra_flags=(),
     c_path = tmp / f"{name}.c"
     c_path.write_text(source)
     srcs = [str(c_path)]
-    # extra sources (a harness) are the same for every candidate of a tuning task:
-    # compiled once to cached objects, then only linked
-    srcs += [str(compile_c(extra, target, "object", extra_flags, strict, f"{name}_extra{i}"))
+    # extra sources (a harness, start-up code) are the same for every candidate of a
+    # tuning task, and often for every model: compiled once to cached objects named by
+    # position only, then only linked
+    srcs += [str(compile_c(extra, target, "object", extra_flags, strict, f"extra{i}"))
              for i, extra in enumerate(extra_sources)]
     out = tmp / artifact.name
-    cmd = [cc, *flags, *srcs, "-o", str(out)]
-    if kind != "object":
-        cmd += list(target.libs)
+    cmd = [cc, *flags, *srcs, "-o", str(out), *libs]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CompileError((proc.stderr or proc.stdout).strip() + f"\n(command: {' '.join(cmd)})", str(c_path))
