@@ -60,16 +60,13 @@ class Runner:
         with tempfile.TemporaryDirectory(prefix="cgen-run-") as d:
             paths = []
             for k, (name, a) in enumerate(zip(params, arrays)):
-                p = Path(d) / f"arg{k}.bin"
+                p = Path(d) / arg_file(k)
                 p.write_bytes(np.ascontiguousarray(a).tobytes())
                 paths.append(str(p))
-            cmd = list(self.prefix) + [str(exe)]
-            if repeat:
-                cmd += ["--time", str(int(repeat)), str(int(number))]
-            cmd += paths
+            cmd = self.command(exe, paths, repeat, number)
             try:
                 proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        start_new_session=True, text=True)
+                                        start_new_session=True, text=True, cwd=d)
             except OSError as e:
                 return Result(None, (), RunError("runtime_error", f"cannot start {cmd[0]}: {e}"))
             try:
@@ -94,6 +91,18 @@ class Runner:
                     results[name] = np.frombuffer(Path(p).read_bytes(), dtype=a.dtype).reshape(a.shape).copy()
             times = tuple(float(x) for x in out.split()) if repeat else ()
             return Result(results, times, None, self.emulated)
+
+    def command(self, exe, paths, repeat: int, number: int) -> list:
+        """The command line that runs exe on the staged files (in their directory)."""
+        cmd = list(self.prefix) + [str(exe)]
+        if repeat:
+            cmd += ["--time", str(int(repeat)), str(int(number))]
+        return cmd + paths
+
+
+def arg_file(k: int) -> str:
+    """The file parameter k is staged in, in the run's own directory."""
+    return f"arg{k}.bin"
 
 
 def _kill_group(proc):

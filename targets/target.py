@@ -80,6 +80,14 @@ _ARMV7 = Target("armv7", "arm-linux-gnueabihf-gcc",
                 description="armv7-a + NEON-VFPv4, hard float, 32-bit Linux (Raspberry Pi 2/3/4 on a 32-bit OS)")
 
 
+# Bare metal: newlib + rdimon semihosting, run on a board QEMU models (targets/semihost.py).
+_CORTEX_M4 = Target("cortex-m4", "arm-none-eabi-gcc",
+                    ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+                    "none", "armv7e-m", 0, "arm-none-eabi", "qemu-system-arm",
+                    "gcc-arm-none-eabi", static=True, threads=False, bare_metal=True,
+                    description="Cortex-M4F bare metal (QEMU mps2-an386, semihosting)")
+
+
 def _board(base: Target, name: str, cpu: str, desc: str) -> Target:
     flags = tuple(f for f in base.cflags if not f.startswith("-march="))
     return replace(base, name=name, cflags=(f"-mcpu={cpu}",) + flags, description=desc)
@@ -163,6 +171,7 @@ def builtin_targets(host: bool = True) -> dict:
         "rpi2": _board(_ARMV7, "rpi2", "cortex-a7", "Raspberry Pi 2, 32-bit OS"),
         "rpi3-32": _board(_ARMV7, "rpi3-32", "cortex-a53", "Raspberry Pi 3, 32-bit OS"),
         "rpi4-32": _board(_ARMV7, "rpi4-32", "cortex-a72", "Raspberry Pi 4, 32-bit OS"),
+        "cortex-m4": _CORTEX_M4,
     }
     return {"host": _host(t), **t} if host else t
 

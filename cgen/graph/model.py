@@ -30,117 +30,10 @@ from .lowering import kernel_target, legalize, lower_graph
 
 
 
-# ---------------------------------------------------------------- Cortex-M4 bare metal
-# Until targets/ names it, the one bare-metal target models run on: a Cortex-M4F under
-# `qemu-system-arm -M mps2-an386` (code at 0x0, 4 MiB RAM at 0x20000000), newlib with
-# rdimon semihosting for the harness's file I/O, argv and exit status.
-def cortex_m4_target():
-    from targets.target import Target
-    return Target("cortex-m4", "arm-none-eabi-gcc",
-                  ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
-                  "none", "armv7e-m", 0, "arm-none-eabi", "qemu-system-arm",
-                  "gcc-arm-none-eabi", static=True, threads=False, bare_metal=True,
-                  description="Cortex-M4F bare metal (QEMU mps2-an386, semihosting)")
-
-
 def model_target(target):
-    """A Target from a name, a .toml path or a Target; "cortex-m4" as above when targets/
-    does not define it."""
+    """A Target from a name, a .toml path or a Target (targets.resolve; kept for callers)."""
     from targets import resolve
-    try:
-        return resolve(target)
-    except ValueError:
-        if target == "cortex-m4":
-            return cortex_m4_target()
-        raise
-
-
-M_PROFILE_STARTUP = """/* Reset for a Cortex-M with FPU: enable CP10/CP11, then newlib's _start (rdimon). */
-extern void _start(void);
-extern void __stack_top(void);   /* a linker-script address, declared so the table holds it */
-void cg_reset(void);
-static void cg_fault(void) { for (;;) { } }
-void cg_reset(void) {
-  *(volatile unsigned long *)0xE000ED88UL |= (0xFUL << 20);
-  __asm volatile ("dsb\\n\\tisb");
-  _start();
-  for (;;) { }
-}
-__attribute__((section(".vectors"), used)) void (*const cg_vectors[16])(void) = {
-  __stack_top, cg_reset, cg_fault, cg_fault, cg_fault, cg_fault, cg_fault,
-  0, 0, 0, 0, cg_fault, cg_fault, 0, cg_fault, cg_fault };
-"""
-
-M_PROFILE_LD = """MEMORY { ROM (rwx) : ORIGIN = 0x00000000, LENGTH = 4M
-         RAM (rwx) : ORIGIN = 0x20000000, LENGTH = 4M }
-ENTRY(cg_reset)
-SECTIONS {
-  .vectors : { KEEP(*(.vectors)) } > ROM
-  .text : { *(.text*) KEEP(*(.init)) KEEP(*(.fini)) *(.rodata*) . = ALIGN(4); } > ROM
-  .ARM.extab : { *(.ARM.extab* .gnu.linkonce.armextab.*) } > ROM
-  .ARM.exidx : { __exidx_start = .; *(.ARM.exidx* .gnu.linkonce.armexidx.*) __exidx_end = .; } > ROM
-  .preinit_array : { PROVIDE_HIDDEN(__preinit_array_start = .); KEEP(*(.preinit_array))
-                     PROVIDE_HIDDEN(__preinit_array_end = .); } > ROM
-  .init_array : { PROVIDE_HIDDEN(__init_array_start = .); KEEP(*(SORT(.init_array.*)))
-                  KEEP(*(.init_array)) PROVIDE_HIDDEN(__init_array_end = .); } > ROM
-  .fini_array : { PROVIDE_HIDDEN(__fini_array_start = .); KEEP(*(SORT(.fini_array.*)))
-                  KEEP(*(.fini_array)) PROVIDE_HIDDEN(__fini_array_end = .); } > ROM
-  .data : { *(.data*) . = ALIGN(8); } > RAM
-  .bss : { __bss_start__ = .; *(.bss*) *(COMMON) . = ALIGN(8); __bss_end__ = .; } > RAM
-  end = .; PROVIDE(_end = .); PROVIDE(__end__ = .);
-  __stack_top = ORIGIN(RAM) + LENGTH(RAM);
-  PROVIDE(__stack = __stack_top);
-}
-"""
-
-
-def _linker_script(text: str) -> Path:
-    import hashlib
-    from targets.toolchain import cache_dir
-    p = cache_dir() / f"m-profile-{hashlib.sha256(text.encode()).hexdigest()[:16]}.ld"
-    if not p.exists():
-        tmp = p.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, p)
-    return p
-
-
-def _run_semihosted(exe, arrays, n_in: int, timeout: float, repeat=0, number=1):
-    """Run a bare-metal image under qemu-system-arm (mps2-an386) with semihosting:
-    (outputs, times) or RuntimeError.  The files live in a temporary directory."""
-    import shutil
-    import signal
-    import subprocess
-    import tempfile
-    if shutil.which("qemu-system-arm") is None:
-        raise RuntimeError("'qemu-system-arm' not found; install it with: apt-get install "
-                           "qemu-system-arm")
-    with tempfile.TemporaryDirectory(prefix="cgen-m4-") as d:
-        paths = []
-        for k, a in enumerate(arrays):
-            path = Path(d) / f"a{k}.bin"
-            path.write_bytes(np.ascontiguousarray(a).tobytes())
-            paths.append(str(path))
-        argv = ["prog"] + (["--time", str(repeat), str(number)] if repeat else []) + paths
-        cmd = ["qemu-system-arm", "-M", "mps2-an386", "-nographic", "-monitor", "none",
-               "-semihosting-config", "enable=on,target=native," +
-               ",".join(f"arg={a}" for a in argv), "-kernel", str(exe)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=d, start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise RuntimeError(f"run_timeout: no answer within {timeout:g} s") from None
-        if proc.returncode != 0:
-            tail = (err or out).strip()[-500:]
-            raise RuntimeError(f"runtime_error: exit status {proc.returncode}"
-                               + (f": {tail}" if tail else ""))
-        outs = [np.frombuffer(Path(p).read_bytes(), dtype=a.dtype).reshape(a.shape).copy()
-                for p, a in zip(paths[n_in:], arrays[n_in:])]
-        times = [float(x) for x in out.split()] if repeat else []
-        return outs, times
+    return resolve(target)
 
 
 def default_name(model) -> str:
@@ -155,6 +48,18 @@ def default_name(model) -> str:
 
 def _label(model) -> str:
     return Path(model).name if isinstance(model, (str, Path)) else "an in-memory ONNX model"
+
+
+def _bare_metal_link(tgt):
+    """(link flags, start-up C) of a bare-metal image for the board tgt runs on."""
+    from targets.semihost import LINK_FLAGS, board_for
+    from targets.toolchain import cached_file
+    from ..codegen.cortex_m import linker_script, startup_source
+    if tgt.arch != "armv7e-m":
+        raise ModelError(f"no bare-metal harness for {tgt.name} ({tgt.arch})", "bad_input")
+    board = board_for(tgt)
+    script = cached_file(linker_script(board.rom, board.ram), ".ld")
+    return LINK_FLAGS + ("-T", str(script)), startup_source()
 
 
 @dataclass
@@ -209,6 +114,15 @@ class CompiledModel:
         ins, outs = src.inputs, src.outputs
         n = len(ins) + len(outs)
         from ..codegen.c import C_TYPES
+        # bare metal: the semihosting command line holds 254 characters, so the harness
+        # opens each parameter's file by its staged name and argv carries no file names
+        if self.target.bare_metal:
+            from targets.semihost import arg_file
+            path = lambda k: f'"{arg_file(k)}"'      # noqa: E731
+            n_args = 0
+        else:
+            path = lambda k: f"argv[a0 + {k}]"      # noqa: E731
+            n_args = n
         body = [
             "  int a0 = 1, repeat = 0, number = 1, r, i, rc;",
             "  void *ws;",
@@ -216,14 +130,15 @@ class CompiledModel:
             "    if (argc < 4) { fprintf(stderr, \"--time REPEAT NUMBER\\n\"); return 2; }",
             "    repeat = atoi(argv[2]); number = atoi(argv[3]); a0 = 4;",
             "  }",
-            f"  if (argc - a0 != {n}) {{ fprintf(stderr, \"expected {n} files\\n\"); return 2; }}",
+            f"  if (argc - a0 != {n_args}) {{ fprintf(stderr, \"expected {n_args} file names\\n\"); "
+            "return 2; }",
         ]
         args = []
         if not ins:     # a model of constants reads no file: keep gcc's unused-function quiet
             body.append("  (void)cg_read;")
         for k, (_, c, d, s) in enumerate(ins):
             nb = int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize
-            body.append(f"  void *p{k} = cg_read(argv[a0 + {k}], {nb}u);")
+            body.append(f"  void *p{k} = cg_read({path(k)}, {nb}u);")
             args.append(f"(const {C_TYPES[d]} *)p{k}")
         for k, (_, c, d, s) in enumerate(outs):
             nb = int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize
@@ -238,7 +153,7 @@ class CompiledModel:
         body.append("  if (rc != 0) { fprintf(stderr, \"model returned %d\\n\", rc); return 3; }")
         for k, (_, c, d, s) in enumerate(outs):
             nb = int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize
-            body.append(f"  cg_write(argv[a0 + {len(ins) + k}], q{k}, {nb}u);")
+            body.append(f"  cg_write({path(len(ins) + k)}, q{k}, {nb}u);")
         body += ["  for (r = 0; r < repeat; ++r) {", "    double t0 = cg_now();",
                  f"    for (i = 0; i < number; ++i) rc |= {call};",
                  "    printf(\"%.9e\\n\", (cg_now() - t0) / number);", "  }"]
@@ -267,11 +182,8 @@ class CompiledModel:
                 flags = SANITIZE_FLAGS
             extra = (self.harness_source(),)
             if tgt.bare_metal:
-                if tgt.arch != "armv7e-m":
-                    raise ModelError(f"no bare-metal harness for {tgt.name} ({tgt.arch})",
-                                     "bad_input")
-                flags = ("--specs=rdimon.specs", "-T", str(_linker_script(M_PROFILE_LD)))
-                extra += (M_PROFILE_STARTUP,)
+                flags, startup = _bare_metal_link(tgt)
+                extra += (startup,)
             self._exe[key] = compile_c(self.c_source, tgt, "executable", extra_flags=flags,
                                        name=self.name, extra_sources=extra)
         return self._exe[key]
@@ -281,18 +193,15 @@ class CompiledModel:
         return [np.ascontiguousarray(arrs[v.name]) for v in self.graph.inputs]
 
     def _run(self, feeds, repeat=0, number=1, timeout=600.0, sanitize=False, device=None):
-        from targets.runner import Result, runner_for
+        from targets.runner import runner_for
+        from targets.semihost import semihost_runner
         arrays = self.check_feeds(feeds)
         outs = [np.zeros(v.shape, v.dtype) for v in self.graph.outputs]
-        if self.target.bare_metal:
-            got, times = _run_semihosted(self.executable(sanitize), arrays + outs, len(arrays),
-                                         timeout, repeat, number)
-            res = Result({f"out{k}": a for k, a in enumerate(got)}, tuple(times), None, True)
-            return {v.name: got[k] for k, v in enumerate(self.graph.outputs)}, res
         params = [f"in{k}" for k in range(len(arrays))] + [f"out{k}" for k in range(len(outs))]
         # a device (targets.device.open_device: a board over SSH, QEMU, local) runs the
         # executable through the measuring agent; otherwise the target's own runner
-        runner = device.runner() if device is not None else runner_for(self.target)
+        runner = (device.runner() if device is not None else semihost_runner(self.target)
+                  if self.target.bare_metal else runner_for(self.target))
         res = runner.run(self.executable(sanitize), params, arrays + outs,
                                           params[len(arrays):], repeat=repeat, number=number,
                                           timeout=timeout)
@@ -509,4 +418,4 @@ def bench_model(model, target="host", feeds=None, name: str | None = None, input
 
 __all__ = ["CompiledModel", "compile_model", "run_model", "bench_model", "BenchResult",
            "load_npz", "random_feeds", "ort_session", "time_ort", "default_name",
-           "cortex_m4_target", "model_target"]
+           "model_target"]

@@ -1,0 +1,70 @@
+"""Bare-metal Cortex-M images under QEMU system emulation, with semihosting for I/O.
+
+The image (a harness linked with newlib's rdimon, see cgen/codegen/cortex_m.py) runs on
+a board QEMU models; semihosting gives it the host's files (QEMU's working directory),
+stdout, argv and its exit status.  The runner has the interface of targets/runner.py's
+Runner: a crash, a fault loop or a timeout comes back as an error value.
+
+Parameter files are not named on the command line: newlib's rdimon start-up fetches it
+into a 256-byte buffer and gives main argc 0 beyond that, which a few dozen parameters
+overflow.  The harness opens `arg0.bin`, `arg1.bin`, ... itself (`arg_file`), in the
+directory the runner stages them in, and argv carries only `--time REPEAT NUMBER`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .runner import Runner, arg_file
+
+__all__ = ["Board", "SemihostRunner", "semihost_runner", "board_for", "arg_file",
+           "LINK_FLAGS", "CMDLINE_MAX"]
+
+# newlib (libgloss/arm crt0) reads the semihosting command line into 256 bytes, NUL
+# included; a longer one leaves argc at 0 (measured: 254 characters pass, 255 do not)
+CMDLINE_MAX = 254
+# link against newlib's semihosting ("remote debug monitor") system calls
+LINK_FLAGS = ("--specs=rdimon.specs",)
+
+
+@dataclass(frozen=True)
+class Board:
+    """A board QEMU models: its -M name and memory, as (origin, bytes)."""
+    machine: str
+    rom: tuple
+    ram: tuple
+
+
+# Arm's MPS2 FPGA image AN386 (a Cortex-M4 with FPU): code at 0, 4 MiB SRAM at 0x20000000.
+MPS2_AN386 = Board("mps2-an386", (0x00000000, 4 << 20), (0x20000000, 4 << 20))
+
+# The board an image for each bare-metal architecture runs on.
+BOARDS = {"armv7e-m": MPS2_AN386}
+
+
+def board_for(target) -> Board:
+    try:
+        return BOARDS[target.arch]
+    except KeyError:
+        raise ValueError(f"no board to run bare-metal {target.arch} images of target "
+                         f"{target.name}; known: {', '.join(BOARDS)}") from None
+
+
+@dataclass(frozen=True)
+class SemihostRunner(Runner):
+    """Runs an image with `qemu-system-arm -M BOARD -kernel IMAGE` and semihosting on."""
+    board: Board = MPS2_AN386
+
+    def command(self, exe, paths, repeat: int, number: int) -> list:
+        argv = ["prog"] + (["--time", str(int(repeat)), str(int(number))] if repeat else [])
+        if len(" ".join(argv)) > CMDLINE_MAX:
+            raise ValueError(f"semihosting command line over {CMDLINE_MAX} characters: {argv}")
+        return [*self.prefix, "-M", self.board.machine, "-nographic", "-monitor", "none",
+                "-semihosting-config",
+                "enable=on,target=native," + ",".join(f"arg={a}" for a in argv),
+                "-kernel", str(exe)]
+
+
+def semihost_runner(target) -> SemihostRunner:
+    """The runner of a bare-metal target's images."""
+    return SemihostRunner("qemu-system-arm", ("qemu-system-arm",), "qemu-system-arm",
+                          emulated=True, board=board_for(target))
