@@ -1,0 +1,60 @@
+"""Which int8 kernels a target offers (the "algo" choices), workload checks, and the
+tensorize call of a packed algorithm's reduction."""
+from __future__ import annotations
+
+from ...tensorize import TensorizeError, dot_i8_intrin
+from .reference import QDTYPES, ROUNDINGS
+from .tile import u8s8_tile_intrin
+
+
+def _has(make, tgt) -> bool:
+    try:
+        make(tgt)
+    except TensorizeError:
+        return False
+    return True
+
+
+def target_algos(tgt) -> tuple:
+    out = ("direct", "packed")
+    if _has(dot_i8_intrin, tgt):
+        out += ("packed_dot",)
+    if _has(u8s8_tile_intrin, tgt):
+        out += ("packed_tile",)
+    return out
+
+
+def default_algo(tgt, K: int) -> str:
+    """The tile kernel, else the dot kernel, for a reduction of at least 16; else direct."""
+    algos = target_algos(tgt)
+    for algo in ("packed_tile", "packed_dot"):
+        if algo in algos and K >= 16:
+            return algo
+    return "direct"
+
+
+def can_thread(tgt) -> bool:
+    return bool(tgt.threads) and not tgt.bare_metal
+
+
+def config_dict(config) -> dict:
+    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
+
+
+def _check_qdtype(op, what, dtype):
+    if dtype not in QDTYPES:
+        raise TypeError(f"{op}: {what} must be int8 or uint8, got {dtype}")
+
+
+def check_common(op, rounding, dtypes):
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"{op}: rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    for what, dt in dtypes.items():
+        _check_qdtype(op, what, dt)
+
+
+def tensorize(s, stage, axis, algo, tgt, mr=None):
+    if algo == "packed_dot":
+            s[stage].tensorize(axis, dot_i8_intrin(tgt))
+    elif algo == "packed_tile":
+        s[stage].tensorize(axis, u8s8_tile_intrin(tgt, mr))
