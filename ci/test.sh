@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Set up (ci/setup.sh), then run the whole test suite, then the sanitizer pass.
-# Arguments are passed to the first pytest run only, e.g. ci/test.sh -m "not slow".
+# Set up (ci/setup.sh), then run the whole test suite, the sanitizer pass, and, when this
+# machine runs AVX2 code, the quick tier again with host forced to x86-avx2 (CGEN_HOST), plus
+# the slow template, model and bench-format tests: an AVX-512 machine then proves the AVX2
+# path too.  Arguments are passed to the first pytest run only, e.g. ci/test.sh -m "not slow"
+# (with arguments, the forced-AVX2 pass is the quick tier alone).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,30 +12,63 @@ cd "$ROOT"
 bash ci/setup.sh
 
 PY="$ROOT/.venv/bin/python"
-log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+PYTEST=("$PY" -m pytest -q -n 2 --timeout=900)
+# the slow tests of these files also run in the forced-AVX2 pass (the quick tier runs whole)
+AVX2_SLOW_FILES=(tests/test_*templates*.py tests/test_conv_direct.py tests/test_quant.py
+                 tests/test_models.py tests/test_model_cli.py tests/test_bench*.py)
 
-echo "== pytest: whole suite"
+names=()
+codes=()
+# run NAME LOG [env VAR=VALUE...] -- PYTEST-ARGS...: one pass, its exit status recorded;
+# "no tests collected" (5) counts as success.
+run() {
+    local name="$1" log="$logs/$2" envs=()
+    shift 2
+    while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+    shift
+    echo "== pytest: $name"
+    local rc=0
+    env "${envs[@]}" "${PYTEST[@]}" "$@" | tee "$log" || rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "(no tests collected; counted as success)" | tee -a "$log"
+        rc=0
+    fi
+    names+=("$name")
+    codes+=("$rc")
+}
+
+run "whole suite" main.log -- "$@" tests
+run "sanitize pass (ASan/UBSan)" sanitize.log -- -m sanitize --sanitize tests
+
+why="$(env -u CGEN_HOST "$PY" -c 'from targets.target import builtin_targets, cannot_run
+print(cannot_run(builtin_targets(host=False)["x86-avx2"]) or "")')"
+if [ -z "$why" ]; then
+    run "CGEN_HOST=x86-avx2 quick tier" avx2.log CGEN_HOST=x86-avx2 -- -m "not slow" tests
+    if [ "$#" -eq 0 ]; then   # the whole suite ran, so its slow tier does here too
+        run "CGEN_HOST=x86-avx2 slow template, model and bench tests" avx2_slow.log \
+            CGEN_HOST=x86-avx2 -- -m slow "${AVX2_SLOW_FILES[@]}"
+    fi
+else
+    echo "== pytest: CGEN_HOST=x86-avx2 passes skipped: this machine cannot run x86-avx2 code ($why)"
+fi
+
+# One line per pass; the log then ends on a pytest summary line: the first failing pass's,
+# or the whole suite's when every pass succeeded.
+echo "== summary"
 status=0
-"$PY" -m pytest -q -n 2 --timeout=900 "$@" tests | tee "$log" || status=$?
-
-echo "== pytest: sanitize pass (ASan/UBSan)"
-san=0
-"$PY" -m pytest -q -n 2 --timeout=900 -m sanitize --sanitize tests || san=$?
-if [ "$san" -eq 5 ]; then
-    echo "(no sanitize tests collected; counted as success)"
-    san=0
-fi
-
-# Repeat the main run's closing line so the log ends on the suite's result.
-echo "== whole suite (exit $status), sanitize pass (exit $san):"
-tail -n 1 "$log"
-
-if [ "$status" -ne 0 ]; then
-    echo "ci/test.sh: test suite failed (exit $status)" >&2
-    exit "$status"
-fi
-if [ "$san" -ne 0 ]; then
-    echo "ci/test.sh: sanitize pass failed (exit $san)" >&2
-    exit "$san"
-fi
+last="$logs/main.log"
+i=0
+for log in main.log sanitize.log avx2.log avx2_slow.log; do
+    [ -f "$logs/$log" ] || continue
+    echo "${names[$i]} (exit ${codes[$i]}): $(tail -n 1 "$logs/$log")"
+    if [ "${codes[$i]}" -ne 0 ] && [ "$status" -eq 0 ]; then
+        status="${codes[$i]}"
+        last="$logs/$log"
+        echo "ci/test.sh: ${names[$i]} failed (exit ${codes[$i]})" >&2
+    fi
+    i=$((i + 1))
+done
+tail -n 1 "$last"
+exit "$status"
