@@ -3,7 +3,7 @@
 `cases(target)` gives the bench cases the `ops` suite aggregates; each is a dict
 
     name      e.g. "conv3x3-64x56x56"
-    template  the template object (cgen.ops.conv2d), chosen by conv2d_template_for
+    template  the template object (cgen.ops.conv), chosen by conv2d_template_for
     workload  its workload: NCHW activations, weights pre-packed (weights="packed"),
               i.e. the convolution alone, as in a compiled model whose weights are
               constants, and like onnxruntime's NCHWc kernels, whose filters are
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cgen.ops.conv2d import conv2d_reference, conv2d_template_for, conv_flops, out_size
+from cgen.ops.conv import conv2d_reference, conv2d_template_for, conv_flops, out_size
 
 # (name, C, H, F, K, stride, pad): the ResNet-18 convolutions after the stem
 LAYERS = (

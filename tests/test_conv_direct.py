@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cgen.autotune.measure import matches
-from cgen.ops.conv2d_direct import direct_conv_templates
+from cgen.ops.conv.direct import direct_conv_templates
 from cgen.ops.registry import templates
 
 SHAPES = [  # N, C, H, W, F, KH, KW, stride, pad, dilation

@@ -1,4 +1,4 @@
-"""conv2d templates (cgen.ops.conv2d, cgen.ops.winograd): random configs of random small
+"""conv2d templates (cgen.ops.conv): random configs of random small
 workloads against a numpy reference convolution.
 
 Each host fuzz case (N_HOST per template per run, derandomised) draws, from a
@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 import cgen
-from cgen.ops import conv2d as C
-from cgen.ops import winograd as WG
+from cgen.ops import conv as C
+from cgen.ops.conv import winograd as WG
 from cgen.lower.lower import lower
 from targets import resolve
 from tests.util import assert_matches

@@ -336,7 +336,7 @@ def test_broadcast_growing_epilogue_is_split():
 def test_group_config_is_the_one_place_and_takes_tuned_overrides():
     cm, model, feeds = compiled("resnet_basic_block")
     k = next(k for k in cm.kernels if k.template == "conv2d_nchwc")
-    from cgen.ops.conv2d import Conv2dNCHWcTemplate
+    from cgen.ops.conv import Conv2dNCHWcTemplate
     tm = Conv2dNCHWcTemplate()
     space = tm.space(k.workload, cm.target)
     other = next(c.to_dict() for c in (space.get(i) for i in range(min(space.size, 64)))

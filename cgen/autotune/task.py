@@ -107,7 +107,7 @@ def parse_workload(spec: str, target) -> Task:
             N, C, H, W, O, KH, KW, stride, pad = v[:9]
             dil = v[9] if len(v) > 9 else 1
             groups = v[10] if len(v) > 10 else 1
-            from ..ops.conv2d import conv2d_template_for
+            from ..ops.conv.dispatch import conv2d_template_for
             tmpl, wl = conv2d_template_for(
                 {"op": "conv2d", "N": N, "C": C, "H": H, "W": W, "F": O, "KH": KH, "KW": KW,
                  "stride": [stride, stride], "pad": [pad] * 4, "dilation": [dil, dil],

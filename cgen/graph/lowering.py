@@ -692,7 +692,7 @@ def conv_template(n: Node, target, pads=None):
     - the GEMM family's tile rows are the largest divisor of the output channels with a
       register-tile kernel (7 or 11 channels would otherwise get one-row tiles)."""
     try:
-        from ..ops.conv2d import Conv2dGemmTemplate, conv2d_template_for
+        from ..ops.conv import Conv2dGemmTemplate, conv2d_template_for
     except ImportError:
         raise _NoTemplate("no conv2d templates") from None
     N, C, H, W = n.inputs[0].shape
@@ -768,7 +768,8 @@ def _gemm_mr(base: dict, target) -> int:
     """Rows of a GEMM conv's register tile: the family's default, or a larger divisor of
     the output channels per group that still has a register-tile kernel (7 or 11 output
     channels would otherwise get one-row tiles)."""
-    from ..ops.conv2d import VREGS, gemm_default_mr, tile_kernel_shape_ok
+    from ..ops.conv.tile import VREGS, tile_kernel_shape_ok
+    from ..ops.conv.gemm import gemm_default_mr
     from ..codegen.isa import isa_for
     mr = gemm_default_mr(base, target)
     isa = isa_for(target)
@@ -796,14 +797,14 @@ def _bias_node(conv: Node) -> Node:
 def _pack_conv_weights(tname: str, wl: dict, w: np.ndarray):
     w = np.ascontiguousarray(w, np.float32)
     if tname == "conv2d_nchwc":
-        from ..ops.conv2d import pack_weights_nchwc_np
+        from ..ops.conv.packing import pack_weights_nchwc_np
         return f"nchwc{wl['ic_bn']}x{wl['oc_bn']}", pack_weights_nchwc_np(w, wl["ic_bn"],
                                                                           wl["oc_bn"])
     if tname in ("conv2d_1x1", "conv2d_im2col"):
-        from ..ops.conv2d import pack_weights_gemm_np
+        from ..ops.conv.packing import pack_weights_gemm_np
         return f"gemm{wl['oc_bn']}", pack_weights_gemm_np(w, wl["groups"], wl["oc_bn"])
     if tname == "conv2d_winograd":
-        from ..ops.winograd import winograd_weights_np
+        from ..ops.conv.winograd import winograd_weights_np
         return (f"wino{wl['tile']}x{wl['oc_bn']}",
                 winograd_weights_np(w, wl["tile"], wl["oc_bn"], wl["groups"]))
     return None

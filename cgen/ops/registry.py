@@ -13,8 +13,8 @@ _SOURCES = (
     ("dense", "dense_templates"),
     ("elemwise", "misc_templates"),
     ("quant", "quant_templates"),
-    ("conv2d", "conv_templates"),
-    ("conv2d_direct", "direct_conv_templates"),
+    ("conv.dispatch", "conv_templates"),
+    ("conv.direct", "direct_conv_templates"),
 )
 
 

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import te
-from ..autotune.space import ConfigSpace, Knob
-from ..codegen.isa import isa_for
-from .conv2d import conv2d_reference
-from .nn import _conv_out, _pads, _pair
+from ... import te
+from ...autotune.space import ConfigSpace, Knob
+from ...codegen.isa import isa_for
+from ..nn import _conv_out, _pads, _pair
+from .workload import conv2d_reference
 from targets import resolve
 
 
@@ -126,7 +126,7 @@ class Conv2dNCHWTemplate(_DirectConv):
         return y, f, x
 
     def _compute(self, wl):
-        from .nn import conv2d_nchw
+        from ..nn import conv2d_nchw
         X = te.placeholder((wl["N"], wl["C"], wl["H"], wl["W"]), "float32", name="X")
         Wt = te.placeholder((wl["F"], wl["C"], wl["KH"], wl["KW"]), "float32", name="Wt")
         Y, P = conv2d_nchw(X, Wt, wl["stride"], wl["pad"], wl["dilation"], name="Y")

@@ -28,13 +28,15 @@ from fractions import Fraction as Fr
 
 import numpy as np
 
-from .. import te
-from ..autotune.space import ConfigSpace, Knob
-from ..codegen.isa import isa_for
-from .conv2d import (VREGS, _check, oc_block_pref, _threads_ok, _variants, block_choices, conv2d_reference,
-                     conv2d_workload, conv_flops, default_block, from_nchwc_np, out_size,
-                     tile_intrin, tile_kernel_shape_ok, to_nchwc_np)
+from ... import te
+from ...autotune.space import ConfigSpace, Knob
+from ...codegen.isa import isa_for
 from targets import resolve
+from .nchwc import oc_block_pref
+from .packing import from_nchwc_np, to_nchwc_np
+from .tile import VREGS, tile_intrin, tile_kernel_shape_ok
+from .workload import (_check, _threads_ok, _variants, block_choices, conv2d_reference, conv2d_workload,
+                       conv_flops, default_block, out_size)
 
 # B^T, G, A^T of F(2x2, 3x3) and F(4x4, 3x3) (interpolation points 0, +-1, +-2, inf)
 _MATS = {

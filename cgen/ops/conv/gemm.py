@@ -1,0 +1,198 @@
+"""conv2d_1x1 and conv2d_im2col: convolution as GEMM (see cgen.ops.conv)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import te
+from ...autotune.space import ConfigSpace, Knob
+from ...codegen.isa import isa_for
+from targets import resolve
+from .packing import pack_weights_gemm, pack_weights_gemm_np, unpack_weights_gemm_np
+from .tile import VREGS, masked_tiles_ok, tile_intrin, tile_kernel_shape_ok
+from .workload import _check, _threads_ok, _variants, conv2d_reference, conv2d_workload, conv_flops, out_size
+
+
+def gemm_default_mr(wl: dict, target) -> int:
+    """Rows of the GEMM register tile (output channels per weight panel) for a target."""
+    tgt = resolve(target)
+    isa = isa_for(tgt)
+    fg = wl["F"] // wl["groups"]
+    pref = 8 if isa is not None and VREGS.get(isa.name, 16) >= 32 else 4
+    for mr in (pref, 6, 4, 2, 1):
+        if fg % mr == 0 and mr <= pref:
+            return mr
+    return pref
+
+
+
+def conv2d_gemm_compute(wl: dict, mr: int):
+    """te tensors (inputs, col, Ap, Y): Y[n, g, f, p] = sum_k Ap[g, f//mr, k, f%mr] * col[n, g, k, p]
+    with p = oy*OW + ox and k = (ci*KH + kh)*KW + kw; Y is (N, G, F/G, OH*OW), NCHW memory."""
+    N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
+    (sh, sw), (dh, dw), (top, left, _, _) = wl["stride"], wl["dilation"], wl["pad"]
+    OH, OW = out_size(wl)
+    Cg, Fg, P, KK = C // G, F // G, OH * OW, (C // G) * KH * KW
+    X = te.placeholder((N, C, H, W), "float32", name="X")
+    if wl["weights"] == "packed":
+        Ap = te.placeholder((G, -(-Fg // mr), KK, mr), "float32", name="Ap")
+        ins = [X, Ap]
+    else:
+        Wt = te.placeholder((F, Cg, KH, KW), "float32", name="Wt")
+        Ap = pack_weights_gemm(Wt, G, mr)
+        ins = [X, Wt]
+
+    def colval(n, g, k, p):
+        ci, kh, kw = k // (KH * KW), (k // KW) % KH, k % KW
+        y = (p // OW) * sh + kh * dh - top
+        x = (p % OW) * sw + kw * dw - left
+        if not any(wl["pad"]):
+            return X[n, g * Cg + ci, y, x]
+        inside = te.all(y >= 0, y < H, x >= 0, x < W)
+        return te.if_then_else(inside, X[n, g * Cg + ci, y, x], 0.0)
+    col = te.compute((N, G, KK, P), colval, name="col")
+    k = te.reduce_axis((0, KK), name="k")
+    Y = te.compute((N, G, Fg, P), lambda n, g, f, p: te.sum(
+        Ap[g, f // mr, k, f % mr] * col[n, g, k, p], axis=k), name="Y")
+    return ins, col, Ap, Y
+
+
+class Conv2dGemmTemplate:
+    """conv2d as GEMM: Y[g] (F/G x P) = W[g] (F/G x Cg*KH*KW) @ col[g] (Cg*KH*KW x P).
+
+    The weights are MR-row panels (pre-packed, or packed at root from OIHW); the
+    image is unfolded (im2col) block by block into a KC x NC buffer computed at the
+    GEMM's depth-block loop, whose loops are split so no division is left in them;
+    the MR x NR register tile is a micro-kernel.  conv2d_1x1 is the same family
+    restricted to 1x1 kernels, where the buffer is a plain (strided) copy."""
+
+    def __init__(self, name: str = "conv2d_im2col", only_1x1: bool = False):
+        self.name = name
+        self.only_1x1 = only_1x1
+
+    def workload(self, N, C, H, W, F, KH, KW, stride=1, pad=0, dilation=1, groups=1,
+                 layout="NCHW", weights="OIHW", ic_bn=None, oc_bn=None, dtype="float32") -> dict:
+        if self.only_1x1 and (KH, KW) != (1, 1):
+            raise ValueError(f"{self.name}: the kernel must be 1x1, got {KH}x{KW}")
+        if layout != "NCHW":
+            raise ValueError(f"{self.name}: only the NCHW layout, got {layout}")
+        if weights == "packed" and oc_bn is None:
+            raise ValueError(f"{self.name}: packed weights need oc_bn (rows per weight panel; "
+                             "see gemm_default_mr)")
+        return conv2d_workload(self.name, N, C, H, W, F, KH, KW, stride, pad, dilation, groups,
+                               layout, weights, None, oc_bn, dtype)
+
+    def _nr_choices(self, tgt, mr: int) -> tuple:
+        isa = isa_for(tgt)
+        lanes = isa.lanes if isa is not None else 4
+        return tuple(nr for nr in (lanes, 2 * lanes, 3 * lanes, 4 * lanes)
+                     if tile_kernel_shape_ok(tgt, mr, nr)) or (lanes,)
+
+    def space(self, wl: dict, target) -> ConfigSpace:
+        _check(wl, self.name)
+        tgt = resolve(target)
+        fg = wl["F"] // wl["groups"]
+        OH, OW = out_size(wl)
+        P = OH * OW
+        cg, khw = wl["C"] // wl["groups"], wl["KH"] * wl["KW"]
+        mrs = (wl["oc_bn"],) if wl["oc_bn"] is not None else \
+            tuple(m for m in (1, 2, 3, 4, 6, 8, 12, 14) if m <= max(1, fg))
+        nrs = sorted({nr for m in mrs for nr in self._nr_choices(tgt, m)})
+        # depth blocks: whole input channels (so the unfolded rows split without division)
+        kc = tuple(sorted({c * khw for c in (8, 16, 32, 64, 128, 256) if c < cg} | {cg * khw}))
+        # pixel blocks: whole output rows
+        nc = tuple(sorted({min(P, r * OW) for r in (1, 2, 4, 8, 16, 32)} | {P}))
+        mc = tuple(m for m in (1, 2, 4, 8, 16, 32, 64) if m == 1 or (m // 2) * min(mrs) < fg)
+        micro = ("masked", "fixed", "off") if masked_tiles_ok(tgt) else ("fixed", "off")
+        knobs = [Knob("mr", mrs), Knob("nr", tuple(nrs)), Knob("mc", mc), Knob("kc", kc),
+                 Knob("nc", nc), Knob("order", ("ji", "ij")), Knob("micro", micro)]
+        if _threads_ok(tgt):
+            knobs.append(Knob("parallel", (False, True)))
+        return ConfigSpace(tuple(knobs))
+
+    def default(self, wl: dict, target):
+        tgt = resolve(target)
+        sp = self.space(wl, tgt)
+        OH, OW = out_size(wl)
+        mr = wl["oc_bn"] or gemm_default_mr(wl, tgt)
+        nrs = self._nr_choices(tgt, mr)
+        nr = max(nrs)
+        cg, khw = wl["C"] // wl["groups"], wl["KH"] * wl["KW"]
+        # the B block (kc x nc floats) about half of L2, the A block (mc*mr x kc) in L1/L2
+        kc = min(cg, 256 // khw if khw > 1 else 256) * khw
+        nc = OW * max(1, min(OH, (256 * 1024) // (4 * kc * OW)))
+        want = {"mr": mr, "nr": nr, "mc": 16, "kc": kc, "nc": nc, "order": "ji",
+                "micro": "masked" if masked_tiles_ok(tgt) else "fixed", "parallel": False}
+        return sp.nearest(want)
+
+    def quick_configs(self, wl: dict, target) -> list:
+        """A short list of promising configs around the default (for quick sweeps)."""
+        sp = self.space(wl, target)
+        d = self.default(wl, target)
+        knob = {k.name: k.choices for k in sp.knobs}
+        ch = [{"nr": nr} for nr in knob["nr"]] + [{"order": "ij"}, {"mc": 4}, {"mc": 64}]
+        ch += [{"kc": kc} for kc in knob["kc"][-3:]] + [{"nc": nc} for nc in knob["nc"][-3:]]
+        ch += [{"mr": 6, "nr": 64}, {"mr": 12, "nr": 32}, {"mr": 4, "nr": 64}]
+        return _variants(sp, d, ch)
+
+    def build(self, wl: dict, target, config):
+        _check(wl, self.name)
+        tgt = resolve(target)
+        c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        mr, nr = c["mr"], c["nr"]
+        _, OW = out_size(wl)
+        KH, KW = wl["KH"], wl["KW"]
+        ins, col, _, Y = conv2d_gemm_compute(wl, mr)
+        s = te.create_schedule(Y)
+        st = s[Y]
+        n, g, f, p = st.op.axis
+        (k,) = st.op.reduce_axis
+        pc, p1 = st.split(p, factor=c["nc"])
+        pr, pj = st.split(p1, factor=nr)
+        kc, kk = st.split(k, factor=c["kc"])
+        fc, f1 = st.split(f, factor=c["mc"] * mr)
+        fr, fi = st.split(f1, factor=mr)
+        if c["order"] == "ji":
+            st.reorder(n, g, pc, kc, fc, pr, fr, kk, fi, pj)
+        else:
+            st.reorder(n, g, pc, kc, fc, fr, pr, kk, fi, pj)
+        st.vectorize(pj)
+        fg = wl["F"] // wl["groups"]
+        # (a row or column loop of extent 1 is simplified away: no tile left to tensorize)
+        if (c["micro"] != "off" and min(mr, fg) > 1 and min(nr, c["nc"]) > 1
+                and tile_kernel_shape_ok(tgt, mr, nr)):
+            st.tensorize(kk, tile_intrin(tgt, mr, nr, masked=c["micro"] == "masked"))
+        # the unfolded block: k = (ci, kh, kw) and p = (oy, ox) split so its loops divide nothing
+        cst = s[col]
+        _, _, ck, cp = cst.op.axis
+        if KH * KW > 1:
+            _, ckr = cst.split(ck, factor=KH * KW)
+            if KW > 1 and KH > 1:
+                cst.split(ckr, factor=KW)
+        _, cx = cst.split(cp, factor=OW)
+        if wl["stride"][1] == 1:
+            cst.vectorize(cx)
+        cst.compute_at(st, kc)
+        if c.get("parallel") and _threads_ok(tgt):
+            st.parallel(pc)
+        return s, ins + [Y]
+
+    def inputs(self, wl: dict, rng) -> list:
+        N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
+        OH, OW = out_size(wl)
+        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+        w = rng.standard_normal((F, C // G, KH, KW), dtype=np.float32)
+        if wl["weights"] == "packed":
+            w = pack_weights_gemm_np(w, G, wl["oc_bn"])
+        return [x, w, np.zeros((N, G, F // G, OH * OW), np.float32)]
+
+    def reference(self, wl: dict, inputs) -> dict:
+        x, w = inputs[0], inputs[1]
+        N, C, F, KH, KW, G = (wl[k] for k in ("N", "C", "F", "KH", "KW", "groups"))
+        if wl["weights"] == "packed":
+            w = unpack_weights_gemm_np(w, F, C // G, KH, KW)
+        y = conv2d_reference(x, w, wl["stride"], wl["pad"], wl["dilation"], G)
+        return {"Y": y.reshape(N, G, F // G, -1)}
+
+    def flops(self, wl: dict) -> int:
+        return conv_flops(wl)
+

@@ -1,0 +1,73 @@
+"""Weight packings of the conv templates (te computes over OIHW weights, folded at
+compile time in a model) and their numpy twins, plus NCHW <-> NCHW[x]c for tests."""
+from __future__ import annotations
+
+import numpy as np
+
+from ... import te
+
+
+def pack_weights_nchwc(Wt, ic_bn: int, oc_bn: int, name: str = "Wp"):
+    """te: OIHW weights (F, C/groups, KH, KW) -> [F/oc_bn][Cg/ic_bn][KH*KW*ic_bn][oc_bn]
+    (row q = (kh*KW + kw)*ic_bn + ic)."""
+    f, cg, kh, kw = Wt.shape
+    if f % oc_bn or cg % ic_bn:
+        raise ValueError(f"pack_weights_nchwc: blocks ({ic_bn}, {oc_bn}) must divide ({cg}, {f})")
+    return te.compute((f // oc_bn, cg // ic_bn, kh * kw * ic_bn, oc_bn),
+                      lambda ob, ib, q, o: Wt[ob * oc_bn + o, ib * ic_bn + q % ic_bn,
+                                              q // (kw * ic_bn), (q // ic_bn) % kw],
+                      name=name)
+
+
+def pack_weights_nchwc_np(w: np.ndarray, ic_bn: int, oc_bn: int) -> np.ndarray:
+    f, cg, kh, kw = w.shape
+    p = w.reshape(f // oc_bn, oc_bn, cg // ic_bn, ic_bn, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+    return np.ascontiguousarray(p.reshape(f // oc_bn, cg // ic_bn, kh * kw * ic_bn, oc_bn))
+
+
+def unpack_weights_nchwc_np(wp: np.ndarray, kh: int, kw: int) -> np.ndarray:
+    ocb, icb, q, oc_bn = wp.shape
+    ic_bn = q // (kh * kw)
+    w = wp.reshape(ocb, icb, kh, kw, ic_bn, oc_bn).transpose(0, 5, 1, 4, 2, 3)
+    return np.ascontiguousarray(w.reshape(ocb * oc_bn, icb * ic_bn, kh, kw))
+
+
+def to_nchwc_np(x: np.ndarray, bn: int) -> np.ndarray:
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // bn, bn, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def from_nchwc_np(y: np.ndarray) -> np.ndarray:
+    n, cb, h, w, bn = y.shape
+    return np.ascontiguousarray(y.transpose(0, 1, 4, 2, 3).reshape(n, cb * bn, h, w))
+
+
+
+def pack_weights_gemm(Wt, groups: int, mr: int, name: str = "Ap"):
+    """te: OIHW weights (F, C/groups, KH, KW) -> [G][ceil(Fg/mr)][Cg*KH*KW][mr] panels,
+    zero rows past Fg (numpy twin: pack_weights_gemm_np)."""
+    f, cg, kh, kw = Wt.shape
+    fg = f // groups
+    kk = cg * kh * kw
+    return te.compute(
+        (groups, -(-fg // mr), kk, mr),
+        lambda g, ob, k, o: te.if_then_else(
+            ob * mr + o < fg,
+            Wt[te.minimum(g * fg + ob * mr + o, f - 1), k // (kh * kw), (k // kw) % kh, k % kw], 0.0),
+        name=name)
+
+
+def pack_weights_gemm_np(w: np.ndarray, groups: int, mr: int) -> np.ndarray:
+    f, cg, kh, kw = w.shape
+    fg = f // groups
+    nb = -(-fg // mr)
+    a = np.zeros((groups, nb * mr, cg * kh * kw), np.float32)
+    a[:, :fg] = w.reshape(groups, fg, cg * kh * kw)
+    return np.ascontiguousarray(a.reshape(groups, nb, mr, cg * kh * kw).transpose(0, 1, 3, 2))
+
+
+def unpack_weights_gemm_np(ap: np.ndarray, f: int, cg: int, kh: int, kw: int) -> np.ndarray:
+    g, nb, kk, mr = ap.shape
+    a = ap.transpose(0, 1, 3, 2).reshape(g, nb * mr, kk)[:, :f // g]
+    return np.ascontiguousarray(a.reshape(f, cg, kh, kw))
+
