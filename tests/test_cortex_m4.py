@@ -3,7 +3,10 @@ semihosting.  Models compile and run one after another from an empty cache, and 
 harness moves any number of inputs and outputs of any dtype."""
 from __future__ import annotations
 
+from pathlib import Path
 import shutil
+import subprocess
+import sys
 import tempfile
 
 import numpy as np
@@ -91,6 +94,10 @@ def test_cortex_m4_is_a_builtin_target():
     assert "-mcpu=cortex-m4" in t.cflags and "-mfloat-abi=hard" in t.cflags
     from targets.semihost import board_for
     assert board_for(t).machine == "mps2-an386"
+    out = subprocess.run([sys.executable, "-m", "cgen.cli", "targets"], capture_output=True,
+                         text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout
+    line = next(ln for ln in out.splitlines() if ln.split()[0] == TARGET)
+    assert "arm-none-eabi-gcc" in line and "qemu-system-arm" in line
 
 
 # ====================================================================== cold cache, in sequence
