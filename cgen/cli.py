@@ -185,7 +185,8 @@ def _compile_model(args) -> int:
     from cgen.graph.model import compile_model
     tuned = _tuned(args)
     cm = compile_model(_model_file(args.model), args.target, args.name, _model_shapes(args),
-                       budget_ram=args.budget_ram, budget_flash=args.budget_flash, tuned=tuned)
+                       budget_ram=args.budget_ram, budget_flash=args.budget_flash, tuned=tuned,
+                       strict=args.strict)
     paths = cm.write(args.output)
     print(f"{args.model} -> {args.output}/ for target {cm.target.name} in "
           f"{cm.compile_seconds:.2f} s: {' '.join(p.name for p in paths)}")
@@ -280,6 +281,9 @@ def _add_model_parsers(sub) -> None:
     c.add_argument("--budget-flash", type=int, metavar="BYTES",
                    help="fail when the weights need more than BYTES")
     c.add_argument("--report", action="store_true", help="also print the per-layer memory table")
+    c.add_argument("--strict", action="store_true",
+                   help="fail when a kernel falls back to plain loops because no template "
+                        "built it (always marked in the report)")
     c.set_defaults(fn=lambda a: _model_call("compile", _compile_model, a))
     r = sub.add_parser("run", help="compile, build and run a model on a target (QEMU for ARM)",
                        description="IN.npz holds one array per graph input (keyed by name); "

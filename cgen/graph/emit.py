@@ -78,6 +78,7 @@ class LayerRow:
     flops: int
     config: dict | None
     note: str
+    fallback: str = ""      # why a template did not build this kernel ("" when none)
 
     def to_json(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -93,9 +94,17 @@ class MemoryReport:
     io_bytes: int               # the caller's input and output buffers
     rows: tuple
 
+    @property
+    def fallbacks(self) -> tuple:
+        """The rows whose kernel is the plain loop nest because no template built it."""
+        return tuple(r for r in self.rows if r.fallback)
+
     def totals(self) -> str:
+        fb = len(self.fallbacks)
         return (f"workspace {self.workspace_bytes} bytes (RAM), weights {self.weight_bytes} "
-                f"bytes (flash), inputs+outputs {self.io_bytes} bytes")
+                f"bytes (flash), inputs+outputs {self.io_bytes} bytes"
+                + (f"; {fb} kernel{'s' * (fb != 1)} fell back to plain loops (see the report)"
+                   if fb else ""))
 
     def table(self) -> str:
         head = (f"{'#':>3}  {'kernel':<20} {'ops':<28} {'template':<18} {'output':<26} "
@@ -108,16 +117,19 @@ class MemoryReport:
                 off = r.storage
             lines.append(f"{r.index:>3}  {r.kernel[:20]:<20} {r.ops[:28]:<28} "
                          f"{r.template[:18]:<18} {out[:26]:<26} {r.bytes:>9} {off:>9} "
-                         f"{r.scratch_bytes:>8} {r.weight_bytes:>9}")
+                         f"{r.scratch_bytes:>8} {r.weight_bytes:>9}"
+                         + (f"  fallback: {r.fallback}" if r.fallback else ""))
         lines.append(f"plan: {self.algorithm}, {self.workspace_bytes} bytes (greedy by size "
-                     f"{self.greedy_by_size_bytes}, peak live activations {self.activation_bytes})")
+                     f"{self.greedy_by_size_bytes}, peak live activations {self.activation_bytes}"
+                     f"); fallbacks: {len(self.fallbacks)} of {len(self.rows)} kernels")
         return "\n".join(lines)
 
     def to_json(self) -> dict:
         return {"workspace_bytes": self.workspace_bytes, "weight_bytes": self.weight_bytes,
                 "activation_bytes": self.activation_bytes,
                 "greedy_by_size_bytes": self.greedy_by_size_bytes, "algorithm": self.algorithm,
-                "io_bytes": self.io_bytes, "layers": [r.to_json() for r in self.rows]}
+                "io_bytes": self.io_bytes, "fallbacks": len(self.fallbacks),
+                "layers": [r.to_json() for r in self.rows]}
 
 
 # ====================================================================== emitted model
@@ -210,22 +222,33 @@ def guard_helpers(src: str, macro: str) -> str:
             for m in [_HELPER.match(ln)] if m}
     if not defs:
         return src
+    end = {}                            # a definition's last line: one line, or up to "}"
+    for i in defs:
+        j = i
+        if lines[i].count("{") != lines[i].count("}") or "{" not in lines[i]:
+            while j + 1 < len(lines) and lines[j] != "}":
+                j += 1
+        end[i] = j
+    inside = {j for i, e in end.items() for j in range(i, e + 1)}
     uses = {name: set() for name in defs.values()}
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, uses)) + r")\b")
     for i, ln in enumerate(lines):
-        if i in defs:
+        if i in inside:
             continue
         for m in pattern.finditer(ln):
             uses[m.group(1)].add(region[i] or "both")
     out = []
-    for i, ln in enumerate(lines):
+    i = 0
+    while i < len(lines):
         where = uses.get(defs.get(i), {"both"})
+        span = lines[i:end.get(i, i) + 1]
         if i in defs and where == {"fast"}:
-            out += [opener, ln, "#endif"]
+            out += [opener, *span, "#endif"]
         elif i in defs and where == {"slow"}:
-            out += [f"#if !defined({macro})", ln, "#endif"]
+            out += [f"#if !defined({macro})", *span, "#endif"]
         else:
-            out.append(ln)
+            out += span
+        i += len(span)
     return "\n".join(out)
 
 
@@ -444,7 +467,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         rows.append(LayerRow(step, k.name, k.describe(), k.template, v, tuple(val.shape),
                              val.dtype, val.nbytes, storage, off, sb,
                              pl.offsets.get(f"s:{k.name}") if sb else None, wb, k.flops,
-                             k.config, k.note))
+                             k.config, k.note, k.fallback))
     io_bytes = sum(v.nbytes for v in graph.inputs) + sum(v.nbytes for v in graph.outputs)
     report = MemoryReport(total, weight_bytes, peak, gbs, pl.algorithm, io_bytes, tuple(rows))
 

@@ -33,7 +33,7 @@ class ModelError(ValueError):
 
     The message is always one line.  `kind` sorts refusals: "malformed",
     "unsupported_op", "unsupported_dtype", "unsupported_attr", "symbolic_dim",
-    "not_constant", "bad_input", "shape".
+    "not_constant", "bad_input", "shape", "budget", "fallback" (strict compilation).
     """
 
     def __init__(self, message: str, kind: str = "malformed"):

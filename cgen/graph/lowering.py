@@ -79,6 +79,8 @@ class GroupKernel:
     consts: dict = field(default_factory=dict)   # constants this kernel made (packed weights)
     flops: int = 0
     note: str = ""              # why the built-in computes were used
+    fallback: str = ""          # set when a template should have built this kernel and did
+                                # not: the reason (the report marks it, strict refuses it)
 
     @property
     def is_alias(self) -> bool:
@@ -627,7 +629,12 @@ class Route:
 
 
 class _NoTemplate(Exception):
-    """The template route does not apply to this group."""
+    """The group's op has no template: the built-in computes are its kernel."""
+
+
+class _NotCovered(_NoTemplate):
+    """The op has a template family, but it does not cover this group (batched matmul,
+    weights computed at run time ...): the built-in computes are a fallback, reported."""
 
 
 def _templates():
@@ -640,7 +647,7 @@ def _conv_route(group: Group, graph: Graph, target) -> Route:
     x, wv = n.inputs[0], n.inputs[1]
     w = graph.constants.get(wv.name)
     if w is None or (len(n.inputs) > 2 and n.inputs[2].name not in graph.constants):
-        raise _NoTemplate("weights computed at run time")
+        raise _NotCovered("weights computed at run time")
     N, C, H, W = x.shape
     F, Cg, KH, KW = w.shape
     G = n.attr("groups")
@@ -659,7 +666,7 @@ def _conv_route(group: Group, graph: Graph, target) -> Route:
     tm, wl = conv_template(n, target)
     packed = _pack_conv_weights(tm.name, wl, w)
     if packed is None:
-        raise _NoTemplate(f"no weight packing for template {tm.name}")
+        raise _NotCovered(f"no weight packing for template {tm.name}")
     suffix, arr = packed
     pname = f"{wv.name}__{suffix}"
     hint = None
@@ -694,7 +701,7 @@ def conv_template(n: Node, target, pads=None):
     try:
         from ..ops.conv import Conv2dGemmTemplate, conv2d_template_for
     except ImportError:
-        raise _NoTemplate("no conv2d templates") from None
+        raise _NotCovered("no conv2d templates") from None
     N, C, H, W = n.inputs[0].shape
     F, Cg, KH, KW = n.inputs[1].shape
     G = n.attr("groups")
@@ -814,8 +821,8 @@ def _tmpl_build(tm, wl, tgt, cfg, shapes=None):
     s, tensors = tm.build(wl, tgt, cfg)
     for k, shape in (shapes or {}).items():
         if tuple(tensors[k].shape) != tuple(shape):
-            raise _NoTemplate(f"{tm.name}: argument {k} has shape {tensors[k].shape}, "
-                              f"expected {shape}")
+            raise ValueError(f"{tm.name}: argument {k} has shape {tensors[k].shape}, "
+                             f"expected {shape}")
     return s, list(tensors)
 
 
@@ -824,10 +831,10 @@ def _pool_route(group: Group, graph: Graph, target) -> Route:
     x = n.inputs[0]
     tm = _templates().get(n.op)
     if tm is None:
-        raise _NoTemplate(f"no {n.op} template")
+        raise _NotCovered(f"no {n.op} template")
     N, C, H, W = x.shape
     if x.dtype != "float32":        # the pool templates are float32; te pools any dtype
-        raise _NoTemplate(f"{n.op} template takes float32, not {x.dtype}")
+        raise _NotCovered(f"{n.op} template takes float32, not {x.dtype}")
     extra = {"count_include_pad": bool(n.attr("count_include_pad"))} if n.op == "avg_pool2d" else {}
     wl = tm.workload(N, C, H, W, list(n.attr("kernel")), list(n.attr("strides")),
                      list(n.attr("pads")), list(n.attr("dilations")), bool(n.attr("ceil_mode")),
@@ -884,7 +891,7 @@ def _matmul_route(group: Group, graph: Graph, target) -> Route:
     bc = graph.constants.get(b.name)
     table = _templates()
     if bc is None or len(b.shape) != 2 or a.name in graph.constants or "dense" not in table:
-        raise _NoTemplate("not a dense layer")
+        raise _NotCovered("not a dense layer")
     K, N = b.shape
     M = int(np.prod(a.shape[:-1], dtype=np.int64))
     tm = table["dense"]
@@ -963,7 +970,9 @@ def _reduction_route(group: Group, graph: Graph, target) -> Route:
             tm = table["reduce"]
             wl = tm.workload(n.op.split("_")[1], list(x.shape), list(axes), keep)
         else:
-            raise _NoTemplate("no reduce template")
+            raise _NotCovered("no reduce template")
+    elif n.op in ("softmax", "log_softmax"):
+        raise _NotCovered(f"no {n.op} template")
     else:
         raise _NoTemplate(f"no {n.op} template")
     return Route(tm, wl, [Arg("value", x.name)], lambda tgt, cfg: _tmpl_build(tm, wl, tgt, cfg),
@@ -1250,7 +1259,7 @@ def _qlinear_route(group: Group, graph: Graph, target) -> Route:
     c = graph.constants
     ins = n.inputs
     if any(v.name not in c for v in ins[1:]):
-        raise _NoTemplate("quantisation parameters computed at run time")
+        raise _NotCovered("quantisation parameters computed at run time")
     if n.op == "qlinear_conv2d":
         x, xs, xz, w, ws, wz, ys, yz = ins[:8]
         tname = "qconv2d"
@@ -1259,7 +1268,7 @@ def _qlinear_route(group: Group, graph: Graph, target) -> Route:
         tname = "qdense"
     tm = table.get(tname)
     if tm is None:
-        raise _NoTemplate(f"no {tname} template")
+        raise _NotCovered(f"no {tname} template")
     wa = c[w.name]
     per_channel = c[ws.name].size > 1
     y = n.outputs[0]
@@ -1375,7 +1384,7 @@ def lower_group(fg: FusedGraph, group: Group, target, tuned=None, name: str | No
                            (group.outputs[0].name,))
     tgt, ptgt = kernel_target(target), portable_target(target)
     has_isa = lanes_of(tgt) > 1 or tgt.isa != "none"
-    note = ""
+    note = fallback = ""
     route = None
     if epilogue_is_pointwise(group):
         try:
@@ -1395,15 +1404,18 @@ def lower_group(fg: FusedGraph, group: Group, target, tuned=None, name: str | No
             return GroupKernel(group, name, route.template.name, route.workload, cfg, tuple(args),
                                tuple(v.name for v in group.outputs), func, portable, consts,
                                route.flops)
+        except _NotCovered as e:
+            note = fallback = f"no template: {e}"
         except _NoTemplate as e:
             note = str(e)
         except ModelError:
             raise
-        except Exception as e:  # noqa: BLE001 - a template that fails falls back to te
-            note = f"{route.template.name if route and route.template else 'template'} failed: " \
-                   f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        except Exception as e:  # noqa: BLE001 - a failing template falls back, reported
+            note = fallback = (
+                f"template error: {route.template.name if route and route.template else 'route'}"
+                f": {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     else:
-        note = "the epilogue broadcasts the anchor's output"
+        note = fallback = "no template: the epilogue broadcasts the anchor's output"
     route = _te_route(group, graph, tgt)
     func, args, consts = _realize(route, group, graph, None, tgt, tgt, name)
     portable = None
@@ -1414,7 +1426,7 @@ def lower_group(fg: FusedGraph, group: Group, target, tuned=None, name: str | No
             raise AssertionError(f"{name}: portable kernel takes other arguments")
     return GroupKernel(group, name, "te", None, None, tuple(args),
                        tuple(v.name for v in group.outputs), func, portable, consts,
-                       _te_flops(group), note)
+                       _te_flops(group), note, fallback)
 
 
 def _te_flops(group: Group) -> int:

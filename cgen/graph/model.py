@@ -269,12 +269,14 @@ class CompiledModel:
 
 def compile_model(model, target="host", name: str | None = None, input_shapes=None,
                   budget_ram: int | None = None, budget_flash: int | None = None, tuned=None,
-                  stack_limit: int = STACK_LIMIT) -> CompiledModel:
+                  stack_limit: int = STACK_LIMIT, strict: bool = False) -> CompiledModel:
     """ONNX model (path, bytes or ModelProto) -> CompiledModel for the target.
 
     input_shapes: name -> shape for inputs with symbolic dimensions.  budget_ram /
     budget_flash: refuse (ModelError) when the workspace / the weights exceed them.
-    tuned: per-group config overrides (see cgen.graph.lowering.group_config)."""
+    tuned: per-group config overrides (see cgen.graph.lowering.group_config).
+    strict: refuse (ModelError "fallback") when a kernel that a template should build
+    falls back to plain loops; without it such kernels are marked in the report."""
     from . import prepare
     t0 = time.perf_counter()
     tgt = kernel_target(model_target(target))
@@ -283,6 +285,11 @@ def compile_model(model, target="host", name: str | None = None, input_shapes=No
     kernels = lower_graph(fg, tgt, tuned)
     src = emit_model(fg.graph, kernels, tgt, name, _label(model), stack_limit)
     rep = src.report
+    if strict and rep.fallbacks:
+        first = rep.fallbacks[0]
+        raise ModelError(f"{len(rep.fallbacks)} kernel(s) fell back to plain loops for target "
+                         f"{tgt.name} (strict), first {first.kernel}: {first.fallback}",
+                         "fallback")
     if budget_ram is not None and rep.workspace_bytes > budget_ram:
         raise ModelError(f"the workspace needs {rep.workspace_bytes} bytes, over the RAM budget "
                          f"of {budget_ram} bytes", "budget")
