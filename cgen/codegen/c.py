@@ -349,6 +349,11 @@ class CEmitter:
         return "\n".join(lines) + "\n" + body
 
 
+def print_c(node: c_ast.Node) -> str:
+    """The one printer, for C ASTs built outside CEmitter (cgen.tensorize.microkernel)."""
+    return c_generator.CGenerator().visit(node)
+
+
 def emit_unit(parts, preamble=(), guard_fallbacks=True) -> str:
     """One C file holding several kernels of a model.
 
@@ -376,9 +381,11 @@ def emit_unit(parts, preamble=(), guard_fallbacks=True) -> str:
                 if plain is None:
                     raise ValueError(f"kernel {func.name} uses {isa.name} intrinsics but has no "
                                      "portable version to fall back on")
-                slow = CEmitter(plain, None, (), openmp, workspace=True, stack_limit=stack_limit,
-                                static=True)
+                slow = CEmitter(plain, None, plain.kernels, openmp, workspace=True,
+                                stack_limit=stack_limit, static=True)
                 slow_src = gen.visit(slow.function())
+                for k in slow.kernels:  # plain-C register tiles: no guard
+                    kernels.setdefault(k.name, (None, k.source))
                 helpers.update(slow.helpers)
                 need = max(need, slow.scratch_bytes)
                 bodies.append("\n".join([f"#if defined({isa.guard_macro})", fast_src, "#else",
@@ -386,6 +393,9 @@ def emit_unit(parts, preamble=(), guard_fallbacks=True) -> str:
             else:
                 bodies.append(fast_src)
         else:
+            # plain-C micro-kernels (targets without SIMD) compile everywhere: no guard
+            for k in fast.kernels:
+                kernels.setdefault(k.name, (None, k.source))
             bodies.append(fast_src)
         scratch.append(need)
     lines = ["#include <stdint.h>", "#include <math.h>"]
@@ -393,7 +403,7 @@ def emit_unit(parts, preamble=(), guard_fallbacks=True) -> str:
         lines += [f"#if defined({macro})", f"#include <{header}>", "#endif"]
     lines += list(preamble) + [""] + list(helpers.values()) + [""]
     for name, (macro, src) in kernels.items():
-        lines += [f"#if defined({macro})", src, "#endif", ""]
+        lines += [f"#if defined({macro})", src, "#endif", ""] if macro else [src, ""]
     return "\n".join(lines) + "\n" + "\n".join(bodies), scratch
 
 

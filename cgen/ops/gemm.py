@@ -17,17 +17,19 @@ Two builders:
   buffer padded to whole micro-tiles, computed at the epilogue stage's
   column-block loop, and the epilogue stage writes the output block from it.
 
-On x86 the micro-kernel is generated here with its own knobs (rows MR, k
-unrolling, prefetch distance); elsewhere it is the shipped kernel of
-cgen.tensorize.
+Where the ISA row offers them (x86), the micro-kernel is generated with this
+template's knobs (rows MR, k unrolling, prefetch distance) by
+cgen.tensorize.microkernel; elsewhere it is the shipped kernel of cgen.tensorize.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from .. import te
+from ..codegen.isa import kernel_isa
 from ..tensorize import gemm_intrin, gemm_shape
 from ..tensorize.intrin import KernelSource, TensorizeError, from_compute
+from ..tensorize.microkernel import blis_kernel
 from targets import resolve
 
 
@@ -53,27 +55,20 @@ class GemmConfig:
 
 
 # ----------------------------------------------------------------------------- micro-kernels
-X86_KERNELS = {
-    # isa -> (lanes, vector type, load, store, set1, fma, setzero, add, NR, GEMM MR choices)
-    "avx512": (16, "__m512", "_mm512_loadu_ps", "_mm512_storeu_ps", "_mm512_set1_ps",
-               "_mm512_fmadd_ps", "_mm512_setzero_ps", "_mm512_add_ps", 32, (4, 6, 8, 12)),
-    "avx2": (8, "__m256", "_mm256_loadu_ps", "_mm256_storeu_ps", "_mm256_set1_ps",
-             "_mm256_fmadd_ps", "_mm256_setzero_ps", "_mm256_add_ps", 16, (4, 6)),
-}
-MAX_ROWS = {"avx512": 12, "avx2": 6}
-C_PREFETCH_STEPS = 16
+def _row(target):
+    return kernel_isa(resolve(target))
 
 
 def generated_kernels(target) -> bool:
-    """Whether micro-kernels are generated here for the target (x86 AVX2 / AVX-512)."""
-    tgt = resolve(target)
-    return tgt.arch == "x86_64" and tgt.isa in X86_KERNELS
+    """Whether the target's ISA row offers GEMM tiles generated with this template's knobs
+    (rows MR, k unrolling, prefetch distance); else only its shipped tile."""
+    isa = _row(target)
+    return isa is not None and bool(isa.gemm_rows)
 
 
 def kernel_rows(target) -> tuple:
     """The MR choices of the target's GEMM micro-kernels (0 stands for the shipped kernel)."""
-    tgt = resolve(target)
-    return X86_KERNELS[tgt.isa][-1] if generated_kernels(tgt) else (0,)
+    return _row(target).gemm_rows if generated_kernels(target) else (0,)
 
 
 def kernel_shape(target, MR: int = 0) -> tuple:
@@ -81,92 +76,17 @@ def kernel_shape(target, MR: int = 0) -> tuple:
     tgt = resolve(target)
     if MR == 0:
         return gemm_shape(tgt)
-    if not generated_kernels(tgt) or not 1 <= MR <= MAX_ROWS[tgt.isa]:
+    isa = _row(tgt)
+    if not generated_kernels(tgt) or not 1 <= MR <= isa.gemm_max_rows:
         raise TensorizeError(f"no {MR}-row GEMM micro-kernel for target {tgt.name}")
-    return MR, X86_KERNELS[tgt.isa][-2]
-
-
-def _x86_source(name: str, isa: str, MR: int, U: int, pf: int, a_unit: bool) -> str:
-    """C += A @ B on an MR x NR register tile.
-
-    Accumulators start at zero and C is added once at the end (its rows are
-    prefetched C_PREFETCH_STEPS k steps before the end, so the loads do not
-    stall); the k loop is unrolled U times (with U independent accumulator sets
-    when one set is too few to hide the FMA latency), and B is prefetched pf k
-    steps ahead."""
-    W, vt, load, store, set1, fma, zero, add, NR, _ = X86_KERNELS[isa]
-    nv = NR // W
-    sets = U if MR * nv < 8 else 1
-    # one row: the kernel has no i loop, so no row strides (C[j] += sum_k A[k] * B[k, j])
-    a_si = "" if a_unit or MR == 1 else "int64_t a_si, "
-    c_si = "" if MR == 1 else ", int64_t c_si"
-    L = [f"static inline void {name}(int64_t K, const float *restrict A, {a_si}int64_t a_sk, "
-         f"const float *restrict B, int64_t b_sk, float *restrict C{c_si}) {{",
-         "  int64_t k = 0;"]
-    def crow(r):
-        return f"{r} * c_si" if r else "0"
-    for q in range(sets):
-        for r in range(MR):
-            for v in range(nv):
-                L.append(f"  {vt} c{q}_{r}_{v} = {zero}();")
-    c_prefetch = [f"  _mm_prefetch((const char *)(C + {crow(r)} + {line // 4}), _MM_HINT_T0);"
-                  for r in range(MR) for line in range(0, NR * 4, 64)]
-
-    def a_at(u, r):
-        row = (f"{r}" if a_unit else f"{r} * a_si") if r else "0"
-        return f"A[{u} * a_sk + {row}]"
-
-    def step(u, q, pf):
-        out = []
-        for v in range(nv):
-            out.append(f"    {vt} b{u}_{v} = {load}(B + {u} * b_sk + {v * W});")
-        if pf:
-            for line in range(0, NR * 4, 64):
-                out.append(f"    _mm_prefetch((const char *)(B + ({u} + {pf}) * b_sk + {line // 4}), "
-                           "_MM_HINT_T0);")
-        for r in range(MR):
-            out.append(f"    {{ {vt} a = {set1}({a_at(u, r)});")
-            for v in range(nv):
-                out.append(f"      c{q}_{r}_{v} = {fma}(a, b{u}_{v}, c{q}_{r}_{v});")
-            out.append("    }")
-        return out
-    # with prefetching, the last pf steps run without it: no address past B's end is formed
-    # phases: the bulk (B prefetched pf steps ahead), then the C tile is prefetched
-    # C_PREFETCH_STEPS steps before the end (early enough to arrive, late enough not to be
-    # evicted by the streaming panels), then the last steps; no prefetch address past B's
-    # end is ever formed
-    def loop(width, margin, dist):
-        L.append(f"  for (; k + {width + margin} <= K; k += {width}) {{")
-        for u in range(width):
-            L.extend(step(u, u % sets, dist))
-        L.append(f"    A += {width} * a_sk;")
-        L.append(f"    B += {width} * b_sk;")
-        L.append("  }")
-    loop(U, max(pf, C_PREFETCH_STEPS), pf)
-    L.extend(c_prefetch)
-    if U > 1:
-        loop(U, 0, 0)
-    L.append("  for (; k < K; ++k) {")
-    L += step(0, 0, 0)
-    L.append("    A += a_sk;")
-    L.append("    B += b_sk;")
-    L.append("  }")
-    for r in range(MR):
-        for v in range(nv):
-            total = f"c0_{r}_{v}"
-            for q in range(1, sets):
-                total = f"{add}({total}, c{q}_{r}_{v})"
-            p = f"C + {crow(r)} + {v * W}"
-            L.append(f"  {store}({p}, {add}({load}({p}), {total}));")
-    L.append("}")
-    return "\n".join(L)
+    return MR, isa.gemm_tile[1]
 
 
 def micro_kernel(target, MR: int = 0, unroll: int = 1, prefetch: int = 0, a_unit: bool = True):
     """The TensorIntrin of an MR x NR GEMM tile: C[i, j] += sum_k A[i, k] * B[k, j].
 
     MR = 0 is the target's shipped kernel (cgen.tensorize.gemm_intrin); a
-    positive MR is generated here (x86 AVX2 / AVX-512); with a_unit, A must
+    positive MR is a `blis_kernel` of the ISA row (x86 AVX2 / AVX-512); with a_unit, A must
     be contiguous along i (packed), else rows of A are a_si apart."""
     tgt = resolve(target)
     if MR == 0:
@@ -179,7 +99,7 @@ def micro_kernel(target, MR: int = 0, unroll: int = 1, prefetch: int = 0, a_unit
     name = f"cg_gemm_{MR}x{NR}_u{unroll}_p{prefetch}{'' if a_unit else '_s'}_{tgt.isa}"
     B = te.placeholder((1, NR), "float32", name="B")
     k = te.reduce_axis((0, 1), name="k")
-    src = _x86_source(name, tgt.isa, MR, unroll, prefetch, a_unit)
+    src = blis_kernel(name, _row(tgt), MR, NR, unroll, prefetch, a_unit)
     if MR == 1:  # a unit-extent i loop is simplified away: the definition has no i
         A = te.placeholder((1,), "float32", name="A")
         C = te.compute((NR,), lambda j: te.sum(A[k] * B[k, j], axis=k), name="C")
@@ -412,9 +332,10 @@ def packed_matmul(spec: MatmulSpec, target="host", cfg: GemmConfig = GemmConfig(
         Npb = Np * NR
     k = te.reduce_axis((0, K), name="k")
 
-    # a matrix smaller than one micro-tile (or K = 1) never fills a tile: no kernel call (the
-    # tile loops of extent 1 are simplified away, so the nest could not be matched either)
-    use_kernel = M >= MR and N >= NR and K >= 2
+    # in place ("direct"), a matrix smaller than one micro-tile (or K = 1) never fills a tile:
+    # no kernel call (the tile loops of extent 1 are simplified away, so the nest could not be
+    # matched either); "goto" accumulates into whole (zero padded) micro-tiles
+    use_kernel = (not direct or (M >= MR and N >= NR)) and K >= 2
 
     def acc(*x):
         b_idx, i, j = x[:-2], x[-2], x[-1]
@@ -423,8 +344,9 @@ def packed_matmul(spec: MatmulSpec, target="host", cfg: GemmConfig = GemmConfig(
             a = A[ab + ((k, i) if spec.trans_a else (i, k))]
         else:
             a = Ap[ab + (i // MR, k, i % MR)]
-        if Bp is None:
-            b = B[j // spec.b_block, k, j % spec.b_block]
+        if Bp is None:  # index by j's NR-column tile: linear in the tile's columns
+            jt, per = j // NR, spec.b_block // NR
+            b = B[jt // per, k, jt % per * NR + j % NR]
         else:
             b = Bp[_batch_index(spec.b_batch, batch, b_idx) + (j // NR, k, j % NR)]
         return te.sum(a * b, axis=k)
@@ -466,7 +388,8 @@ def packed_matmul(spec: MatmulSpec, target="host", cfg: GemmConfig = GemmConfig(
     in_o, in_i = s[C].split(inn, MR)
     s[C].reorder(*bax, jc, ic, in_o, in_i, jn_o, jn_i)
     s[C].vectorize(jn_i)
-    s[Cacc].compute_at(s[C], jc)
+    if M >= MR and N >= NR:  # else the block's region would be a partial tile: whole Cacc
+        s[Cacc].compute_at(s[C], jc)
     cax = s[Cacc].op.axis
     ci, cj = cax[-2], cax[-1]
     (ck,) = s[Cacc].op.reduce_axis

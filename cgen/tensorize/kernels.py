@@ -1,114 +1,48 @@
-"""The shipped micro-kernels: register-blocked GEMM (outer-product FMA) per
-vector ISA, and an int8 dot product with int32 accumulation.
+"""The shipped micro-kernels: a register-blocked GEMM (outer-product FMA) per ISA
+row, and an int8 dot product with int32 accumulation.
 
-Each kernel is plain C99 with intrinsics, written out statement by statement
-by the small generators below (fixed statement shapes, no expression
-splicing).  `gemm_intrin(target)` / `dot_i8_intrin(target)` give the
-intrinsic for a target, declared by its compute definition.
+The GEMM kernel's C comes from the one generator (cgen.tensorize.microkernel) and
+its shape from the ISA row (`gemm_tile`).  `gemm_intrin(target)` /
+`dot_i8_intrin(target)` give the intrinsic for a target, declared by its compute
+definition.
 """
 from __future__ import annotations
 
 from .. import te
+from ..codegen.isa import kernel_isa
 from .intrin import KernelSource, TensorIntrin, from_compute, TensorizeError
-
-GEMM_SIG = ("(int64_t K, const float *restrict A, {a_si}int64_t a_sk, "
-            "const float *restrict B, int64_t b_sk, float *restrict C, int64_t c_si)")
+from .microkernel import tile_kernel
 
 
-def _gemm_x86(name, W, vt, load, store, set1, fma, MR, NR):
-    nv = NR // W
-    L = [f"static inline void {name}" + GEMM_SIG.format(a_si="int64_t a_si, ") + " {"]
-    L.append("  int64_t k;")
-    for r in range(MR):
-        L.append(f"  const float *a{r} = A + {r} * a_si;")
-    for r in range(MR):
-        for v in range(nv):
-            L.append(f"  {vt} c{r}_{v} = {load}(C + {r} * c_si + {v * W});")
-    L.append("  for (k = 0; k < K; ++k) {")
-    for v in range(nv):
-        L.append(f"    {vt} b{v} = {load}(B + {v * W});")
-    for r in range(MR):
-        L.append(f"    {vt} a = {set1}(a{r}[0]);" if r == 0 else f"    a = {set1}(a{r}[0]);")
-        for v in range(nv):
-            L.append(f"    c{r}_{v} = {fma}(a, b{v}, c{r}_{v});")
-    for r in range(MR):
-        L.append(f"    a{r} += a_sk;")
-    L.append("    B += b_sk;")
-    L.append("  }")
-    for r in range(MR):
-        for v in range(nv):
-            L.append(f"  {store}(C + {r} * c_si + {v * W}, c{r}_{v});")
-    L.append("}")
-    return "\n".join(L)
-
-
-def _gemm_neon(name, MR, NR, a_loads, fma):
-    """The NEON kernel shape: A packed with unit stride along i (its MR values loaded as
-    vectors, rows taken by lane, no scalar loads), NR/4 vectors of B, an MR x NR/4 tile
-    of accumulators.  a_loads: the statements loading A; fma(r, v): one row-by-lane update."""
-    nv = NR // 4
-    L = [f"static inline void {name}" + GEMM_SIG.format(a_si="") + " {", "  int64_t k;"]
-    L += [f"  float32x4_t c{r}_{v} = vld1q_f32(C + {r} * c_si + {v * 4});"
-          for r in range(MR) for v in range(nv)]
-    L.append("  for (k = 0; k < K; ++k) {")
-    L += [f"    {x}" for x in a_loads]
-    L += [f"    float32x4_t b{v} = vld1q_f32(B + {v * 4});" for v in range(nv)]
-    L += [f"    c{r}_{v} = {fma(r, v)};" for r in range(MR) for v in range(nv)]
-    L += ["    A += a_sk;", "    B += b_sk;", "  }"]
-    L += [f"  vst1q_f32(C + {r} * c_si + {v * 4}, c{r}_{v});" for r in range(MR) for v in range(nv)]
-    L.append("}")
-    return "\n".join(L)
-
-
-def _gemm_neon_a64(name, MR, NR):
-    """aarch64: fused multiply-add by a lane of a q register (fmla v.4s, v.4s, v.s[x])."""
-    return _gemm_neon(name, MR, NR,
-                      [f"float32x4_t a{q} = vld1q_f32(A + {q * 4});" for q in range(MR // 4)],
-                      lambda r, v: f"vfmaq_laneq_f32(c{r}_{v}, b{v}, a{r // 4}, {r % 4})")
-
-
-def _gemm_neon_a32(name, MR, NR):
-    """armv7 (MR = 4): multiply-accumulate by a lane of a d register (vmla.f32 q, q, d[x])."""
-    return _gemm_neon(name, MR, NR,
-                      ["float32x4_t a = vld1q_f32(A);", "float32x2_t alo = vget_low_f32(a);",
-                       "float32x2_t ahi = vget_high_f32(a);"],
-                      lambda r, v: f"vmlaq_lane_f32(c{r}_{v}, b{v}, {'alo' if r < 2 else 'ahi'}, {r % 2})")
-
-
-# (isa, arch) -> (MR, NR, unit strides, source maker)
-_GEMM = {
-    ("avx512", "x86_64"): (6, 32, False, lambda n: _gemm_x86(
-        n, 16, "__m512", "_mm512_loadu_ps", "_mm512_storeu_ps", "_mm512_set1_ps", "_mm512_fmadd_ps", 6, 32)),
-    ("avx2", "x86_64"): (6, 16, False, lambda n: _gemm_x86(
-        n, 8, "__m256", "_mm256_loadu_ps", "_mm256_storeu_ps", "_mm256_set1_ps", "_mm256_fmadd_ps", 6, 16)),
-    ("neon", "aarch64"): (8, 8, True, lambda n: _gemm_neon_a64(n, 8, 8)),
-    ("neon", "armv7"): (4, 8, True, lambda n: _gemm_neon_a32(n, 4, 8)),
-}
+def _gemm_row(target):
+    isa = kernel_isa(target)
+    if isa is None or not isa.gemm_tile:
+        raise TensorizeError(f"no GEMM micro-kernel for target {target.name} (isa {target.isa})")
+    return isa
 
 
 def gemm_shape(target) -> tuple:
     """(MR, NR) of the target's GEMM micro-kernel."""
-    key = (target.isa, target.arch)
-    if key not in _GEMM:
-        raise TensorizeError(f"no GEMM micro-kernel for target {target.name} (isa {target.isa})")
-    return _GEMM[key][:2]
+    return _gemm_row(target).gemm_tile[:2]
 
 
 def gemm_intrin(target) -> TensorIntrin:
-    """C[i, j] += sum_k A[i, k] * B[k, j] on an MR x NR register tile.
+    """C[i, j] += sum_k A[i, k] * B[k, j] on an MR x NR register tile (the ISA row's
+    shipped tile; targets without SIMD get the plain-C register tile).
 
-    B and C must be contiguous along j; on NEON A must be packed (contiguous along i)."""
-    key = (target.isa, target.arch)
-    if key not in _GEMM:
-        raise TensorizeError(f"no GEMM micro-kernel for target {target.name} (isa {target.isa})")
-    MR, NR, a_unit, make = _GEMM[key]
-    name = f"cg_gemm_{MR}x{NR}_{target.isa}_{target.arch}"
+    B and C must be contiguous along j; where the tile reads A by lane (NEON) A must be
+    packed (contiguous along i)."""
+    isa = _gemm_row(target)
+    MR, NR, a_read = isa.gemm_tile
+    name = (f"cg_gemm_{MR}x{NR}_scalar" if isa.scalar
+            else f"cg_gemm_{MR}x{NR}_{target.isa}_{target.arch}")
     A = te.placeholder((MR, 1), "float32", name="A")
     B = te.placeholder((1, NR), "float32", name="B")
     k = te.reduce_axis((0, 1), name="k")
     C = te.compute((MR, NR), lambda i, j: te.sum(A[i, k] * B[k, j], axis=k), name="C")
-    unit = {("b", "j"), ("c", "j")} | ({("a", "i")} if a_unit else set())
-    return from_compute(name, C, {"i": MR, "j": NR}, unit, KernelSource(name, make(name)))
+    unit = {("b", "j"), ("c", "j")} | ({("a", "i")} if a_read == "lanes" else set())
+    return from_compute(name, C, {"i": MR, "j": NR}, unit,
+                        KernelSource(name, tile_kernel(name, isa, MR, NR, a_read=a_read)))
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,372 @@
+"""Every float32 GEMM micro-kernel, generated from one ISA row (cgen.codegen.isa).
+
+A kernel computes C[i][j] += sum_k A[i, k] * B[k, j] on an MR x NR register tile,
+B and C contiguous along j.  Its C is a pycparser AST printed by the project's one
+printer (`cgen.codegen.c.print_c`); the ISA row supplies every type and operation,
+so nothing here branches on an ISA, and the SCALAR row (operations as plain C)
+gives the register-tiled kernel of targets without SIMD: MR x NR accumulators in
+local scalars, fully unrolled.
+
+Two loop shapes:
+
+* `tile_kernel` ("c" accumulation): the accumulators start from C and are stored
+  back after one k loop; no register beyond the tile, B and one A value.  A is read
+  as rows broadcast one value at a time (any row stride, a_si) or, packed (rows
+  contiguous), as vectors multiplied by lane (NEON's fmla by element: no scalar
+  loads).  Options: B prefetched `prefetch` k steps ahead; the last vector of each
+  row under a lane mask (column tails on ISAs with masks).  The shipped GEMM
+  kernels and the conv tiles.  `tile_dispatch` wraps variants of it so one call
+  takes any row count <= MR and (with masks) any column count <= NR.
+* `blis_kernel` ("zero" accumulation): the accumulators start at zero and C is
+  added once at the end, its rows prefetched C_PREFETCH_STEPS k steps before the
+  end (early enough to arrive, late enough not to be evicted by the streaming
+  panels); k unrolled `unroll` times, with that many independent accumulator sets
+  when one set is too few to hide the FMA latency; B prefetched `prefetch` steps
+  ahead in the bulk loop only, so no address past B's end is formed.  The GEMM
+  template's kernels (knobs MR, unroll, prefetch).
+"""
+from __future__ import annotations
+
+from pycparser import c_ast
+
+from ..codegen.c import print_c
+
+C_PREFETCH_STEPS = 16
+CACHE_LINE = 64           # bytes per prefetched line
+FMA_LATENCY_SETS = 8      # fewer accumulators than this cannot hide the FMA latency
+
+
+# ----------------------------------------------------------------------------- C AST builders
+class X:
+    """A C expression under construction: operators build pycparser nodes."""
+    __slots__ = ("n",)
+
+    def __init__(self, n):
+        self.n = node(n)
+
+    def _bin(self, op, other, swap=False):
+        a, b = self.n, node(other)
+        return X(c_ast.BinaryOp(op, b, a) if swap else c_ast.BinaryOp(op, a, b))
+
+    def __add__(self, o):
+        return self._bin("+", o)
+
+    def __radd__(self, o):
+        return self._bin("+", o, True)
+
+    def __sub__(self, o):
+        return self._bin("-", o)
+
+    def __mul__(self, o):
+        return self._bin("*", o)
+
+    def __rmul__(self, o):
+        return self._bin("*", o, True)
+
+    def __lshift__(self, o):
+        return self._bin("<<", o)
+
+    def __le__(self, o):
+        return self._bin("<=", o)
+
+    def __lt__(self, o):
+        return self._bin("<", o)
+
+    def __ge__(self, o):
+        return self._bin(">=", o)
+
+    def __gt__(self, o):
+        return self._bin(">", o)
+
+    def __getitem__(self, i):
+        return X(c_ast.ArrayRef(self.n, node(i)))
+
+
+def node(x) -> c_ast.Node:
+    if isinstance(x, X):
+        return x.n
+    if isinstance(x, bool):
+        raise TypeError("microkernel: no boolean literals")
+    if isinstance(x, int):
+        return c_ast.Constant("int", str(x))
+    if isinstance(x, str):
+        return c_ast.ID(x)
+    return x
+
+
+def lit(text: str) -> X:
+    return X(c_ast.Constant("int", text))
+
+
+def call(fname: str, *args) -> X:
+    return X(c_ast.FuncCall(c_ast.ID(fname), c_ast.ExprList([node(a) for a in args]) if args else None))
+
+
+def _type(ctype: str, name=None, const=False, ptr=False):
+    td = c_ast.TypeDecl(name, ["const"] if const else [], None, c_ast.IdentifierType(ctype.split()))
+    return c_ast.PtrDecl([], td) if ptr else td
+
+
+def cast(ctype: str, x, const=False, ptr=False) -> X:
+    return X(c_ast.Cast(c_ast.Typename(None, [], None, _type(ctype, None, const, ptr)), node(x)))
+
+
+def decl(ctype: str, name: str, init=None, const=False, ptr=False) -> c_ast.Decl:
+    return c_ast.Decl(name, [], [], [], [], _type(ctype, name, const, ptr),
+                      None if init is None else node(init), None)
+
+
+def assign(lhs, rhs, op: str = "=") -> c_ast.Assignment:
+    return c_ast.Assignment(op, node(lhs), node(rhs))
+
+
+def block(stmts) -> c_ast.Compound:
+    return c_ast.Compound([node(s) for s in stmts])
+
+
+def total(terms):
+    """terms[0] + terms[1] + ..., left to right."""
+    out = X(node(terms[0]))
+    for t in terms[1:]:
+        out = out + t
+    return out
+
+
+def function(name: str, params, body) -> str:
+    """`static inline void name(params) { body }` printed; params are (ctype, name, kind),
+    kind "value", "in" (const float *restrict) or "out" (float *restrict)."""
+    decls = []
+    for ctype, pname, kind in params:
+        if kind == "value":
+            ty = _type(ctype, pname)
+        else:
+            ty = c_ast.PtrDecl(["restrict"], _type(ctype, pname, const=kind == "in"))
+        decls.append(c_ast.Decl(pname, [], [], [], [], ty, None, None))
+    fdecl = c_ast.FuncDecl(c_ast.ParamList(decls), _type("void", name))
+    # storage carries both words: the printer puts function specifiers first, and
+    # "inline static" trips gcc's -Wold-style-declaration (-Wextra)
+    d = c_ast.Decl(name, [], [], ["static", "inline"], [], fdecl, None, None)
+    return print_c(c_ast.FuncDef(d, None, block(body))).rstrip("\n")
+
+
+# ----------------------------------------------------------------------------- ISA operations
+class Ops:
+    """The operations of one ISA row as AST builders; None in the row is plain C."""
+
+    def __init__(self, isa):
+        self.isa = isa
+
+    def load(self, base, *terms, mask=None):
+        isa = self.isa
+        if isa.load is None:
+            return X(node(base))[total(terms)]
+        if mask is not None:
+            return call(isa.mask_load, mask, total((base,) + terms))
+        return call(isa.load, total((base,) + terms))
+
+    def store(self, value, base, *terms, mask=None):
+        isa = self.isa
+        if isa.store is None:
+            return assign(X(node(base))[total(terms)], value)
+        if mask is not None:
+            return call(isa.mask_store, total((base,) + terms), mask, value)
+        return call(isa.store, total((base,) + terms), value)
+
+    def set1(self, x):
+        return X(node(x)) if self.isa.set1 is None else call(self.isa.set1, x)
+
+    def zero(self):
+        return lit("0.0f") if self.isa.setzero is None else call(self.isa.setzero)
+
+    def add(self, a, b):
+        op = self.isa.binary["+"]
+        return X(node(a)) + b if op is None else call(op, a, b)
+
+    def fma(self, acc, a, b):
+        if self.isa.fma is None:
+            return X(node(acc)) + X(node(a)) * b
+        parts = {"acc": acc, "a": a, "b": b}
+        return call(self.isa.fma, *[parts[k] for k in self.isa.fma_order])
+
+    def prefetch(self, ptr):
+        if self.isa.prefetch_hint is None:
+            return call(self.isa.prefetch, ptr)
+        return call(self.isa.prefetch, cast("char", ptr, const=True, ptr=True), self.isa.prefetch_hint)
+
+    def mask(self, count):
+        """The lane mask of min(count, lanes) leading lanes (count > 0)."""
+        isa = self.isa
+        full = lit(f"0x{(1 << isa.lanes) - 1:X}u")
+        part = X(c_ast.BinaryOp("-", node(lit("1u") << cast("unsigned", count)), node(lit("1u"))))
+        return cast(isa.mask_type, X(c_ast.TernaryOp(node(count >= isa.lanes), node(full), node(part))))
+
+
+def _params(rows_a: bool, rows_c: bool, a_stride: bool, extents=("K",), mask_type=None):
+    out = [("int64_t", e, "value") for e in extents] + [("float", "A", "in")]
+    if a_stride and rows_a:
+        out.append(("int64_t", "a_si", "value"))
+    out += [("int64_t", "a_sk", "value"), ("float", "B", "in"), ("int64_t", "b_sk", "value"),
+            ("float", "C", "out")]
+    if rows_c:
+        out.append(("int64_t", "c_si", "value"))
+    if mask_type is not None:
+        out.append((mask_type, "m", "value"))
+    return out
+
+
+# ----------------------------------------------------------------------------- "c" accumulation
+def _tile_body(isa, MR: int, nv: int, prefetch: int, masked: bool, a_read: str) -> list:
+    ops, W, vt = Ops(isa), isa.lanes, isa.vtype
+    A, B, C, k = X("A"), X("B"), X("C"), X("k")
+
+    def mask(v):
+        return "m" if masked and v == nv - 1 else None
+    out = [decl("int64_t", "k")]
+    if a_read == "rows":
+        out += [decl("float", f"a{r}", A + r * X("a_si"), const=True, ptr=True) for r in range(MR)]
+    out += [decl(vt, f"c{r}_{v}", ops.load(C, r * X("c_si"), v * W, mask=mask(v)))
+            for r in range(MR) for v in range(nv)]
+    loop = [ops.prefetch(B + prefetch * X("b_sk"))] if prefetch else []
+    if a_read == "lanes":
+        for q in range(MR // W):
+            loop.append(decl(vt, f"a{q}", ops.load(A, q * W)))
+            if isa.lane_width < W:
+                loop += [decl(isa.half_type, f"a{q}lo", call(isa.half_low, f"a{q}")),
+                         decl(isa.half_type, f"a{q}hi", call(isa.half_high, f"a{q}"))]
+    loop += [decl(vt, f"b{v}", ops.load(B, v * W, mask=mask(v))) for v in range(nv)]
+    for r in range(MR):
+        if a_read == "rows":
+            loop.append(decl(vt, f"a{r}v", ops.set1(X(f"a{r}")[0])))
+        for v in range(nv):
+            acc = f"c{r}_{v}"
+            if a_read == "rows":
+                upd = ops.fma(acc, f"a{r}v", f"b{v}")
+            else:
+                q, lane = divmod(r, W)
+                src = f"a{q}" if isa.lane_width == W else \
+                    f"a{q}{'lo' if lane < isa.lane_width else 'hi'}"
+                upd = call(isa.lane_fma, acc, f"b{v}", src, lane % isa.lane_width)
+            loop.append(assign(acc, upd))
+    if a_read == "rows":
+        loop += [assign(f"a{r}", "a_sk", "+=") for r in range(MR)]
+    else:
+        loop.append(assign(A, "a_sk", "+="))
+    loop.append(assign(B, "b_sk", "+="))
+    out.append(c_ast.For(assign(k, 0), node(k < "K"), c_ast.UnaryOp("++", node(k)), block(loop)))
+    out += [ops.store(f"c{r}_{v}", C, r * X("c_si"), v * W, mask=mask(v))
+            for r in range(MR) for v in range(nv)]
+    return out
+
+
+def _check_tile(isa, MR: int, NR: int, a_read: str):
+    if MR < 1 or NR < 1 or NR % isa.lanes:
+        raise ValueError(f"microkernel: {MR}x{NR} is not a tile of whole {isa.name} vectors")
+    if a_read == "lanes" and (isa.lane_fma is None or MR % isa.lanes):
+        raise ValueError(f"microkernel: {isa.name} has no by-lane FMA for {MR} packed rows")
+    if a_read not in ("rows", "lanes"):
+        raise ValueError(f"microkernel: A is read as 'rows' or 'lanes', not {a_read!r}")
+
+
+def tile_kernel(name: str, isa, MR: int, NR: int, prefetch: int = 0, a_read: str = "rows") -> str:
+    """C[i][j] += sum_k A[i*a_si + k*a_sk] * B[k*b_sk + j] on an MR x NR tile held in
+    registers.  a_read "rows": each row broadcast from memory (a_si any stride);
+    "lanes": A packed (a_si = 1, no parameter), MR values loaded as vectors and
+    multiplied by lane.  `prefetch` > 0: the row of B that many k steps ahead."""
+    _check_tile(isa, MR, NR, a_read)
+    params = _params(True, True, a_read == "rows")
+    return function(name, params, _tile_body(isa, MR, NR // isa.lanes, prefetch, False, a_read))
+
+
+def tile_dispatch(name: str, isa, MR: int, NR: int, prefetch: int = 0, masked: bool = False,
+                  rows: bool = False) -> str:
+    """The tile kernel taking the number of rows M <= MR first (`rows`) and the number of
+    columns N <= NR (`masked`, ISAs with masks): each call runs the variant with just
+    enough rows and vectors (the last one masked), nothing when M or N <= 0, so tails
+    need no scalar code.  Without either it is `tile_kernel`."""
+    if not masked and not rows:
+        return tile_kernel(name, isa, MR, NR, prefetch)
+    _check_tile(isa, MR, NR, "rows")
+    if masked and isa.tail != "mask":
+        raise ValueError(f"microkernel: {isa.name} has no lane masks")
+    W, nv = isa.lanes, NR // isa.lanes
+    row_counts = range(1, MR + 1) if rows else (MR,)
+    vec_counts = range(1, nv + 1) if masked else (nv,)
+    out = []
+    for r in row_counts:
+        for v in vec_counts:
+            params = _params(True, True, True, mask_type=isa.mask_type if masked else None)
+            out.append(function(f"{name}_r{r}v{v}", params, _tile_body(isa, r, v, prefetch, masked, "rows")))
+
+    def calls(v, mask):
+        args = ["K", "A", "a_si", "a_sk", "B", "b_sk", "C", "c_si"] + ([mask] if masked else [])
+        if not rows:
+            return [call(f"{name}_r{MR}v{v}", *args)]
+        cases = [c_ast.Case(node(r), [node(call(f"{name}_r{r}v{v}", *args)), c_ast.Break()])
+                 for r in row_counts]
+        return [c_ast.Switch(node("M"), c_ast.Compound(cases + [c_ast.Default([c_ast.Break()])]))]
+    if not masked:
+        body = calls(nv, None)
+    else:
+        chain = None
+        for v in range(1, nv + 1):   # built inside out: the widest test comes first
+            rest = X("N") - (v - 1) * W
+            chain = c_ast.If(node(X("N") > (v - 1) * W), block(calls(v, Ops(isa).mask(rest))), chain)
+        body = [chain]
+    extents = (("M",) if rows else ()) + (("N",) if masked else ()) + ("K",)
+    out.append(function(name, _params(True, True, True, extents), body))
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- "zero" accumulation
+def blis_kernel(name: str, isa, MR: int, NR: int, unroll: int = 1, prefetch: int = 0,
+                a_unit: bool = True) -> str:
+    """C += A @ B on an MR x NR tile, accumulators from zero (see the module docstring).
+    a_unit: A packed (rows contiguous), else rows a_si apart; a one-row kernel has no
+    row strides at all (its definition has no i)."""
+    _check_tile(isa, MR, NR, "rows")
+    if unroll < 1 or prefetch < 0:
+        raise ValueError(f"microkernel: unroll must be >= 1 and prefetch >= 0, got {unroll}, {prefetch}")
+    ops, W, vt = Ops(isa), isa.lanes, isa.vtype
+    nv = NR // W
+    sets = unroll if MR * nv < FMA_LATENCY_SETS else 1
+    A, B, C, k = X("A"), X("B"), X("C"), X("k")
+    lines = range(0, NR * 4, CACHE_LINE)
+
+    def crow(r):
+        return r * X("c_si") if r else 0
+
+    def arow(r):
+        return (r if a_unit else r * X("a_si")) if r else 0
+    body = [decl("int64_t", "k", 0)]
+    body += [decl(vt, f"c{q}_{r}_{v}", ops.zero()) for q in range(sets) for r in range(MR)
+             for v in range(nv)]
+
+    def step(u, q, pf):
+        out = [decl(vt, f"b{u}_{v}", ops.load(B, u * X("b_sk"), v * W)) for v in range(nv)]
+        if pf:
+            out += [ops.prefetch(B + X(c_ast.BinaryOp("+", node(u), node(pf))) * X("b_sk") + line // 4)
+                    for line in lines]
+        for r in range(MR):
+            acc = [decl(vt, "a", ops.set1(A[u * X("a_sk") + arow(r)]))]
+            acc += [assign(f"c{q}_{r}_{v}", ops.fma(f"c{q}_{r}_{v}", "a", f"b{u}_{v}")) for v in range(nv)]
+            out.append(block(acc))
+        return out
+
+    def loop(width, margin, dist):
+        inner = [s for u in range(width) for s in step(u, u % sets, dist)]
+        inner += [assign(A, width * X("a_sk"), "+="), assign(B, width * X("b_sk"), "+=")]
+        body.append(c_ast.For(None, node(k + (width + margin) <= "K"), assign(k, width, "+="), block(inner)))
+    loop(unroll, max(prefetch, C_PREFETCH_STEPS), prefetch)
+    body += [ops.prefetch(C + crow(r) + line // 4) for r in range(MR) for line in lines]
+    if unroll > 1:
+        loop(unroll, 0, 0)
+    tail = step(0, 0, 0) + [assign(A, "a_sk", "+="), assign(B, "b_sk", "+=")]
+    body.append(c_ast.For(None, node(k < "K"), c_ast.UnaryOp("++", node(k)), block(tail)))
+    for r in range(MR):
+        for v in range(nv):
+            acc = X(node(f"c0_{r}_{v}"))
+            for q in range(1, sets):
+                acc = ops.add(acc, f"c{q}_{r}_{v}")
+            body.append(ops.store(ops.add(ops.load(C, crow(r), v * W), acc), C, crow(r), v * W))
+    params = _params(MR > 1, MR > 1, not a_unit)
+    return function(name, params, body)
