@@ -244,14 +244,18 @@ def test_pack_weights_te_stage_matches_numpy():
 
 
 # ------------------------------------------------------------ Winograd accuracy
+@pytest.mark.parametrize("target", [pytest.param("x86-avx512", marks=pytest.mark.isa("avx512")),
+                                    pytest.param("x86-avx2", marks=pytest.mark.isa("avx2"))])
 @pytest.mark.parametrize("m", WG.TILES)
-def test_winograd_within_1e4_of_direct(m):
+def test_winograd_within_1e4_of_direct(m, target, request):
     """F(m x m, 3 x 3) against direct convolution on a realistic channel count: the
     largest error is below 1e-4 of the largest output (the acceptance bound)."""
+    if target == "x86-avx2" and m == 2:
+        request.applymarker(_AVX2_WINO_MR1)
     T = TEMPLATES["conv2d_winograd"]
     wl = T.workload(1, 64, 14, 14, 32, pad=1, weights="packed", tile=m, oc_bn=16)
     rng = np.random.default_rng(SEED)
-    out, ref, mod = run_config("conv2d_winograd", wl, T.default(wl, "host"), rng)
+    out, ref, mod = run_config("conv2d_winograd", wl, T.default(wl, target), rng, target)
     rel = float(np.max(np.abs(out.astype(np.float64) - ref)) / np.max(np.abs(ref)))
     assert rel < 1e-4, rel
     assert "cg_tile_" in mod.c_source
@@ -263,6 +267,13 @@ def layer(C_, H, F, K, s, p, weights="packed"):
             "stride": [s, s], "pad": [p] * 4, "weights": weights}
 
 
+# x86-avx2 picks mr=1 (no register tile) for Winograd when bx=7 (C=64 at H=56, F(2x2) at H=14):
+# a default to fix; strict, so the fix shows.
+_AVX2_WINO_MR1 = pytest.mark.xfail(strict=True, reason="x86-avx2 Winograd default with bx=7 "
+                                   "is mr=1: no register-tile micro-kernel")
+
+
+@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])
 @pytest.mark.parametrize("wl, family", [
     (layer(64, 56, 64, 3, 1, 1), "conv2d_winograd"),
     (layer(256, 14, 256, 3, 1, 1), "conv2d_winograd"),
@@ -272,29 +283,34 @@ def layer(C_, H, F, K, s, p, weights="packed"):
     (layer(3, 224, 64, 7, 2, 3), "conv2d_nchwc"),
     (layer(64, 56, 64, 3, 1, 1, weights="OIHW"), "conv2d_winograd"),
 ])
-def test_dispatch(wl, family):
-    tmpl, w2 = C.conv2d_template_for(wl, "host")
+def test_dispatch(wl, family, target, request):
+    if target == "x86-avx2" and family == "conv2d_winograd" and wl["H"] == 56:
+        request.applymarker(_AVX2_WINO_MR1)
+    tmpl, w2 = C.conv2d_template_for(wl, target)
     assert tmpl.name == family == w2["op"]
-    sp = tmpl.space(w2, "host")
-    d = tmpl.default(w2, "host")
+    sp = tmpl.space(w2, target)
+    d = tmpl.default(w2, target)
     assert sp.get(d.index) == d
     if wl["weights"] == "packed":
         assert w2["oc_bn"] is not None
-    s, args = tmpl.build(w2, "host", d)
-    func = lower(s, args, "k", resolve("host"))
-    # the default of every family on this host runs its register-tile micro-kernel
+    s, args = tmpl.build(w2, target, d)
+    func = lower(s, args, "k", resolve(target))
+    # the default of every family on this target runs its register-tile micro-kernel
     assert any(k.name.startswith("cg_tile_") for k in func.kernels)
 
 
 def test_dispatch_nchwc_layout_goes_blocked():
-    tmpl, wl = C.conv2d_template_for({**layer(32, 9, 32, 1, 1, 0), "layout": "NCHWc"}, "host")
+    tmpl, wl = C.conv2d_template_for({**layer(32, 9, 32, 1, 1, 0), "layout": "NCHWc"}, "x86-avx2")
     assert tmpl.name == "conv2d_nchwc" and wl["ic_bn"] and wl["oc_bn"]
 
 
-def test_tile_kernels_with_row_and_column_tails():
+@pytest.mark.parametrize("target, NR", [
+    pytest.param("x86-avx512", 32, marks=pytest.mark.isa("avx512")),
+    pytest.param("x86-avx2", 16, marks=pytest.mark.isa("avx2"))])
+def test_tile_kernels_with_row_and_column_tails(target, NR):
     """The row-count and masked column-count kernel variants, against numpy."""
     from cgen import te
-    tgt = resolve("host")
+    tgt = resolve(target)
     M, N, K = 11, 37, 9
     rng = np.random.default_rng(SEED)
     A = te.placeholder((M, K), "float32", name="A")
@@ -304,11 +320,11 @@ def test_tile_kernels_with_row_and_column_tails():
     s = te.create_schedule(Cc)
     i, j = s[Cc].op.axis
     io, ii = s[Cc].split(i, factor=4)
-    jo, ji = s[Cc].split(j, factor=32)
+    jo, ji = s[Cc].split(j, factor=NR)
     s[Cc].reorder(io, jo, k, ii, ji)
     masked = C.masked_tiles_ok(tgt)
-    s[Cc].tensorize(k, C.tile_intrin(tgt, 4, 32, prefetch=4, masked=masked, rows=True))
-    mod = cgen.build(s, [A, B, Cc], name="tails")
+    s[Cc].tensorize(k, C.tile_intrin(tgt, 4, NR, prefetch=4, masked=masked, rows=True))
+    mod = cgen.build(s, [A, B, Cc], target=tgt, name="tails")
     a = rng.standard_normal((M, K)).astype(np.float32)
     b = rng.standard_normal((K, N)).astype(np.float32)
     c = np.full((M, N), np.nan, np.float32)

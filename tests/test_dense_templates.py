@@ -21,7 +21,6 @@ from cgen.ops.gemm import (EPILOGUE_STEPS, GemmConfig, MatmulSpec, kernel_rows, 
                            micro_kernel, pack_b, packed_matmul)
 from cgen.ops.gemm_template import GemmTemplate
 from cgen.ops.registry import templates
-from targets import resolve
 from tests.util import assert_matches
 
 FUZZ_PER_TEMPLATE = 50
@@ -137,25 +136,24 @@ def test_registry_lists_the_templates():
         assert table[name].name == name
 
 
-def test_default_gemm_uses_the_generated_kernel_on_avx512():
+@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2", "aarch64", "armv7", "generic-c"])
+def test_default_gemm_uses_the_generated_kernel(target):
     t = GemmTemplate()
     wl = t.workload(512, 512, 512)
-    d = t.default(wl, "host").to_dict()
-    if resolve("host").isa == "avx512":
+    d = t.default(wl, target).to_dict()
+    if target == "x86-avx512":
         assert d["MR"] == 8 and d["unroll"] == 2 and d["KC"] == 384 and d["prefetch"] == 8
-    assert d["MR"] in kernel_rows("host")
+    assert d["MR"] in kernel_rows(target)
 
 
-def test_gemv_path_has_its_own_knobs():
+@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])
+def test_gemv_path_has_its_own_knobs(target):
     t = DenseTemplate()
     wl = t.workload(1, 1000, 1024, weights="packed")
-    host = resolve("host")
-    if host.isa not in ("avx512", "avx2"):
-        pytest.skip("the GEMV path uses the generated x86 kernels")
-    assert t.gemv(wl, "host")
-    assert t.space(wl, "host").names()[:3] == ("NC", "unroll", "prefetch")
-    assert not t.gemv(t.workload(8, 1000, 1024, weights="packed"), "host")
-    assert not t.gemv(t.workload(1, 1000, 1024, weights="plain"), "host")
+    assert t.gemv(wl, target)
+    assert t.space(wl, target).names()[:3] == ("NC", "unroll", "prefetch")
+    assert not t.gemv(t.workload(8, 1000, 1024, weights="packed"), target)
+    assert not t.gemv(t.workload(1, 1000, 1024, weights="plain"), target)
     assert not t.gemv(wl, "aarch64")
 
 
@@ -184,14 +182,16 @@ def test_pack_b_layout_and_reference():
     np.testing.assert_allclose(matmul_reference(spec, a, p), a @ b, rtol=1e-6)
 
 
-def test_epilogue_is_fused_into_the_kernel_function():
+@pytest.mark.parametrize("target,mr", [
+    pytest.param("x86-avx512", 8, marks=pytest.mark.isa("avx512")),
+    pytest.param("x86-avx2", 4, marks=pytest.mark.isa("avx2"))])
+def test_epilogue_is_fused_into_the_kernel_function(target, mr):
     """One C function holds the micro-kernel calls and the epilogue; the accumulator is a
     block buffer (M x NC), not a second full-size output pass."""
     spec = MatmulSpec(64, 96, 40, trans_b=True, epilogue=("bias", "relu6"))
-    cfg = GemmConfig(MR=8, MC=32, NC=32, KC=16, block="goto") if "avx" in resolve("host").isa \
-        else GemmConfig(MC=32, NC=32, KC=16, block="goto")
-    s, args = packed_matmul(spec, "host", cfg)
-    mod = cgen.build(s, args, target="host", name="dense_relu6")
+    cfg = GemmConfig(MR=mr, MC=32, NC=32, KC=16, block="goto")
+    s, args = packed_matmul(spec, target, cfg)
+    mod = cgen.build(s, args, target=target, name="dense_relu6")
     src = mod.c_source
     body = src[src.index("int dense_relu6("):]
     assert "cg_gemm_" in body
@@ -205,15 +205,14 @@ def test_epilogue_is_fused_into_the_kernel_function():
 
 @pytest.mark.parametrize("mr,unroll,prefetch,a_unit", [(1, 4, 8, True), (3, 2, 0, False),
                                                        (8, 2, 4, True), (12, 1, 0, False)])
+@pytest.mark.isa("avx512")
 def test_generated_kernels_compile_strictly_and_match(mr, unroll, prefetch, a_unit, kbuild):
-    if resolve("host").isa != "avx512":
-        pytest.skip("AVX-512 kernel shapes")
-    intr = micro_kernel("host", mr, unroll, prefetch, a_unit)
+    intr = micro_kernel("x86-avx512", mr, unroll, prefetch, a_unit)
     assert intr.body.name in intr.body.source
     spec = MatmulSpec(2 * mr + 1, 70, 19, trans_a=a_unit)
-    s, args = packed_matmul(spec, "host", GemmConfig(MR=mr, unroll=unroll, prefetch=prefetch,
-                                                     pack_a=False, MC=16, NC=64, KC=8))
-    mod = kbuild(s, args, target="host", name="mk")
+    s, args = packed_matmul(spec, "x86-avx512", GemmConfig(MR=mr, unroll=unroll, prefetch=prefetch,
+                                                           pack_a=False, MC=16, NC=64, KC=8))
+    mod = kbuild(s, args, target="x86-avx512", name="mk")
     assert intr.body.name in mod.c_source
     rng = np.random.default_rng(2)
     ins = [rng.standard_normal(a.shape).astype(np.float32) for a in args[:-1]]

@@ -398,17 +398,19 @@ BLOCKING = [  # K blocks, flat im2col with the ones pixel, grouped tiles: K = 36
 ]
 
 
+@pytest.mark.parametrize("target", [pytest.param("x86-avx512", marks=pytest.mark.isa("avx512")),
+                                    pytest.param("x86-avx2", marks=pytest.mark.isa("avx2"))])
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("cfg", BLOCKING, ids=lambda c: "-".join(f"{v}" for v in c.values()))
-def test_blocking_variants_bit_exact(cfg, groups):
+def test_blocking_variants_bit_exact(cfg, groups, target):
     t = Q.QConv2dTemplate()
     wl = t.workload(2, 40 * groups, 7, 6, 12 * groups, 3, 3, stride=(1, 2), pads=(1, 0, 2, 1),
                     groups=groups, x_dtype="int8", w_dtype="uint8", rounding="tflite",
                     per_channel=True, w_layout="packed" if groups == 1 else "OIHW")
-    sp = t.space(wl, "host")
-    c = sp.get(sp.index_of({**t.default(wl, "host").to_dict(), **cfg}))
-    s, args = t.build(wl, "host", c)
-    mod = cgen.build(s, args, target="host", name="qconv2d")
+    sp = t.space(wl, target)
+    c = sp.get(sp.index_of({**t.default(wl, target).to_dict(), **cfg}))
+    s, args = t.build(wl, target, c)
+    mod = cgen.build(s, args, target=target, name="qconv2d")
     if cfg["algo"] == "packed_tile":
         assert "cg_qtile_u8s8_" in mod.c_source
     inputs = t.inputs(wl, np.random.default_rng(groups))
@@ -466,14 +468,15 @@ def test_tile_kernels_run_under_qemu(target):
         np.testing.assert_array_equal(inputs[-1], t.reference(wl, inputs)["Y"], err_msg=str(cfg))
 
 
+@pytest.mark.isa("avx2")
 def test_tile_kernel_with_one_row_is_called():
     """A tensorized loop of extent 1 (the MR=1 kernel) survives simplification."""
     t = Q.QDenseTemplate()
     wl = t.workload(1, 12, 40)
-    cfg = {**t.default(wl, "host").to_dict(), "algo": "packed_tile", "micro_m": 1}
-    s, args = t.build(wl, "host", cfg)
-    mod = cgen.build(s, args, target="host", name="qdense")
-    assert Q.u8s8_tile_intrin("host", 1).body.name + "(" in mod.c_source
+    cfg = {**t.default(wl, "x86-avx2").to_dict(), "algo": "packed_tile", "micro_m": 1}
+    s, args = t.build(wl, "x86-avx2", cfg)
+    mod = cgen.build(s, args, target="x86-avx2", name="qdense")
+    assert Q.u8s8_tile_intrin(resolve("x86-avx2"), 1).body.name + "(" in mod.c_source
     inputs = t.inputs(wl, np.random.default_rng(0))
     mod(*inputs)
     np.testing.assert_array_equal(inputs[-1], t.reference(wl, inputs)["Y"])

@@ -88,7 +88,7 @@ def test_neon_micro_kernel_is_fma_without_scalar_loads(target):
     assert not scalar, scalar
 
 
-@pytest.mark.parametrize("target", ["host", "x86-avx2"])
+@pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])
 def test_x86_micro_kernel_fma_registers(target):
     intr, obj = _kernel_object(target)
     text = _disasm(obj, target)
