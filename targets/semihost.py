@@ -2,8 +2,9 @@
 
 The image (a harness linked with newlib's rdimon, see cgen/codegen/cortex_m.py) runs on
 a board QEMU models; semihosting gives it the host's files (QEMU's working directory),
-stdout, argv and its exit status.  The runner has the interface of targets/runner.py's
-Runner: a crash, a fault loop or a timeout comes back as an error value.
+stdout, argv and its exit status.  The runner is a targets/process.py Runner with QEMU's
+command line: a crash, a fault loop or a timeout comes back as an error value.
+targets/runner.py's table gives it to targets whose runner is "qemu-system-arm".
 
 Parameter files are not named on the command line: newlib's rdimon start-up fetches it
 into a 256-byte buffer and gives main argc 0 beyond that, which a few dozen parameters
@@ -12,12 +13,12 @@ directory the runner stages them in, and argv carries only `--time REPEAT NUMBER
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .runner import Runner, arg_file
+from .process import Runner, arg_file
 
-__all__ = ["Board", "SemihostRunner", "semihost_runner", "board_for", "arg_file",
-           "LINK_FLAGS", "CMDLINE_MAX"]
+__all__ = ["Board", "SemihostRunner", "QEMU_SYSTEM_ARM", "semihost_runner", "board_for",
+           "arg_file", "LINK_FLAGS", "CMDLINE_MAX"]
 
 # newlib (libgloss/arm crt0) reads the semihosting command line into 256 bytes, NUL
 # included; a longer one leaves argc at 0 (measured: 254 characters pass, 255 do not)
@@ -54,6 +55,9 @@ class SemihostRunner(Runner):
     """Runs an image with `qemu-system-arm -M BOARD -kernel IMAGE` and semihosting on."""
     board: Board = MPS2_AN386
 
+    def for_target(self, target) -> "SemihostRunner":
+        return replace(self, board=board_for(target))
+
     def command(self, exe, paths, repeat: int, number: int) -> list:
         argv = ["prog"] + (["--time", str(int(repeat)), str(int(number))] if repeat else [])
         if len(" ".join(argv)) > CMDLINE_MAX:
@@ -64,7 +68,10 @@ class SemihostRunner(Runner):
                 "-kernel", str(exe)]
 
 
+QEMU_SYSTEM_ARM = SemihostRunner("qemu-system-arm", ("qemu-system-arm",), "qemu-system-arm",
+                                 emulated=True)
+
+
 def semihost_runner(target) -> SemihostRunner:
-    """The runner of a bare-metal target's images."""
-    return SemihostRunner("qemu-system-arm", ("qemu-system-arm",), "qemu-system-arm",
-                          emulated=True, board=board_for(target))
+    """The runner of a bare-metal target's images (what targets.runner.runner_for gives)."""
+    return QEMU_SYSTEM_ARM.for_target(target)

@@ -4,7 +4,9 @@
 calls the kernel once (the warm-up, whose results are written back to the
 files of the written parameters), then with --time prints one line per repeat:
 the mean seconds of NUMBER calls.  The same harness serves sanitizer runs on
-the host, timing in a child process, and emulated runs of cross builds.
+the host, timing in a child process, and emulated runs of cross builds.  A
+bare-metal image gets its file names fixed in the C instead (`files`: argv
+over semihosting is too short for many), and the semihosting clock.
 """
 from __future__ import annotations
 
@@ -49,18 +51,57 @@ static double cg_now(void) {
 }
 """
 
+# SYS_CLOCK (behind newlib's clock()) counts centiseconds, too coarse to calibrate a
+# kernel's repeat; SYS_ELAPSED (0x30) counts ticks of SYS_TICKFREQ (0x31) per second
+# (QEMU: nanoseconds of the host's clock).  `bkpt 0xab` is the M profile's semihosting
+# call; a host that refuses SYS_ELAPSED (-1 in r0) leaves clock().
+_SEMIHOSTING_CLOCK = """
+static unsigned long cg_semihost(unsigned long op, void *arg) {
+  register unsigned long r0 __asm__("r0") = op;
+  register void *r1 __asm__("r1") = arg;
+  __asm__ volatile ("bkpt 0xab" : "+r"(r0) : "r"(r1) : "memory");
+  return r0;
+}
+
+static double cg_now(void) {
+  static double hz = 0.0;
+  unsigned long t[2] = {0ul, 0ul};
+  if (hz == 0.0) hz = (double)cg_semihost(0x31ul, 0);
+  if (hz <= 0.0 || hz >= 4294967295.0 || cg_semihost(0x30ul, t) != 0ul)
+    return (double)clock() / (double)CLOCKS_PER_SEC;
+  return ((double)t[1] * 4294967296.0 + (double)t[0]) / hz;
+}
+"""
+
+# timer name -> (feature macro, C of cg_now)
+_TIMERS = {
+    "posix": ("#define _POSIX_C_SOURCE 200809L\n", _POSIX_CLOCK),
+    "clock": ("", _C_CLOCK),
+    "semihosting": ("", _SEMIHOSTING_CLOCK),
+}
+
 
 def prelude(clock: str = "posix") -> str:
     """Includes, file helpers and the timer of a hosted harness; clock "posix" (a
-    monotonic clock_gettime) or "clock" (C's clock(), for newlib)."""
-    if clock == "posix":
-        return "#define _POSIX_C_SOURCE 200809L\n" + _IO + _POSIX_CLOCK
-    return _IO + _C_CLOCK
+    monotonic clock_gettime), "clock" (C's clock(), for newlib) or "semihosting" (Arm
+    M-profile semihosting's elapsed-time call, newlib with rdimon)."""
+    try:
+        feature, timer = _TIMERS[clock]
+    except KeyError:
+        raise ValueError(f"unknown harness timer {clock!r}; known: {', '.join(_TIMERS)}") from None
+    return feature + _IO + timer
 
 
-def harness_source(func: PrimFunc, prototype: str) -> str:
+def harness_source(func: PrimFunc, prototype: str, files=None, clock: str = "posix") -> str:
+    """main() around the kernel; files: a fixed file name per parameter (argv then
+    carries only `--time REPEAT NUMBER`), else the names come from argv."""
     gen = c_generator.CGenerator()
     n = len(func.params)
+    if files is not None and len(files) != n:
+        raise ValueError(f"{func.name}: {len(files)} file names for {n} parameters")
+    path = ((lambda k: f"argv[a0 + {k}]") if files is None
+            else (lambda k: '"' + files[k] + '"'))
+    n_args = n if files is None else 0
     args = []
     for k, b in enumerate(func.params):
         ptr = c_ast.Typename(None, [], None, c_ast.PtrDecl([], c_ast.TypeDecl(
@@ -73,15 +114,15 @@ def harness_source(func: PrimFunc, prototype: str) -> str:
         "    if (argc < 4) { fprintf(stderr, \"--time REPEAT NUMBER\\n\"); return 2; }",
         "    repeat = atoi(argv[2]); number = atoi(argv[3]); a0 = 4;",
         "  }",
-        f"  if (argc - a0 != {n}) {{ fprintf(stderr, \"expected {n} files\\n\"); return 2; }}",
+        f"  if (argc - a0 != {n_args}) {{ fprintf(stderr, \"expected {n_args} files\\n\"); return 2; }}",
     ]
     for k, b in enumerate(func.params):
-        body.append(f"  void *p{k} = cg_read(argv[a0 + {k}], {b.nbytes}u);")
+        body.append(f"  void *p{k} = cg_read({path(k)}, {b.nbytes}u);")
     body.append(f"  int rc = {call};")
     body.append("  if (rc != 0) { fprintf(stderr, \"kernel returned %d\\n\", rc); return 3; }")
     for k, b in enumerate(func.params):
         if b.name in func.outputs:
-            body.append(f"  cg_write(argv[a0 + {k}], p{k}, {b.nbytes}u);")
+            body.append(f"  cg_write({path(k)}, p{k}, {b.nbytes}u);")
     body += [
         "  for (r = 0; r < repeat; ++r) {",
         "    double t0 = cg_now();",
@@ -92,5 +133,5 @@ def harness_source(func: PrimFunc, prototype: str) -> str:
     for k in range(n):
         body.append(f"  free(p{k});")
     body.append("  return rc == 0 ? 0 : 3;")
-    return (prelude() + "\n" + prototype + "\n\nint main(int argc, char **argv) {\n"
+    return (prelude(clock) + "\n" + prototype + "\n\nint main(int argc, char **argv) {\n"
             + "\n".join(body) + "\n}\n")
