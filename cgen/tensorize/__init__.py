@@ -1,6 +1,7 @@
 """Tensorization: micro-kernels declared by their compute definition."""
 from .intrin import TensorIntrin, TensorizeError, KernelSource, from_compute, tensorize_loop
-from .kernels import gemm_intrin, gemm_shape, dot_i8_intrin
+from .kernels import gemm_intrin, gemm_shape
+from .int8_microkernel import dot_i8_intrin, u8s8_tile_intrin
 
 
 def builtin_intrinsics(target) -> dict:

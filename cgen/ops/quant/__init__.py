@@ -33,10 +33,11 @@ Algorithms (the "algo" knob):
                  sum (x-xz)(w-wz) = sum x*w - wz*sum x - xz*sum w + K*xz*wz
                (sum x per window from per-pixel channel sums, sum w per channel);
   packed_dot   the same, its reduction the target's int8 dot micro-kernel
-               (cgen.tensorize.dot_i8_intrin);
+               (cgen.tensorize.int8_microkernel.dot_i8_intrin);
   packed_tile  activations in uint8, weights in int8, the reduction an MR x NR
-               register tile of u8 x s8 dot products (u8s8_tile_intrin: AVX-512
-               VNNI vpdpbusd when enabled, else exact int16 pmaddwd / NEON vmlal).
+               register tile of u8 x s8 dot products (u8s8_tile_intrin, generated
+               from the int8 operations of the target's ISA row: VNNI or dotprod
+               where the target's flags enable them, else exact int16 multiply-adds).
 
 Numpy references of both rounding modes (np_*) are written from the
 definitions, with integer bit operations where gemmlowp uses them, so they
@@ -49,7 +50,7 @@ from .reference import (INT32_MAX, INT32_MIN, QDTYPES, ROUNDINGS, np_multiply_by
 from .requant import (QParams, make_qparams, multiply_by_quantized_multiplier, pot_params, pow2,
                       requantize_onnx, requantize_tflite, rounding_divide_by_pot,
                       rounding_divide_by_pot_mul, srdhm)
-from .tile import tile_mrs, tile_shape, u8s8_tile_intrin
+from ...tensorize.int8_microkernel import dot_i8_intrin, tile_mrs, tile_shape, u8s8_tile_intrin
 from .compute import DOMAINS, QOp, conv_geometry, pack_weights, qconv2d, qdense
 from .conv_template import QConv2dTemplate, QDepthwiseConv2dTemplate
 from .dense_template import QDenseTemplate

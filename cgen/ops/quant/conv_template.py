@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from ... import te
-from ...autotune.space import ConfigSpace, Knob, split_choices
+from ..space import ConfigSpace, Knob, split_choices
+from ...tensorize.int8_microkernel import tile_mrs, tile_shape
 from targets import resolve
 from .compute import conv_geometry, pack_weights, qconv2d
-from .dispatch import default_algo, target_algos, can_thread, check_common, config_dict, tensorize
+from .dispatch import default_algo, target_algos, check_common, config_dict, tensorize
 from .reference import np_qconv2d_acc, qvalues, random_bias, requant_inputs, requantize_reference, zero_points
-from .tile import tile_mrs, tile_shape
 
 
 class QConv2dTemplate:
@@ -68,7 +68,7 @@ class QConv2dTemplate:
                  Knob("unroll", (0, 1, 2)),
                  Knob("col_at", ("tile", "root")),
                  Knob("tile_k", (0,) + tuple(k for k in (256, 512, 1024) if k < g["K"]))]
-        if can_thread(tgt):
+        if tgt.can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 
@@ -297,7 +297,7 @@ class QDepthwiseConv2dTemplate(QConv2dTemplate):
                  Knob("tile_x", split_choices(g["OW"], 64)),
                  Knob("unroll", (0, 1, 2)),
                  Knob("pad_at", ("root", "channel"))]
-        if can_thread(tgt):
+        if tgt.can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 

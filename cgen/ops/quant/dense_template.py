@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from ... import te
-from ...autotune.space import ConfigSpace, Knob, split_choices
+from ..space import ConfigSpace, Knob, split_choices
+from ...tensorize.int8_microkernel import tile_mrs, tile_shape
 from targets import resolve
 from .compute import qdense
-from .dispatch import default_algo, target_algos, can_thread, check_common, config_dict, tensorize
+from .dispatch import default_algo, target_algos, check_common, config_dict, tensorize
 from .reference import np_qdense_acc, qvalues, random_bias, requant_inputs, requantize_reference, zero_points
-from .tile import tile_mrs, tile_shape
 
 
 class QDenseTemplate:
@@ -43,7 +43,7 @@ class QDenseTemplate:
                  Knob("micro_m", (1, 2, 4)),
                  Knob("micro_n", (1, 2, 4)),
                  Knob("unroll", (False, True))]
-        if can_thread(tgt):
+        if tgt.can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 

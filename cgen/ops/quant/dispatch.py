@@ -2,9 +2,10 @@
 tensorize call of a packed algorithm's reduction."""
 from __future__ import annotations
 
-from ...tensorize import TensorizeError, dot_i8_intrin
+from ...tensorize import TensorizeError
+from ...tensorize.int8_microkernel import dot_i8_intrin, u8s8_tile_intrin
+from ..common import config_dict  # noqa: F401 (the templates import it from here)
 from .reference import QDTYPES, ROUNDINGS
-from .tile import u8s8_tile_intrin
 
 
 def _has(make, tgt) -> bool:
@@ -31,14 +32,6 @@ def default_algo(tgt, K: int) -> str:
         if algo in algos and K >= 16:
             return algo
     return "direct"
-
-
-def can_thread(tgt) -> bool:
-    return bool(tgt.threads) and not tgt.bare_metal
-
-
-def config_dict(config) -> dict:
-    return config.to_dict() if hasattr(config, "to_dict") else dict(config)
 
 
 def _check_qdtype(op, what, dtype):
