@@ -25,12 +25,15 @@ each config asked for and refuses any other), each method tunes the pool for
 --seeds seeds: random search, and the model-based tuner
 (cgen.autotune.tuner.Tuner, search "model" restricted to the pool: the model
 scores every unmeasured config of the pool each round; batches of --batch-size,
-the first one random) with the ranking objective ("rank") and the regression
-baseline ("reg").  trials-to-95% counts trials until the best throughput so far
-(FLOPs / mean cost of the record) reaches 95% of the pool's best, the pool size
-when a method never does; a replay stops there.  ratio = random's
-trials-to-95% / the method's, per seed; the table shows medians over seeds.
-Goal: ratio >= 3 for "rank".
+random ones until the task has 8 records) with the ranking objective ("rank")
+and the regression baseline ("reg"), and "pre": "rank" with the shipped
+pre-trained model (cgen.autotune.pretrained, trained on other workloads of the
+template) ranking those first batches, as `cgen tune` does by default.
+trials-to-95% counts trials until the best throughput so far (FLOPs / mean cost
+of the record) reaches 95% of the pool's best, the pool size when a method
+never does; a replay stops there.  Per seed (a JSON row), ratio = random's
+trials-to-95% / rank's; the table gives the medians over seeds and the ratio of
+those medians.  Goal: ratio >= 3.
 
 The cost model is also judged on its own: trained on a seeded random half of
 the pool, its pairwise ranking accuracy on the other half
@@ -173,14 +176,14 @@ def pool_log_path(pool_dir: Path, task) -> Path:
 
 
 def known_records(task, paths) -> dict:
-    """config index -> [records of this task found in the logs], in log order."""
+    """config index -> [records of this task found in the logs, in seconds], in log order."""
     from cgen.autotune.log import read_log
     space = task.space()
     out: dict = {}
     seen = set()
     for p in paths:
         for r in read_log(p):
-            if not task.matches(r):
+            if not task.matches(r) or r.cost_unit != "s":     # host timings only
                 continue
             try:
                 i = space.index_of(r.config.get("knobs", r.config))
@@ -214,9 +217,10 @@ def log_paths(pool_dir: Path, reuse) -> list:
 
 
 def measure_pool(args, name, task, pool, pool_dir: Path, reuse) -> dict:
-    """config index -> the pool record of every config of the pool (fewer with
-    --no-measure).  Pass p measures, in its own seeded order, the configs with fewer
-    than p + 1 records (the known ones count: earlier runs, the reused logs)."""
+    """config index -> every record of that pool config (the known ones, then those
+    measured now; empty lists with --no-measure).  Pass p measures, in its own seeded
+    order, the configs with fewer than p + 1 records (known ones count: earlier runs,
+    the reused logs)."""
     from cgen.autotune.log import LogWriter
     from cgen.autotune.measure import Measurer
     known = known_records(task, log_paths(pool_dir, reuse))
@@ -242,21 +246,20 @@ def measure_pool(args, name, task, pool, pool_dir: Path, reuse) -> dict:
                     done, el = b + len(chunk), time.perf_counter() - t0
                     common.progress(args, f"tuner: {name}: pass {p + 1}: measured {done}/"
                                           f"{len(order)} ({el:.0f} s, {el / done:.2f} s each)")
-    return {i: pool_record(recs[i]) for i in pool if recs[i]}
+    return recs
 
 
-def pass_agreement(task, pool, pool_dir: Path, reuse) -> float | None:
+def pass_agreement(task, recs: dict) -> float | None:
     """How far the measurements agree with themselves: a config's correct records split
     in two (passes 1, 3, 5... and 2, 4...), the fastest of each half, and the pairwise
     accuracy of one half's figures against the other's (configs with two or more).
     A cost model is judged against labels of this quality: its practical ceiling."""
     from cgen.autotune.costmodel import pairwise_accuracy
     from cgen.autotune.tuner import throughput
-    known = known_records(task, log_paths(pool_dir, reuse))
     flops = task.flops()
     a, b = [], []
-    for i in pool:
-        ok = [throughput(r, flops) for r in known.get(i, ()) if r.ok]
+    for i, records in recs.items():
+        ok = [throughput(r, flops) for r in records if r.ok]
         if len(ok) >= 2:
             a.append(max(ok[0::2]))
             b.append(max(ok[1::2]))
@@ -363,7 +366,7 @@ def run_case(args, case: dict, methods) -> list:
             "workload": task.workload, "spec": task.name, "template": task.template.name,
             "target": task.target_name, "pool": n, "pool_wanted": len(pool),
             "pool_errors": int(np.sum(thr <= 0)), "space": task.space().size,
-            "pool_best_gflops": best / 1e9, "pool_passes": args.pool_passes,
+            "pool_best_gflops": best / 1e9, "pool_passes": case["passes"],
             "pass_agreement": case["agreement"], "threshold": THRESHOLD,
             "pool_at_threshold": int(np.sum(thr >= THRESHOLD * best)) if n else 0,
             "random_expected": (n + 1) / (int(np.sum(thr >= THRESHOLD * best)) + 1) if n else None,
@@ -405,14 +408,15 @@ def run_case(args, case: dict, methods) -> list:
             row[f"{objective}_predict_rate"] = q["rate"]
             row[f"{objective}_fit_s"] = q["fit_s"]
         row["predict_rate"] = row["rank_predict_rate"]
+        row["predict_configs"] = RATE_CONFIGS
         rows.append(row)
     return rows
 
 
 # ---------------------------------------------------------------- run
 def load_pools(args, cases) -> list:
-    """For each case {name, task, pool, records: {index: record}, agreement}, measuring
-    what is missing first."""
+    """For each case {name, task, pool, records: {index: pool record}, agreement, passes
+    (the median number of records of a pool config)}, measuring what is missing first."""
     from cgen.autotune.task import parse_workload
     pool_dir = Path(args.pool_log) if args.pool_log else default_pool_dir()
     reuse = args.reuse_log if args.reuse_log is not None else list(DEFAULT_REUSE)
@@ -421,8 +425,10 @@ def load_pools(args, cases) -> list:
         task = parse_workload(spec, "host")
         pool = pool_indices(task, args.pool_size)
         recs = measure_pool(args, name, task, pool, pool_dir, reuse)
-        out.append({"name": name, "task": task, "pool": pool, "records": recs,
-                    "agreement": pass_agreement(task, pool, pool_dir, reuse)})
+        out.append({"name": name, "task": task, "pool": pool,
+                    "records": {i: pool_record(v) for i, v in recs.items() if v},
+                    "agreement": pass_agreement(task, recs),
+                    "passes": statistics.median(len(v) for v in recs.values())})
     return out
 
 
@@ -473,6 +479,8 @@ def print_table(args, rows) -> None:
         note = []
         if ratio is not None:
             note.append("ok" if ratio >= GOAL_RATIO else f"< {GOAL_RATIO:g}x")
+        if r0["random_expected"] < GOAL_RATIO:
+            note.append("flat pool: even a perfect model cannot be 3x faster")
         trials.append((c, r0["pool"], r0["pool_at_threshold"], r0["pool_best_gflops"],
                        r0["random_expected"], med["random"], med["rank"], med["reg"], med["pre"],
                        ratio, _median(r["ratio"] for r in rs), _ratio(med["random"], med["reg"]),
@@ -499,10 +507,11 @@ def print_table(args, rows) -> None:
         models))
     print()
     print(f"rank, reg: the model-based tuner (cgen.autotune.tuner.Tuner) with that objective, "
-          f"batches of {args.batch_size}, the first random (the same as random search's), "
-          "then XGBoost on knob features, retrained after each batch, scores every unmeasured "
-          "config of the pool; pre: rank with the shipped pre-trained model ranking the first "
-          "batch (as `cgen tune` does; trained on other workloads of the template).  A method "
+          f"batches of {args.batch_size}: random until it has 8 records (min_train; the same "
+          "configs as random search's), then XGBoost on knob features, retrained after each "
+          "batch, scores every unmeasured config of the pool; pre: rank with the shipped "
+          "pre-trained model ranking those first batches instead (as `cgen tune` does; trained "
+          "on other workloads of the template).  A method "
           "that never reaches the threshold counts as the pool size.  >=95%: pool configs at "
           "the threshold; E[random]: random search's expected trials, (pool + 1) / (>=95% + 1); "
           "ratio/seed: median of the per-seed ratios (the JSON rows' ratio).  agree: pairwise "
@@ -510,9 +519,12 @@ def print_table(args, rows) -> None:
           "passes (the measurements' own consistency, a practical ceiling of acc).  Mcfg/s: "
           "millions of configs scored per second end to end, features included (10,000 random "
           "configs of the space, rank model)")
+    passes = ", ".join(f"{r['case']} {r['pool_passes']:g}"
+                       for r in {r["case"]: r for r in rows if "error" not in r}.values())
     print(f"pools: the default, the quick configs, then a seeded permutation of the space; "
-          f"{args.pool_passes} pass(es) of {args.pool_repeats} repeats >= "
-          f"{args.pool_min_repeat_ms:g} ms on one thread, a config's fastest correct pass "
-          f"counts; logs in {Path(args.pool_log) if args.pool_log else default_pool_dir()}")
+          f"measured in passes (here: {passes}; --pool-passes {args.pool_passes} asked) of "
+          f"{args.pool_repeats} repeats >= {args.pool_min_repeat_ms:g} ms on one thread, a "
+          f"config's fastest correct pass counts; logs in "
+          f"{Path(args.pool_log) if args.pool_log else default_pool_dir()}")
     for n in notes:
         print(n)
