@@ -1,21 +1,33 @@
-"""Square float32 GEMM, C = A @ B: cgen's best hand schedule against numpy (OpenBLAS), one thread.
+"""Square float32 GEMM, C = A @ B: cgen against numpy (OpenBLAS), one thread and two.
 
-For each size a handful of hand-written schedules of the plain te matmul
-(`candidates`: plain tilings with B read in place, and the packed GEMM whose
-register tile is the target's tensorized micro-kernel) is built, checked against
-numpy (allclose, rtol 1e-4, atol 1e-4 * max|ref|; a wrong candidate is
-discarded) and screened by time (best of 5 repeats).  The fastest is then
-measured again, interleaved with numpy's `matmul(a, b, out=c)`, under
-threadpoolctl's `threadpool_limits(1)` (cgen
-through its harness executable in a child process, timed inside the child;
-numpy in-process).  ratio = numpy_s / cgen_s: above 1 when cgen is faster.
-With --threads N (default 2) the largest size is measured again with the
-packed GEMM parallelised by OpenMP against numpy with N BLAS threads.
+The cgen side is built for `--target` (host, x86-avx2 or x86-avx512; the
+machine must run it).  `--schedules default` (the default) measures what a
+user gets: the GEMM template's default config (cgen.ops.gemm_template, from
+the shipped best-known table cgen.ops.tophub).  `--schedules sweep` also
+screens hand-written schedules of the plain te matmul (`candidates`: plain
+tilings with B read in place, and the template's one-knob variants), each
+checked against numpy (allclose, rtol 1e-4, atol 1e-4 * max|ref|; a wrong
+candidate is discarded) and screened by time (best of 5 repeats); the fastest
+is kept.
+
+The peer is numpy's `matmul(a, b, out=c)` in a child process whose OpenBLAS
+kernel matches the target's ISA: for x86-avx2 OPENBLAS_CORETYPE=Haswell (the
+AVX2 kernel, also on an AVX-512 machine), otherwise OpenBLAS's own choice
+(OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from its environment);
+threadpoolctl reports the kernel in use, and a peer that did not get the
+AVX2 kernel it was asked for stops the bench.  cgen runs its harness
+executable in another child process; both time inside their process, and the
+two are measured interleaved repeat by repeat.  ratio = numpy_s / cgen_s:
+above 1 when cgen is faster.  With --threads N (default 2) the largest size
+is measured again with the parallel (OpenMP) config against N BLAS threads.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -24,7 +36,7 @@ import numpy as np
 
 import cgen
 from cgen import te
-from targets import CompileError
+from targets import CompileError, resolve
 
 from . import common
 
@@ -126,12 +138,12 @@ class Candidate:
     make: Callable[[int], tuple]
 
 
-def candidates(n: int, with_packed: bool = True, nthreads: int = 1) -> list:
-    """The hand schedules tried for size n (tilings that do not divide n are left out)."""
+def candidates(n: int, with_packed: bool = True, nthreads: int = 1, target="host") -> list:
+    """The schedules screened for size n in a sweep (tilings that do not divide n are left out)."""
     def divides(*fs):
         return all(f <= n and n % f == 0 for f in fs)
     if nthreads > 1:
-        return template_candidates(n, parallel=True)
+        return template_candidates(n, parallel=True, target=target)
     out = [Candidate("ikj-vec", loop_ikj)]
     for mr, nr in ((8, 32), (4, 32), (8, 16)):
         if divides(mr, nr):
@@ -143,31 +155,120 @@ def candidates(n: int, with_packed: bool = True, nthreads: int = 1) -> list:
         if divides(mr, nr, kc, mc, nc) and kc < n:
             out.append(Candidate(f"kblock-{mr}x{nr}-kc{kc}-mc{mc}-nc{nc}", k_blocked(mr, nr, kc, mc, nc)))
     if with_packed:
-        out.extend(template_candidates(n))
+        out.extend(template_candidates(n, target=target))
     return out
 
 
-def template_candidates(n: int, parallel: bool = False) -> list:
-    """The GEMM template's default config and its one-knob variants (cgen.ops.gemm_template)."""
+def template_candidates(n: int, parallel: bool = False, target="host", variants: bool = True) -> list:
+    """The GEMM template's default config for the target (cgen.ops.gemm_template), first,
+    then (with variants) its one-knob variants; `parallel` sets the OpenMP knob."""
     from cgen.ops.gemm_template import GemmTemplate
     t = GemmTemplate()
     wl = t.workload(n, n, n)
-    configs = [t.default(wl, "host")] + list(t.quick_configs(wl, "host"))
+    sp = t.space(wl, target)
+    configs = [t.default(wl, target)] + (list(t.quick_configs(wl, target)) if variants else [])
     out, seen = [], set()
-    for cfg in configs:
+    for k, cfg in enumerate(configs):
         values = cfg.to_dict()
         if "parallel" in values:
             values["parallel"] = parallel
-        sp = t.space(wl, "host")
         cfg = sp.get(sp.index_of(values))
         if cfg.index in seen:
             continue
         seen.add(cfg.index)
-        name = "packed-" + "-".join(f"{k}{v}" for k, v in cfg.values if k != "parallel") + ("-par" if parallel else "")
-        out.append(Candidate(name, (lambda c: lambda m: t.build(t.workload(m, m, m), "host", c))(cfg)))
+        name = ("default" if k == 0 else "packed") + "-" + "-".join(
+            f"{key}{v}" for key, v in cfg.values if key != "parallel") + ("-par" if parallel else "")
+        out.append(Candidate(name, (lambda c: lambda m: t.build(t.workload(m, m, m), target, c))(cfg)))
     return out
 
 
+def schedule_candidates(n: int, args, nthreads: int = 1) -> list:
+    """What --schedules asks for: the template default only, or the whole sweep."""
+    if args.schedules == "default":
+        return template_candidates(n, parallel=nthreads > 1, target=args.target, variants=False)
+    return candidates(n, nthreads=nthreads, target=args.target)
+
+
+# ------------------------------------------------------------------ the peer
+# OpenBLAS's kernel per target ISA: the AVX2 one is forced, else OpenBLAS detects its own
+PEER_CORETYPE = {"avx2": "Haswell"}
+# variables that change OpenBLAS's kernel or blocking, removed from the peer's environment
+PEER_ENV_CLEARED = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def peer_env(target) -> dict:
+    """The environment of the peer process for a target: its ISA's OpenBLAS kernel."""
+    env = {k: v for k, v in os.environ.items() if k not in PEER_ENV_CLEARED}
+    coretype = PEER_CORETYPE.get(resolve(target).isa)
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
+    return env
+
+
+class BlasPeer:
+    """numpy's matmul in a child process (`python -m bench.gemm --peer N THREADS`) whose
+    OpenBLAS kernel is chosen by its environment before numpy loads.  The child reads a
+    call count per line and answers the seconds per call; `blas` is threadpoolctl's
+    report from inside the child."""
+
+    def __init__(self, n: int, threads: int, target):
+        cmd = [sys.executable, "-m", "bench.gemm", "--peer", str(n), str(threads)]
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=peer_env(target), cwd=root)
+        line = self.proc.stdout.readline()
+        if not line:
+            self.close()
+            raise SystemExit("bench gemm: the numpy peer process did not start")
+        self.blas = json.loads(line)
+        want = PEER_CORETYPE.get(resolve(target).isa)
+        if want and (self.blas.get("architecture") or "").lower() != want.lower():
+            self.close()
+            raise SystemExit(f"bench gemm: OPENBLAS_CORETYPE={want} was asked for, but OpenBLAS "
+                             f"runs its {self.blas.get('architecture')} kernel")
+
+    def __call__(self):
+        self.per_call(1)
+
+    def per_call(self, number: int) -> float:
+        self.proc.stdin.write(f"{number}\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the numpy peer process died")
+        return float(line)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def peer_main(n: int, threads: int) -> int:
+    """The peer process: the same operands as the parent's (same seed), BLAS limited to
+    `threads`, one warm-up call, then seconds per call for each count read."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=threads)
+    rng = np.random.default_rng(n)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), dtype=np.float32)
+    np.matmul(a, b, out=c)
+    print(json.dumps(common.blas_info()), flush=True)
+    for line in sys.stdin:
+        number = int(line)
+        t0 = time.perf_counter()
+        for _ in range(number):
+            np.matmul(a, b, out=c)
+        print(repr((time.perf_counter() - t0) / number), flush=True)
+    return 0
 
 
 # ------------------------------------------------------------------ measuring
@@ -195,7 +296,7 @@ def try_candidate(cand: Candidate, n: int, a, b, ref, best_s, args) -> Tried:
     try:
         sch, tensors = cand.make(n)
         t.schedule = sch
-        mod = cgen.build(sch, tensors, target="host", name=f"gemm{n}")
+        mod = cgen.build(sch, tensors, target=args.target, name=f"gemm{n}")
     except cgen.ScheduleError as e:
         t.error, t.detail = "schedule_error", str(e)
         return t
@@ -233,16 +334,17 @@ def try_candidate(cand: Candidate, n: int, a, b, ref, best_s, args) -> Tried:
     return t
 
 
-def run_size(n: int, args, blas: dict, peak: float | None, nthreads: int = 1) -> dict:
+def run_size(n: int, args, peak: float | None, nthreads: int = 1) -> dict:
     flop = 2.0 * n ** 3
-    rng = np.random.default_rng(n)
+    rng = np.random.default_rng(n)   # the peer process makes the same operands from n
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
     ref = a @ b
-    case = f"gemm-{n}" + (f"-{nthreads}threads" if nthreads > 1 else "")
+    case = (f"gemm-{n}" + (f"-{nthreads}threads" if nthreads > 1 else "")
+            + ("" if args.target == "host" else f"-{args.target}"))
     tried, best = [], None
     t0 = time.perf_counter()
-    for cand in candidates(n, nthreads=nthreads):
+    for cand in schedule_candidates(n, args, nthreads):
         t = try_candidate(cand, n, a, b, ref, best.seconds if best else None, args)
         tried.append(t)
         if t.seconds is not None and t.error:
@@ -259,23 +361,25 @@ def run_size(n: int, args, blas: dict, peak: float | None, nthreads: int = 1) ->
                          + "; ".join(f"{t.name}: {t.error}" for t in tried))
     # Final figure: the winner and numpy, interleaved repeat by repeat.
     c = np.empty((n, n), dtype=np.float32)
-    c_peer = np.empty((n, n), dtype=np.float32)
     mod = best.module
-    timers = [common.ChildTimer(mod, [a, b, c]), lambda: np.matmul(a, b, out=c_peer)]
-    if nthreads > 1:
-        # with threads, back-to-back blocks instead of interleaving: a BLAS pool keeps
-        # spinning for a while after each call and would steal the cores cgen's child needs
-        cg, peer = (common.measure(t, repeats=args.repeats, min_repeat_s=args.min_repeat_ms / 1e3)
-                    for t in timers)
-    else:
-        cg, peer = common.measure_interleaved(timers, repeats=args.repeats,
-                                              min_repeat_s=args.min_repeat_ms / 1e3)
+    with BlasPeer(n, nthreads, args.target) as peer_proc:
+        timers = [common.ChildTimer(mod, [a, b, c]), peer_proc]
+        if nthreads > 1:
+            # with threads, back-to-back blocks instead of interleaving: a BLAS pool keeps
+            # spinning for a while after each call and would steal the cores cgen's child needs
+            cg, peer = (common.measure(t, repeats=args.repeats,
+                                       min_repeat_s=args.min_repeat_ms / 1e3) for t in timers)
+        else:
+            cg, peer = common.measure_interleaved(timers, repeats=args.repeats,
+                                                  min_repeat_s=args.min_repeat_ms / 1e3)
+        blas = peer_proc.blas
     ok, err, atol = common.check_close(c, ref)
     if not ok:  # the timed calls must still be right
         raise SystemExit(f"{case}: {best.name} went wrong while timing: max abs error {err:.3g}")
     gflops = flop / cg.median / 1e9
-    common.progress(args, f"  {case}  winner {best.name}: {gflops:.1f} GFLOP/s, numpy "
-                          f"{flop / peer.median / 1e9:.1f} GFLOP/s ({time.perf_counter() - t0:.1f} s)")
+    common.progress(args, f"  {case}  {best.name}: {gflops:.1f} GFLOP/s, numpy "
+                          f"{flop / peer.median / 1e9:.1f} GFLOP/s ({blas.get('architecture')} "
+                          f"kernel; {time.perf_counter() - t0:.1f} s)")
     return {
         "suite": "gemm",
         "case": case,
@@ -290,6 +394,7 @@ def run_size(n: int, args, blas: dict, peak: float | None, nthreads: int = 1) ->
         "peak_fraction": gflops / peak if peak else None,
         "n": n,
         "flop": flop,
+        "schedules": args.schedules,
         "schedule_name": best.name,
         "schedule": json.loads(best.schedule.to_json()),
         "candidates": [t.record(flop) for t in tried],
@@ -309,6 +414,20 @@ def add_arguments(p) -> None:
     p.add_argument("--threads", type=int, default=2,
                    help="also measure the largest size with this many threads, cgen's OpenMP "
                         "against numpy's BLAS (default 2; 1 turns it off)")
+    p.add_argument("--target", default="host", choices=BENCH_TARGETS,
+                   help="cgen's target (default host); the peer runs OpenBLAS's kernel for "
+                        "the same ISA (x86-avx2: OPENBLAS_CORETYPE=Haswell)")
+    p.add_argument("--schedules", default="default", choices=("default", "sweep"),
+                   help="default: the GEMM template's default config (what a user gets; "
+                        "the default); sweep: hand schedules and one-knob variants too, "
+                        "the fastest kept")
+
+
+# targets whose code this bench runs here, natively, against a native numpy
+BENCH_TARGETS = ("host", "x86-avx2", "x86-avx512")
+# the CPU flags a target's code needs on this machine
+TARGET_CPU_FLAGS = {"x86-avx2": {"avx2", "fma"}, "x86-avx512": {"avx512f", "avx512bw",
+                                                                 "avx512vl", "avx512dq"}}
 
 
 def _sizes(text: str) -> tuple:
@@ -321,32 +440,41 @@ def _sizes(text: str) -> tuple:
     return out
 
 
+def _check_target(name: str) -> None:
+    """One clear line when this machine cannot run the target's code."""
+    from targets.target import _cpu_flags
+    missing = TARGET_CPU_FLAGS.get(name, set()) - _cpu_flags()
+    if missing:
+        raise SystemExit(f"bench gemm: this machine cannot run {name} code "
+                         f"(CPU lacks {', '.join(sorted(missing))})")
+
+
 def run(args) -> int:
-    peak = args.peak_gflops if args.peak_gflops is not None else common.default_peak_gflops()
+    _check_target(args.target)
+    peak = args.peak_gflops if args.peak_gflops is not None else common.default_peak_gflops(args.target)
     results = []
     with common.single_thread():
-        blas = common.blas_info()
         sizes = [n for group in args.sizes for n in group]
         for n in sizes:
-            results.append(run_size(n, args, blas, peak))
+            results.append(run_size(n, args, peak))
     if args.threads > 1 and max(sizes) >= 256:
         with common.threads(args.threads):
-            r = run_size(max(sizes), args, common.blas_info(), peak * args.threads if peak else None,
-                         nthreads=args.threads)
-        results.append(r)
+            results.append(run_size(max(sizes), args, peak * args.threads if peak else None,
+                                    nthreads=args.threads))
     if args.json:
         common.print_json_lines(results)
         return 0
-    print("gemm: C = A @ B, float32, square; cgen (best hand schedule) vs numpy "
-          "matmul(a, b, out=c); ratio = numpy_s / cgen_s (> 1: cgen faster)")
+    what = "template default" if args.schedules == "default" else "best of the sweep"
+    print(f"gemm: C = A @ B, float32, square; cgen ({what}) vs numpy matmul(a, b, out=c); "
+          "ratio = numpy_s / cgen_s (> 1: cgen faster)")
     rows = [(r["case"], r["schedule_name"], r["gflops"], r["peer_gflops"], r["ratio"],
              r["peak_fraction"]) for r in results]
     print(common.format_table(["size", "schedule", "cgen GFLOP/s", "numpy GFLOP/s", "ratio",
                                "of peak"], rows))
     r0 = results[0]
     print(f"measured: median of {args.repeats} repeats per kernel, each >= {args.min_repeat_ms:g} ms "
-          "of back-to-back calls after 1 warm-up, cgen and numpy interleaved in one process, "
-          "threads=1 (threadpoolctl)")
+          "of back-to-back calls after 1 warm-up, cgen and numpy interleaved (each in its own "
+          "process), threads=1 (threadpoolctl)")
     print(f"numpy BLAS: {common.describe_blas(r0['blas'])}; cgen target {r0['target']} ({r0['isa']})")
     print("peak: " + (f"{peak:g} GFLOP/s (--peak-gflops; default: REFERENCE.md's one-core FMA figure)"
                       if peak else "unknown on this host (pass --peak-gflops)"))
@@ -356,3 +484,10 @@ def run(args) -> int:
     for r in results:
         print(f"schedule {r['case']}: {r['schedule_name']}: {json.dumps(r['schedule'])}")
     return 0
+
+
+if __name__ == "__main__":
+    # the peer process (BlasPeer): python -m bench.gemm --peer N THREADS
+    if len(sys.argv) == 4 and sys.argv[1] == "--peer":
+        sys.exit(peer_main(int(sys.argv[2]), int(sys.argv[3])))
+    sys.exit("usage: python -m bench gemm [options]")

@@ -100,3 +100,28 @@ def test_gemm_candidates_are_named_uniquely_and_fit_the_size():
         names = [c.name for c in gemm.candidates(n)]
         assert len(names) == len(set(names)) and names[0] == "ikj-vec"
     assert any(name.startswith("kblock") for name in (c.name for c in gemm.candidates(1024)))
+
+
+def test_peer_environment_follows_the_target_isa(monkeypatch):
+    """x86-avx2 rows compare with OpenBLAS's AVX2 (Haswell) kernel; other rows with the
+    kernel OpenBLAS picks itself (stale OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE removed)."""
+    from bench import gemm
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Sandybridge")
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "262144")
+    avx2, avx512 = gemm.peer_env("x86-avx2"), gemm.peer_env("x86-avx512")
+    assert avx2["OPENBLAS_CORETYPE"] == "Haswell" and "OPENBLAS_L2_SIZE" not in avx2
+    assert "OPENBLAS_CORETYPE" not in avx512 and "OPENBLAS_L2_SIZE" not in avx512
+
+
+def test_avx2_target_row_runs_the_default_against_the_avx2_kernel():
+    from targets.target import _cpu_flags
+    if not {"avx2", "fma"} <= _cpu_flags():
+        pytest.skip("this machine cannot run x86-avx2 code")
+    proc = run_bench("gemm", "--json", "--sizes", "64", "--threads", "1", "--target", "x86-avx2",
+                     "--repeats", "1", "--min-repeat-ms", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.strip()]
+    assert r["case"] == "gemm-64-x86-avx2" and r["target"] == "x86-avx2" and r["isa"] == "avx2"
+    assert r["blas"]["coretype"] == "Haswell" and r["blas"]["architecture"].lower() == "haswell"
+    assert r["schedules"] == "default" and r["schedule_name"].startswith("default-MR")
+    assert r["ratio"] == pytest.approx(r["peer_s"] / r["cgen_s"], rel=1e-9)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autotune.space import ConfigSpace, Knob
+from .common import config_dict
+from .space import ConfigSpace, Knob
 from .gemm import GemmConfig, generated_kernels, kernel_rows, kernel_shape, packed_gemm
 from .tophub import best_known
 from targets import resolve
@@ -42,7 +43,7 @@ def gemm_knobs(M: int, N: int, K: int, target, mr_choices=None) -> list:
         knobs += [Knob("unroll", UNROLL_CHOICES), Knob("prefetch", PREFETCH_CHOICES)]
     knobs += [Knob("pack_a", (True, False)), Knob("MC", tuple(mc)), Knob("NC", tuple(nc)),
               Knob("KC", tuple(kc)), Knob("order", ("ji", "ij"))]
-    if tgt.threads and not tgt.bare_metal:
+    if tgt.can_thread:
         knobs.append(Knob("parallel", (False, True)))
     return knobs
 
@@ -63,8 +64,8 @@ def gemm_default_values(tgt) -> dict:
 
 
 # variations of the default worth measuring first (a quick sweep's head start): knob -> value
-QUICK_VARIANTS = ({"prefetch": 0}, {"KC": 256}, {"pack_a": True}, {"MR": 12}, {"MC": 192},
-                  {"order": "ij"})
+QUICK_VARIANTS = ({"prefetch": 0}, {"unroll": 1}, {"KC": 128}, {"KC": 256}, {"pack_a": True},
+                  {"MR": 12}, {"MR": 4}, {"MC": 96}, {"MC": 192}, {"NC": 128}, {"order": "ij"})
 
 
 def quick_variants(space: ConfigSpace, default) -> list:
@@ -101,7 +102,7 @@ class GemmTemplate:
         return ConfigSpace(tuple(gemm_knobs(wl["M"], wl["N"], wl["K"], target)))
 
     def build(self, wl: dict, target, config):
-        c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        c = config_dict(config)
         return packed_gemm(wl["M"], wl["N"], wl["K"], target, gemm_config(c))
 
     def default(self, wl: dict, target):

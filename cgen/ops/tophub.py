@@ -78,11 +78,18 @@ def table_path(template_name: str, target_class: str, root: Path = TABLE_DIR) ->
     return Path(root) / target_class / f"{template_name}.json"
 
 
-@lru_cache(maxsize=None)
 def _read(path: Path) -> tuple:
-    """Entries of one file (cached: the shipped files do not change while a process runs)."""
-    if not path.is_file():
+    """Entries of one file (empty when there is none)."""
+    try:
+        st = path.stat()
+    except OSError:
         return ()
+    return _parse(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=None)
+def _parse(path: Path, mtime_ns: int, size: int) -> tuple:
+    """Entries of one file, cached per version of the file (mtime and size in the key)."""
     data = json.loads(path.read_text())
     if data.get("version") != VERSION:
         raise ValueError(f"{path.name}: tophub table version {data.get('version')!r}, "
