@@ -221,3 +221,17 @@ def test_dotprod_code_needs_a_dotprod_cpu():
         assert (err is not None) == fails, (name, err)
         if not fails:
             np.testing.assert_array_equal(inputs[-1], t.reference(wl, inputs)["Y"])
+
+
+@pytest.mark.parametrize("target", ["armv7", "aarch64"])
+def test_dot_tail_compiles_strictly(target):
+    """The dot's scalar tail starts at K - K % step: with the vector loop's exit test alone
+    (k + 16 > K) gcc for a 32-bit target followed a path where the tail wraps around
+    (-Werror=aggressive-loop-optimizations on this conv, K = 576, before the fix)."""
+    t = Q.QConv2dTemplate()
+    wl = t.workload(1, 64, 28, 28, 64, 3, 3, pads=1)
+    tgt = resolve(target)
+    s, args = t.build(wl, tgt, {**t.default(wl, tgt).to_dict(), "algo": "packed_dot"})
+    mod = cgen.build(s, args, target=tgt, name="qconv", load=False)
+    assert I8.dot_i8_intrin(tgt).body.name + "(" in mod.c_source
+    compile_c(mod.c_source, tgt, "object", strict=True)

@@ -246,17 +246,18 @@ def u8s8_tile_intrin(target, mr: int | None = None) -> TensorIntrin:
 # ----------------------------------------------------------------------------- s8 dot
 def _dot_body(d) -> list:
     out = [decl(d.acc_type, "acc", expr(d.zero, {})), decl("int64_t", "k", 0),
+           decl("int64_t", "kv", _bin("-", "K", _bin("%", "K", d.step)), const=True),  # see _tile_body
            decl("int32_t", "s")]
     if d.temp_type:
         out.append(decl(d.temp_type, "h"))
     loop = [decl(d.a_type, "a", expr(d.load, {"p": X("A") + "k"})),
             decl(d.a_type, "b", expr(d.load, {"p": X("B") + "k"}))]
     loop += [assign("acc", expr(u, {"c": "acc", "a": "a", "b": "b"})) for u in d.update]
-    out.append(c_ast.For(None, node(_bin("<=", X("k") + d.step, "K")), assign("k", d.step, "+="),
-                         block(loop)))
+    out.append(c_ast.For(None, node(X("k") < "kv"), assign("k", d.step, "+="), block(loop)))
     out += _reduce(d, "acc", "s")
     tail = assign("s", _bin("*", cast("int32_t", X("A")["k"]), cast("int32_t", X("B")["k"])), "+=")
-    out.append(c_ast.For(None, node(X("k") < "K"), c_ast.UnaryOp("++", node(X("k"))), block([tail])))
+    out.append(c_ast.For(assign("k", "kv"), node(X("k") < "K"), c_ast.UnaryOp("++", node(X("k"))),
+                         block([tail])))
     out.append(assign(c_ast.UnaryOp("*", node("C")), "s", "+="))
     return out
 
