@@ -15,8 +15,8 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper as h, numpy_helper  # noqa: E402
 
 from cgen.graph import ModelError, load_onnx, reference  # noqa: E402
-from cgen.graph.onnx_frontend import (CONVERTERS, node_test_results,  # noqa: E402
-                                      node_test_summary, parse_input_shape)
+from cgen.graph.onnx_frontend import CONVERTERS, parse_input_shape  # noqa: E402
+from cgen.graph.onnx_node_tests import node_test_results, node_test_summary  # noqa: E402
 
 F32 = TensorProto.FLOAT
 RTOL, ATOL = 1e-4, 1e-5

@@ -24,8 +24,9 @@ onnx = pytest.importorskip("onnx")
 
 from cgen.graph import ModelError  # noqa: E402
 from cgen.graph.model import compile_model, model_target  # noqa: E402
-from cgen.graph.onnx_frontend import (CONVERTERS, SKIP_KINDS, _primary_op,  # noqa: E402
-                                      backend_node_cases, freeze_shape_operands, load_onnx)
+from cgen.graph.onnx_frontend import CONVERTERS, load_onnx  # noqa: E402
+from cgen.graph.onnx_node_tests import (SKIP_KINDS, _primary_op,  # noqa: E402
+                                        backend_node_cases, freeze_shape_operands)
 
 RTOL, ATOL = 1e-3, 1e-5
 CASES = {c.name: c for c in backend_node_cases()}

@@ -12,8 +12,9 @@ import re
 
 import pytest
 
-from cgen.graph.onnx_frontend import (CONVERTERS, NodeTestResult, backend_node_cases,
-                                      node_test_results, node_test_summary)
+from cgen.graph.onnx_frontend import CONVERTERS
+from cgen.graph.onnx_node_tests import (NodeTestResult, backend_node_cases, node_test_results,
+                                        node_test_summary)
 from cgen.graph.support_doc import compiled_results, onnx_version, render
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "ONNX_SUPPORT.md"

@@ -13,10 +13,16 @@ or in one call: ``cg.prepare(model, input_shapes=None, layout_prefs=None) -> Fus
 Refusals raise `ModelError` (a ValueError) with a one-line message.
 """
 from .ir import DTYPES, Graph, ModelError, Node, Value, topo_sort
-from .onnx_frontend import (SUPPORTED_ONNX_OPS, load_onnx, node_test_results, node_test_summary,
-                            parse_input_shape)
-from .passes import (CANONICAL_OPS, OP_PATTERNS, FusedGraph, Group, fold_batchnorm, fold_constants,
-                     fold_qdq, fuse, infer_shapes, optimize, remove_dead, simplify)
+from .onnx_frontend import SUPPORTED_ONNX_OPS, load_onnx, parse_input_shape
+from .onnx_node_tests import node_test_results, node_test_summary
+from .opset import CANONICAL_OPS, OP_PATTERNS
+from .shapes import infer_shapes
+from .fold import fold_batchnorm, fold_constants, fold_qdq, remove_dead
+from .rules import simplify
+from .fuse import FusedGraph, Group, fuse
+from .pipeline import optimize_graph
+
+optimize = optimize_graph       # the package's short name for the standard pipeline
 from .layout import convert_layout
 from . import reference
 
@@ -29,5 +35,5 @@ def prepare(model, input_shapes=None, layout_prefs=None) -> FusedGraph:
 __all__ = ["DTYPES", "Graph", "ModelError", "Node", "Value", "topo_sort", "SUPPORTED_ONNX_OPS",
            "load_onnx", "node_test_results", "node_test_summary", "parse_input_shape",
            "CANONICAL_OPS", "OP_PATTERNS", "FusedGraph", "Group", "fold_batchnorm", "fold_constants",
-           "fold_qdq", "fuse", "infer_shapes", "optimize", "remove_dead", "simplify",
+           "fold_qdq", "fuse", "infer_shapes", "optimize", "optimize_graph", "remove_dead", "simplify",
            "convert_layout", "reference", "prepare"]

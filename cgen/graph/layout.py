@@ -25,75 +25,20 @@ What a blocked conv2d node means (the layouts are on its Values):
 """
 from __future__ import annotations
 
-import re
 from typing import Callable, Mapping
 
 import numpy as np
 
 from .ir import Graph, Node, Value, unique_name, used_constants
-
-_ACT = re.compile(r"^NCHW(\d+)c$")
-_WGT = re.compile(r"^OIHW(\d+)i(\d+)o$")
-
-
-def blocked(b: int) -> str:
-    return f"NCHW{b}c"
-
-
-def weight_layout(bi: int, bo: int) -> str:
-    return f"OIHW{bi}i{bo}o"
-
-
-def block_of(layout: str) -> int:
-    """The channel block of an activation layout (1 for the ONNX layout)."""
-    if not layout:
-        return 1
-    m = _ACT.match(layout)
-    if not m:
-        raise ValueError(f"not an activation layout: {layout!r}")
-    return int(m.group(1))
-
-
-def physical_shape(shape: tuple, layout: str) -> tuple:
-    """Logical (ONNX) shape -> stored shape under `layout`."""
-    shape = tuple(shape)
-    if not layout:
-        return shape
-    if m := _ACT.match(layout):
-        b = int(m.group(1))
-        n, c, h, w = shape
-        if c % b:
-            raise ValueError(f"{c} channels do not divide into blocks of {b}")
-        return (n, c // b, h, w, b)
-    if m := _WGT.match(layout):
-        bi, bo = int(m.group(1)), int(m.group(2))
-        o, i, kh, kw = shape
-        if o % bo or i % bi:
-            raise ValueError(f"weight {shape} does not divide into blocks {bi}i{bo}o")
-        return (o // bo, i // bi, kh, kw, bi, bo)
-    raise ValueError(f"unknown layout {layout!r}")
-
-
-def logical_shape(shape: tuple, layout: str) -> tuple:
-    """Stored shape under `layout` -> logical (ONNX) shape."""
-    shape = tuple(shape)
-    if not layout:
-        return shape
-    if _ACT.match(layout):
-        n, cb, h, w, b = shape
-        return (n, cb * b, h, w)
-    if _WGT.match(layout):
-        ob, ib, kh, kw, bi, bo = shape
-        return (ob * bo, ib * bi, kh, kw)
-    raise ValueError(f"unknown layout {layout!r}")
-
+from .shapes import (BLOCKED_ACT, BLOCKED_WGT, block_of, blocked, infer_node,  # noqa: F401
+                     logical_shape, physical_shape, weight_layout)  # re-exported
 
 def pack(a: np.ndarray, layout: str) -> np.ndarray:
     """A logical array stored in `layout` (a copy, C-contiguous)."""
     if not layout:
         return a
     shape = physical_shape(a.shape, layout)
-    if _ACT.match(layout):
+    if BLOCKED_ACT.match(layout):
         n, cb, h, w, b = shape
         return np.ascontiguousarray(a.reshape(n, cb, b, h, w).transpose(0, 1, 3, 4, 2))
     ob, ib, kh, kw, bi, bo = shape
@@ -104,7 +49,7 @@ def unpack(a: np.ndarray, layout: str) -> np.ndarray:
     """A stored array in `layout` back in the ONNX layout."""
     if not layout:
         return a
-    if _ACT.match(layout):
+    if BLOCKED_ACT.match(layout):
         n, cb, h, w, b = a.shape
         return np.ascontiguousarray(a.transpose(0, 1, 4, 2, 3).reshape(n, cb * b, h, w))
     ob, ib, kh, kw, bi, bo = a.shape
@@ -180,7 +125,6 @@ def convert_layout(graph: Graph, prefs: Prefs) -> Graph:
     depthwise; grouped convs other than depthwise stay in the ONNX layout).
     Returns a new graph (shapes physical, values annotated with their layout).
     """
-    from .passes import infer_node
     for op, want in prefs.items():
         if op not in BLOCKABLE:
             raise ValueError(f"convert_layout: op {op!r} has no blocked layout; ops that do: "
@@ -220,7 +164,7 @@ def convert_layout(graph: Graph, prefs: Prefs) -> Graph:
         key = (v.name, layout)
         if key not in packed_consts:
             a = consts[v.name]
-            if _WGT.match(layout):
+            if BLOCKED_WGT.match(layout):
                 arr = pack(a, layout)
             else:
                 arr = pack(a.reshape((1,) * (4 - a.ndim) + a.shape), layout)

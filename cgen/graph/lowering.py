@@ -49,7 +49,8 @@ from .. import te
 from ..te.expr import INDEX, Reduce, const
 from ..te.tensor import ComputeOp, Tensor
 from .ir import Graph, ModelError, Node, Value
-from .passes import BINARY_OPS, UNARY_OPS, FusedGraph, Group
+from .fuse import FusedGraph, Group
+from .opset import BINARY_OPS, UNARY_OPS
 
 ALIAS_OPS = ("reshape", "identity")
 DENSE_B_BLOCK = 32          # columns per pre-packed weight panel of the dense template

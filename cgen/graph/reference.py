@@ -17,6 +17,7 @@ import numpy as np
 
 from .ir import Graph, ModelError, Node
 from .layout import pack, unpack
+from .shapes import pool_geometry
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 
@@ -152,18 +153,6 @@ def _matmul(n, a, b):
 
 
 # ------------------------------------------------------------------ pooling
-def pool_geometry(size: int, k: int, s: int, d: int, before: int, after: int, ceil_mode: bool):
-    """(output size, extra padding after) per ONNX: a ceil-mode window starting in the
-    trailing pad region is dropped; the extra padding lets every window fit."""
-    span = (k - 1) * d + 1
-    avail = size + before + after - span
-    o = (-(-avail // s) if ceil_mode else avail // s) + 1
-    if ceil_mode and (o - 1) * s >= size + before:
-        o -= 1
-    extra = max(0, (o - 1) * s + span - (size + before + after))
-    return o, extra
-
-
 def _pool(n, x, kind):
     kh, kw = n.attr("kernel")
     s, d, pads = n.attr("strides"), n.attr("dilations"), n.attr("pads")

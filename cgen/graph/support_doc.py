@@ -13,7 +13,7 @@ import argparse
 import re
 import sys
 
-from .onnx_frontend import backend_node_cases, node_test_results, node_test_summary
+from .onnx_node_tests import backend_node_cases, node_test_results, node_test_summary
 
 TARGET = "host"
 SKIP_KINDS = {"unsupported_op": "an op without a converter",
