@@ -1,11 +1,18 @@
-"""cgen.build: schedule -> C -> a module callable on numpy arrays."""
+"""cgen.build: schedule -> C -> a module callable on numpy arrays.
+
+Every target's module is called the same way: the host loads the kernel with cffi,
+other targets (QEMU user mode, bare-metal Cortex-M under qemu-system-arm) run the
+harness executable through their runner (targets.runner.runner_for).
+"""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from targets import resolve, compile_c
+from targets.runner import runner_for
 from targets.target import Target
 from .codegen.c import emit_c
 from .codegen.harness import harness_source
@@ -74,12 +81,26 @@ class Module:
             self._lib = ffi.dlopen(str(so), flags)
         return self._lib
 
+    def harness_source(self) -> str:
+        """The C of the executable's main (codegen.harness): file names from argv, or on
+        bare metal fixed (targets.semihost explains why) and timed by semihosting."""
+        if not self.target.bare_metal:
+            return harness_source(self.func, self.prototype)
+        from targets.semihost import arg_file
+        files = tuple(arg_file(k) for k in range(len(self.func.params)))
+        return harness_source(self.func, self.prototype, files, clock="semihosting")
+
     def executable(self) -> Path:
-        """A standalone harness executable (see codegen.harness)."""
+        """A standalone harness executable (see codegen.harness); on bare metal an image
+        with the board's start-up code (see bare_metal_link)."""
         if self._exe is None:
             flags = self.extra_flags + (SANITIZE_FLAGS if self.sanitize else ())
+            extra = (self.harness_source(),)
+            if self.target.bare_metal:
+                link, startup = bare_metal_link(self.target)
+                flags, extra = flags + link, extra + (startup,)
             self._exe = compile_c(self.c_source, self.target, "executable", extra_flags=flags,
-                                  name=self.name, extra_sources=(harness_source(self.func, self.prototype),))
+                                  name=self.name, extra_sources=extra)
         return self._exe
 
     def __call__(self, *arrays):
@@ -104,7 +125,6 @@ class Module:
     def _runner(self):
         if self.device is not None:
             return self.device.runner()
-        from targets.runner import runner_for
         return runner_for(self.target)
 
     def on(self, device) -> "Module":
@@ -115,16 +135,42 @@ class Module:
         self.device = device
         return self
 
-    def benchmark(self, *arrays, repeat: int = 5, number: int = 1, timeout: float | None = None):
-        """Time the kernel in a child process through the target's runner.
+    def benchmark(self, *arrays, repeat: int = 5, number: int = 1, timeout: float | None = None,
+                  min_repeat_ms: float = 0.0):
+        """Time the kernel in a child process through the target's runner (or device).
 
         Returns targets.runner.Result: `times` holds seconds per call for each
         repeat (emulation time when `emulated`), `outputs` the written arrays.
+        min_repeat_ms > 0: a first run times `number` calls twice (the first repeat also
+        pays an emulator's translation), then `number` is raised so that one repeat lasts
+        about that long (what a measuring device's agent does).
         """
         arrays = self.check_args(arrays)
-        return self._runner().run(self.executable(), [p.name for p in self.func.params], arrays,
-                                  self.func.outputs, repeat=repeat, number=number,
-                                  timeout=timeout or self.timeout)
+        names = [p.name for p in self.func.params]
+
+        def run(r: int, n: int):
+            return self._runner().run(self.executable(), names, arrays, self.func.outputs,
+                                      repeat=r, number=n, timeout=timeout or self.timeout)
+        if min_repeat_ms > 0 and repeat > 0:
+            probe = run(2, number)
+            if probe.error is not None:
+                return probe
+            per_call = min(probe.times, default=0.0)
+            if per_call > 0:
+                number = max(number, math.ceil(min_repeat_ms / 1e3 / per_call))
+        return run(repeat, number)
+
+
+def bare_metal_link(tgt) -> tuple:
+    """(link flags, start-up C) of a bare-metal image for the board tgt runs on: newlib's
+    semihosting library, the board's memory as a linker script, the vector table.  The
+    start-up C is the same for every image, so the toolchain cache compiles it once."""
+    from targets.semihost import LINK_FLAGS, board_for
+    from targets.toolchain import cached_file
+    from .codegen.cortex_m import linker_script, startup_source
+    board = board_for(tgt)
+    script = cached_file(linker_script(board.rom, board.ram), ".ld")
+    return LINK_FLAGS + ("-T", str(script)), startup_source()
 
 
 def _ctype(dtype: str) -> str:
@@ -145,6 +191,8 @@ def build(sch: Schedule, args, target="host", name: str = "kernel", sanitize: bo
     check_toolchain(tgt)
     if not name.isidentifier():
         raise ValueError(f"module name {name!r} must be a C identifier")
+    if sanitize and tgt.bare_metal:
+        raise ValueError(f"sanitizers need a hosted C library, not bare-metal {tgt.name}")
     from .codegen.isa import isa_for
     func = lower(sch, args, name, tgt)
     src, proto = emit_c(func, isa_for(tgt), func.kernels, openmp=tgt.threads and not tgt.bare_metal)
