@@ -154,3 +154,19 @@ def test_benchmark_calibrates_number_to_the_min_repeat_time(monkeypatch):
     (r0, n0), (r1, n1) = calls
     assert (r0, n0, r1) == (2, 1, 2) and n1 > 1
     assert n1 * min(res.times) > 1e-3      # the repeats last about min_repeat_ms, not one call
+
+
+def test_the_tuner_measures_cortex_m4_candidates():
+    """No device named: the Measurer runs bare-metal candidates through the target's
+    runner, checks them against the reference and records emulated seconds."""
+    from cgen.autotune.measure import Measurer
+    from cgen.autotune.task import parse_workload
+    task = parse_workload("gemm:16,16,16", TARGET)
+    space = task.space()
+    configs = [space.get(0), space.get(len(space) - 1)]
+    with Measurer(repeat=2, min_repeat_ms=2.0, timeout=120) as m:
+        recs = list(m.measure(task, configs))
+    assert len(recs) == 2
+    for rec in recs:
+        assert rec.error is None and rec.target == TARGET and rec.cost_unit == "s"
+        assert len(rec.costs) == 2 and all(c > 0 for c in rec.costs)

@@ -104,10 +104,14 @@ def measure_config(template, wl: dict, target, config, inputs=None, reference=No
     return Record(toolchain=tc, costs=tuple(res.times), cost_unit="s", **_base(wl, tgt, config))
 
 
-def default_device_url(tgt) -> str:
-    """Where a target's candidates run when no device is named: here, or under QEMU."""
+def default_device_url(tgt) -> str | None:
+    """Where a target's candidates run when no device is named: here, under QEMU user
+    mode, or (None) through the target's own runner, for bare-metal images no measuring
+    agent runs (cortex-m4: targets.runner's qemu-system-arm with semihosting)."""
     if tgt.is_host:
         return "local"
+    if tgt.bare_metal:
+        return None
     if tgt.arch == "aarch64":
         return "qemu:aarch64"
     if tgt.arch.startswith("arm") and not tgt.bare_metal:
@@ -136,9 +140,13 @@ class Measurer:
         self._builders = ThreadPoolExecutor(max(1, build_workers), thread_name_prefix="cgen-build")
 
     def pool_for(self, tgt):
+        """The device pool for tgt's candidates; None: they run through tgt's runner."""
         if self._pool is None:
+            url = default_device_url(tgt)
+            if url is None:
+                return None
             from targets.pool import DevicePool
-            self._pool = DevicePool.from_urls([default_device_url(tgt)])
+            self._pool = DevicePool.from_urls([url])
         return self._pool
 
     def prepare(self, task) -> _Prepared:
@@ -176,9 +184,13 @@ class Measurer:
         tc = toolchain_info(tgt, mod.extra_flags)
         names = [p.name for p in mod.func.params]
         arrays = {n: a.copy() for n, a in zip(names, prep.inputs)}
-        res = pool.submit(mod.executable(), arrays, [n for n in names if n in mod.func.outputs],
-                          target=tgt, repeat=self.repeat, min_repeat_ms=self.min_repeat_ms,
-                          timeout=self.timeout).result()
+        if pool is None:
+            res = mod.benchmark(*arrays.values(), repeat=self.repeat,
+                                min_repeat_ms=self.min_repeat_ms, timeout=self.timeout)
+        else:
+            res = pool.submit(mod.executable(), arrays, [n for n in names if n in mod.func.outputs],
+                              target=tgt, repeat=self.repeat, min_repeat_ms=self.min_repeat_ms,
+                              timeout=self.timeout).result()
         base = _base(task.workload, tgt, config)
         if res.error is not None:
             return Record(toolchain=tc, costs=(), error=res.error.to_json(), **base)
