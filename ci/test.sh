@@ -46,7 +46,8 @@ why="$(env -u CGEN_HOST "$PY" -c 'from targets.target import builtin_targets, ca
 t = builtin_targets()
 no = cannot_run(t["x86-avx2"])
 same = t["host"].cflags == t["x86-avx2"].cflags and "the native run was x86-avx2 already"
-print(no and f"this machine cannot run x86-avx2 code ({no})" or same or "")')"
+print(no and f"this machine cannot run x86-avx2 code ({no})" or same or "")')" \
+    || why="the target table did not load (see above)"
 if [ -z "$why" ]; then
     run "CGEN_HOST=x86-avx2 quick tier" avx2.log CGEN_HOST=x86-avx2 -- -m "not slow" tests
     if [ "$#" -eq 0 ]; then   # the whole suite ran, so its slow tier does here too
