@@ -50,18 +50,6 @@ def _label(model) -> str:
     return Path(model).name if isinstance(model, (str, Path)) else "an in-memory ONNX model"
 
 
-def _bare_metal_link(tgt):
-    """(link flags, start-up C) of a bare-metal image for the board tgt runs on."""
-    from targets.semihost import LINK_FLAGS, board_for
-    from targets.toolchain import cached_file
-    from ..codegen.cortex_m import linker_script, startup_source
-    if tgt.arch != "armv7e-m":
-        raise ModelError(f"no bare-metal harness for {tgt.name} ({tgt.arch})", "bad_input")
-    board = board_for(tgt)
-    script = cached_file(linker_script(board.rom, board.ram), ".ld")
-    return LINK_FLAGS + ("-T", str(script)), startup_source()
-
-
 @dataclass
 class CompiledModel:
     """A model compiled for a target: the emitted sources and what they came from."""
@@ -162,7 +150,7 @@ class CompiledModel:
         body += ["  free(ws);", "  return rc == 0 ? 0 : 3;"]
         proto = src.manifest["entry_point"] + ";"
         from ..codegen.harness import prelude as harness_prelude
-        prelude = harness_prelude(timer or ("clock" if self.target.bare_metal else "posix"))
+        prelude = harness_prelude(timer or ("semihosting" if self.target.bare_metal else "posix"))
         return (prelude + "\n" + proto + "\n\nint main(int argc, char **argv) {\n"
                 + "\n".join(body) + "\n}\n")
 
@@ -181,9 +169,10 @@ class CompiledModel:
                 from ..build import SANITIZE_FLAGS
                 flags = SANITIZE_FLAGS
             extra = (self.harness_source(),)
-            if tgt.bare_metal:
-                flags, startup = _bare_metal_link(tgt)
-                extra += (startup,)
+            if tgt.bare_metal:      # the same image set-up as a kernel's (shared start-up object)
+                from ..build import bare_metal_link
+                link, startup = bare_metal_link(tgt)
+                flags, extra = flags + link, extra + (startup,)
             self._exe[key] = compile_c(self.c_source, tgt, "executable", extra_flags=flags,
                                        name=self.name, extra_sources=extra)
         return self._exe[key]
@@ -194,14 +183,12 @@ class CompiledModel:
 
     def _run(self, feeds, repeat=0, number=1, timeout=600.0, sanitize=False, device=None):
         from targets.runner import runner_for
-        from targets.semihost import semihost_runner
         arrays = self.check_feeds(feeds)
         outs = [np.zeros(v.shape, v.dtype) for v in self.graph.outputs]
         params = [f"in{k}" for k in range(len(arrays))] + [f"out{k}" for k in range(len(outs))]
         # a device (targets.device.open_device: a board over SSH, QEMU, local) runs the
         # executable through the measuring agent; otherwise the target's own runner
-        runner = (device.runner() if device is not None else semihost_runner(self.target)
-                  if self.target.bare_metal else runner_for(self.target))
+        runner = device.runner() if device is not None else runner_for(self.target)
         res = runner.run(self.executable(sanitize), params, arrays + outs,
                                           params[len(arrays):], repeat=repeat, number=number,
                                           timeout=timeout)
