@@ -176,7 +176,9 @@ class Ops:
         return X(node(x)) if self.isa.set1 is None else call(self.isa.set1, x)
 
     def zero(self):
-        return lit("0.0f") if self.isa.setzero is None else call(self.isa.setzero)
+        if self.isa.setzero is not None:
+            return call(self.isa.setzero)
+        return self.set1(lit("0.0f"))   # NEON has no setzero: a broadcast zero
 
     def add(self, a, b):
         op = self.isa.binary["+"]
