@@ -56,6 +56,41 @@ class ChildTimer:
         return res.times[0]
 
 
+class CpuTimer:
+    """Times a cgen module's harness executable (`exe --time 1 NUMBER FILE...`) in CPU
+    seconds of its process (user + system): on a shared machine, time spent descheduled
+    does not count.  A context manager: the parameter files live in a temporary directory."""
+
+    def __init__(self, mod, arrays):
+        import tempfile
+        self.mod, self.exe = mod, mod.executable()
+        self._dir = tempfile.TemporaryDirectory(prefix="bench-cpu-")
+        self.files = []
+        for k, a in enumerate(arrays):
+            self.files.append(os.path.join(self._dir.name, f"p{k}"))
+            np.ascontiguousarray(a).tofile(self.files[-1])
+
+    def __call__(self):
+        self.per_call(1)
+
+    def per_call(self, number: int) -> float:
+        import subprocess
+        proc = subprocess.Popen([str(self.exe), "--time", "1", str(number), *self.files],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        if status != 0:
+            raise RuntimeError(f"{self.exe} failed (status {status}): {err[:300]}")
+        return (usage.ru_utime + usage.ru_stime) / number
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._dir.cleanup()
+
+
 def _per_call(fn, number: int) -> float:
     # timers that run in another process (ChildTimer, bench.gemm.BlasPeer) time themselves
     if hasattr(fn, "per_call"):

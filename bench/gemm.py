@@ -24,6 +24,7 @@ is measured again with the parallel (OpenMP) config against N BLAS threads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -211,8 +212,8 @@ class BlasPeer:
     call count per line and answers the seconds per call; `blas` is threadpoolctl's
     report from inside the child."""
 
-    def __init__(self, n: int, threads: int, target):
-        cmd = [sys.executable, "-m", "bench.gemm", "--peer", str(n), str(threads)]
+    def __init__(self, n: int, threads: int, target, clock: str = "wall"):
+        cmd = [sys.executable, "-m", "bench.gemm", "--peer", str(n), str(threads), clock]
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                      env=peer_env(target), cwd=root)
@@ -250,9 +251,10 @@ class BlasPeer:
         self.close()
 
 
-def peer_main(n: int, threads: int) -> int:
+def peer_main(n: int, threads: int, clock: str = "wall") -> int:
     """The peer process: the same operands as the parent's (same seed), BLAS limited to
-    `threads`, one warm-up call, then seconds per call for each count read."""
+    `threads`, one warm-up call, then seconds per call for each count read (wall, or
+    this process's CPU time)."""
     import numpy as np
     from threadpoolctl import threadpool_limits
     threadpool_limits(limits=threads)
@@ -262,12 +264,13 @@ def peer_main(n: int, threads: int) -> int:
     c = np.empty((n, n), dtype=np.float32)
     np.matmul(a, b, out=c)
     print(json.dumps(common.blas_info()), flush=True)
+    now = time.process_time if clock == "cpu" else time.perf_counter
     for line in sys.stdin:
         number = int(line)
-        t0 = time.perf_counter()
+        t0 = now()
         for _ in range(number):
             np.matmul(a, b, out=c)
-        print(repr((time.perf_counter() - t0) / number), flush=True)
+        print(repr((now() - t0) / number), flush=True)
     return 0
 
 
@@ -362,8 +365,11 @@ def run_size(n: int, args, peak: float | None, nthreads: int = 1) -> dict:
     # Final figure: the winner and numpy, interleaved repeat by repeat.
     c = np.empty((n, n), dtype=np.float32)
     mod = best.module
-    with BlasPeer(n, nthreads, args.target) as peer_proc:
-        timers = [common.ChildTimer(mod, [a, b, c]), peer_proc]
+    clock = args.clock if nthreads == 1 else "wall"
+    with BlasPeer(n, nthreads, args.target, clock) as peer_proc, \
+            common.CpuTimer(mod, [a, b, c]) if clock == "cpu" else \
+            contextlib.nullcontext(common.ChildTimer(mod, [a, b, c])) as cg_timer:
+        timers = [cg_timer, peer_proc]
         if nthreads > 1:
             # with threads, back-to-back blocks instead of interleaving: a BLAS pool keeps
             # spinning for a while after each call and would steal the cores cgen's child needs
@@ -373,6 +379,7 @@ def run_size(n: int, args, peak: float | None, nthreads: int = 1) -> dict:
             cg, peer = common.measure_interleaved(timers, repeats=args.repeats,
                                                   min_repeat_s=args.min_repeat_ms / 1e3)
         blas = peer_proc.blas
+    mod(a, b, c)
     ok, err, atol = common.check_close(c, ref)
     if not ok:  # the timed calls must still be right
         raise SystemExit(f"{case}: {best.name} went wrong while timing: max abs error {err:.3g}")
@@ -400,7 +407,7 @@ def run_size(n: int, args, peak: float | None, nthreads: int = 1) -> dict:
         "candidates": [t.record(flop) for t in tried],
         "timing": {"stat": "median", "repeats": args.repeats, "cgen_number": cg.number,
                    "peer_number": peer.number, "min_repeat_ms": args.min_repeat_ms,
-                   "warmup": 1, "interleaved": nthreads == 1, "threads": nthreads,
+                   "warmup": 1, "interleaved": nthreads == 1, "threads": nthreads, "clock": clock,
                    "cgen_times": list(cg.times), "peer_times": list(peer.times)},
         "blas": blas,
         "target": mod.target.name,
@@ -417,6 +424,10 @@ def add_arguments(p) -> None:
     p.add_argument("--target", default="host", choices=BENCH_TARGETS,
                    help="cgen's target (default host); the peer runs OpenBLAS's kernel for "
                         "the same ISA (x86-avx2: OPENBLAS_CORETYPE=Haswell)")
+    p.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                   help="single-thread rows: wall time (default), or CPU time of each side's "
+                        "process (time spent descheduled by other jobs on a shared machine "
+                        "does not count); threaded rows always use wall time")
     p.add_argument("--schedules", default="default", choices=("default", "sweep"),
                    help="default: the GEMM template's default config (what a user gets; "
                         "the default); sweep: hand schedules and one-knob variants too, "
@@ -474,7 +485,7 @@ def run(args) -> int:
     r0 = results[0]
     print(f"measured: median of {args.repeats} repeats per kernel, each >= {args.min_repeat_ms:g} ms "
           "of back-to-back calls after 1 warm-up, cgen and numpy interleaved (each in its own "
-          "process), threads=1 (threadpoolctl)")
+          f"process), threads=1 (threadpoolctl), {args.clock} clock")
     print(f"numpy BLAS: {common.describe_blas(r0['blas'])}; cgen target {r0['target']} ({r0['isa']})")
     print("peak: " + (f"{peak:g} GFLOP/s (--peak-gflops; default: REFERENCE.md's one-core FMA figure)"
                       if peak else "unknown on this host (pass --peak-gflops)"))
@@ -488,6 +499,6 @@ def run(args) -> int:
 
 if __name__ == "__main__":
     # the peer process (BlasPeer): python -m bench.gemm --peer N THREADS
-    if len(sys.argv) == 4 and sys.argv[1] == "--peer":
-        sys.exit(peer_main(int(sys.argv[2]), int(sys.argv[3])))
+    if len(sys.argv) == 5 and sys.argv[1] == "--peer":
+        sys.exit(peer_main(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
     sys.exit("usage: python -m bench gemm [options]")
