@@ -20,6 +20,8 @@ from .lower.ir import PrimFunc
 from .lower.lower import lower
 from .schedule import Schedule
 
+# probe runs at most before a benchmark with min_repeat_ms (each one a process start)
+CALIBRATION_ROUNDS = 4
 SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g",
                   "-fno-omit-frame-pointer")
 
@@ -141,9 +143,10 @@ class Module:
 
         Returns targets.runner.Result: `times` holds seconds per call for each
         repeat (emulation time when `emulated`), `outputs` the written arrays.
-        min_repeat_ms > 0: a first run times `number` calls twice (the first repeat also
-        pays an emulator's translation), then `number` is raised so that one repeat lasts
-        about that long (what a measuring device's agent does).
+        min_repeat_ms > 0: `number` is first raised until one repeat lasts that long, as
+        a measuring device's agent does: probe runs time `number` calls twice (the first
+        repeat also pays an emulator's translation) and a few calls also carry the
+        timer's own cost (a semihosting call), so the estimate is refined in rounds.
         """
         arrays = self.check_args(arrays)
         names = [p.name for p in self.func.params]
@@ -151,13 +154,14 @@ class Module:
         def run(r: int, n: int):
             return self._runner().run(self.executable(), names, arrays, self.func.outputs,
                                       repeat=r, number=n, timeout=timeout or self.timeout)
-        if min_repeat_ms > 0 and repeat > 0:
+        for _ in range(CALIBRATION_ROUNDS if min_repeat_ms > 0 and repeat > 0 else 0):
             probe = run(2, number)
             if probe.error is not None:
                 return probe
             per_call = min(probe.times, default=0.0)
-            if per_call > 0:
-                number = max(number, math.ceil(min_repeat_ms / 1e3 / per_call))
+            if per_call <= 0 or per_call * number * 1e3 >= min_repeat_ms:
+                break
+            number = max(2 * number, math.ceil(min_repeat_ms / 1e3 / per_call * 1.1))
         return run(repeat, number)
 
 

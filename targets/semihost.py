@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 
 from .process import Runner, arg_file
 
-__all__ = ["Board", "SemihostRunner", "QEMU_SYSTEM_ARM", "semihost_runner", "board_for",
-           "arg_file", "LINK_FLAGS", "CMDLINE_MAX"]
+__all__ = ["Board", "SemihostRunner", "QEMU_SYSTEM_ARM", "board_for", "arg_file",
+           "LINK_FLAGS", "CMDLINE_MAX"]
 
 # newlib (libgloss/arm crt0) reads the semihosting command line into 256 bytes, NUL
 # included; a longer one leaves argc at 0 (measured: 254 characters pass, 255 do not)
@@ -70,8 +70,3 @@ class SemihostRunner(Runner):
 
 QEMU_SYSTEM_ARM = SemihostRunner("qemu-system-arm", ("qemu-system-arm",), "qemu-system-arm",
                                  emulated=True)
-
-
-def semihost_runner(target) -> SemihostRunner:
-    """The runner of a bare-metal target's images (what targets.runner.runner_for gives)."""
-    return QEMU_SYSTEM_ARM.for_target(target)

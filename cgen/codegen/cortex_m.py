@@ -1,9 +1,10 @@
 """Start-up code and linker script of a bare-metal Cortex-M image (M profile with an FPU).
 
-The image runs a hosted harness (the model's main, harness.prelude("clock")) on newlib
-with rdimon, whose `_start` zeroes .bss, opens stdio over semihosting, fetches argv and
-exits with main's status.  What newlib cannot do is the M-profile part: the vector table
-(initial stack pointer, reset handler) and enabling the FPU before any float code runs.
+The image runs a hosted harness (a kernel's or model's main, with
+harness.prelude("semihosting")) on newlib with rdimon, whose `_start` zeroes .bss, opens
+stdio over semihosting, fetches argv and exits with main's status.  What newlib cannot
+do is the M-profile part: the vector table (initial stack pointer, reset handler) and
+enabling the FPU before any float code runs.
 Memory is given by the board the image runs on (targets/semihost.py).
 """
 from __future__ import annotations

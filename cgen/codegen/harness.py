@@ -44,17 +44,11 @@ static double cg_now(void) {
 }
 """
 
-# newlib on bare metal has no clock_gettime: clock() (semihosting SYS_CLOCK) instead
-_C_CLOCK = """
-static double cg_now(void) {
-  return (double)clock() / (double)CLOCKS_PER_SEC;
-}
-"""
-
-# SYS_CLOCK (behind newlib's clock()) counts centiseconds, too coarse to calibrate a
-# kernel's repeat; SYS_ELAPSED (0x30) counts ticks of SYS_TICKFREQ (0x31) per second
-# (QEMU: nanoseconds of the host's clock).  `bkpt 0xab` is the M profile's semihosting
-# call; a host that refuses SYS_ELAPSED (-1 in r0) leaves clock().
+# newlib on bare metal has no clock_gettime, and its clock() (semihosting SYS_CLOCK)
+# counts centiseconds, too coarse to calibrate a kernel's repeat; SYS_ELAPSED (0x30)
+# counts ticks of SYS_TICKFREQ (0x31) per second (QEMU: nanoseconds of the host's
+# clock).  `bkpt 0xab` is the M profile's semihosting call; a host that refuses
+# SYS_ELAPSED (-1 in r0) leaves clock().
 _SEMIHOSTING_CLOCK = """
 static unsigned long cg_semihost(unsigned long op, void *arg) {
   register unsigned long r0 __asm__("r0") = op;
@@ -76,15 +70,14 @@ static double cg_now(void) {
 # timer name -> (feature macro, C of cg_now)
 _TIMERS = {
     "posix": ("#define _POSIX_C_SOURCE 200809L\n", _POSIX_CLOCK),
-    "clock": ("", _C_CLOCK),
     "semihosting": ("", _SEMIHOSTING_CLOCK),
 }
 
 
 def prelude(clock: str = "posix") -> str:
     """Includes, file helpers and the timer of a hosted harness; clock "posix" (a
-    monotonic clock_gettime), "clock" (C's clock(), for newlib) or "semihosting" (Arm
-    M-profile semihosting's elapsed-time call, newlib with rdimon)."""
+    monotonic clock_gettime) or "semihosting" (Arm M-profile semihosting's elapsed
+    time, for newlib with rdimon on bare metal)."""
     try:
         feature, timer = _TIMERS[clock]
     except KeyError:
