@@ -147,6 +147,8 @@ class ModelSource:
     fast_flags: tuple = ()      # flags that enable the ISA path for the target
     fast_macro: str = ""
     intervals: tuple = field(default=(), repr=False)
+    label: str = ""                 # what the model was compiled from (the file's comment)
+    stack_limit: int = STACK_LIMIT  # as emitted: a profiling build re-emits with the same
 
     @property
     def workspace_bytes(self) -> int:
@@ -191,79 +193,6 @@ def _array_literal(a: np.ndarray) -> str:
     for i in range(0, len(items), 8):
         lines.append("  " + ", ".join(items[i:i + 8]) + ",")
     return "\n".join(lines)
-
-
-_HELPER = re.compile(r"^static inline [\w ]+?\b(cg_\w+)\(")
-
-
-def guard_helpers(src: str, macro: str) -> str:
-    """Put each helper used only by the vector (or only by the portable) versions of the
-    kernels behind the same #if as its users, so neither build of the file has an unused
-    static function (clang's -Wunused-function).
-
-    Workaround for cgen.codegen.c.emit_unit, which emits the helpers of both versions
-    unguarded; a no-op once it guards them itself."""
-    if not macro:
-        return src
-    lines = src.split("\n")
-    region = []                         # per line: "fast", "slow" or "" (both builds)
-    stack = []                          # per open #if: "fast" | "slow" | "" (other)
-    opener = f"#if defined({macro})"
-    for ln in lines:
-        t = ln.strip()
-        if t.startswith("#if"):
-            stack.append("fast" if t == opener else "")
-        elif t.startswith("#else") and stack:
-            stack[-1] = "slow" if stack[-1] == "fast" else stack[-1]
-        elif t.startswith("#endif") and stack:
-            stack.pop()
-        region.append(next((r for r in reversed(stack) if r), ""))
-    defs = {i: m.group(1) for i, ln in enumerate(lines) if not region[i]
-            for m in [_HELPER.match(ln)] if m}
-    if not defs:
-        return src
-    end = {}                            # a definition's last line: one line, or up to "}"
-    for i in defs:
-        j = i
-        if lines[i].count("{") != lines[i].count("}") or "{" not in lines[i]:
-            while j + 1 < len(lines) and lines[j] != "}":
-                j += 1
-        end[i] = j
-    inside = {j for i, e in end.items() for j in range(i, e + 1)}
-    uses = {name: set() for name in defs.values()}
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, uses)) + r")\b")
-    for i, ln in enumerate(lines):
-        if i in inside:
-            continue
-        for m in pattern.finditer(ln):
-            uses[m.group(1)].add(region[i] or "both")
-    out = []
-    i = 0
-    while i < len(lines):
-        where = uses.get(defs.get(i), {"both"})
-        span = lines[i:end.get(i, i) + 1]
-        if i in defs and where == {"fast"}:
-            out += [opener, *span, "#endif"]
-        elif i in defs and where == {"slow"}:
-            out += [f"#if !defined({macro})", *span, "#endif"]
-        else:
-            out += span
-        i += len(span)
-    return "\n".join(out)
-
-
-_WS_BUFFER = re.compile(r"^(\s*)(float|int8_t|uint8_t|int16_t|int32_t|int64_t) \*(\w+) = "
-                        r"\((\2) \*\) \(\(void \*\) \(cg_ws( \+ \d+)?\)\);$", re.M)
-
-
-def restrict_workspace_buffers(src: str) -> str:
-    """Declare each kernel's workspace buffers `restrict`: they are disjoint regions of
-    the workspace (offsets from one bump allocator per kernel), and without the
-    qualifier the C compiler must assume a store to one may change another (5-10%
-    on convolutions).  Workaround for cgen.codegen.c, which declares them plain."""
-    return _WS_BUFFER.sub(lambda m: f"{m.group(1)}{m.group(2)} *restrict {m.group(3)} = "
-                                    f"({m.group(2)} *) ((void *) (cg_ws{m.group(5) or ''}));",
-                          src)
 
 
 def _fast_path(target):
@@ -313,9 +242,19 @@ def _storage_plan(graph: Graph, kernels: list):
     return r, produced, out_bind, copies, reads
 
 
+# a profiling build (emit_model(profile=N)) times each kernel call with a POSIX clock
+PROFILE_PRELUDE = ("#define _POSIX_C_SOURCE 200809L\n#include <stdio.h>\n#include <time.h>\n"
+                   "static double cg_prof_now(void) { struct timespec ts; "
+                   "clock_gettime(CLOCK_MONOTONIC, &ts); return (double)ts.tv_sec + 1e-9 * "
+                   "(double)ts.tv_nsec; }\n")
+
+
 def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str = "",
-               stack_limit: int = STACK_LIMIT) -> ModelSource:
-    """Plan memory and emit the model's C, header, manifest and CMake snippet."""
+               stack_limit: int = STACK_LIMIT, profile: int = 0) -> ModelSource:
+    """Plan memory and emit the model's C, header, manifest and CMake snippet.
+
+    profile: when > 0, a profiling build: NAME_run calls each kernel `profile` times and
+    prints "KERNEL SECONDS_PER_CALL" to stderr per kernel (host only: POSIX clock)."""
     check_model_name(name)
     tgt = kernel_target(target)
     isa = isa_for(tgt)
@@ -360,8 +299,6 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         preamble.append("};")
     body, scratch = emit_unit(parts, preamble, guard_fallbacks=True) if parts else (
         "#include <stdint.h>\n#include <math.h>\n" + "\n".join(preamble) + "\n", [])
-    body = guard_helpers(body, isa.guard_macro if isa is not None else "")
-    body = restrict_workspace_buffers(body)
     scratch_of = {k.name: s for k, s in zip(live, scratch)}
     # ---------------------------------------------------------------- memory plan
     intervals = []
@@ -419,7 +356,13 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
             uses_ws = True
         else:
             args.append("(uint8_t *)0")     # no scratch: the kernel ignores the pointer
-        lines.append(f"  rc |= {k.func.name}({', '.join(args)});")
+        call = f"{k.func.name}({', '.join(args)})"
+        if profile:
+            lines.append(f"  {{ double t0 = cg_prof_now(); int it; for (it = 0; it < {profile}; "
+                         f"++it) rc |= {call}; fprintf(stderr, \"{k.func.name} %.9e\\n\", "
+                         f"(cg_prof_now() - t0) / {profile}); }}")
+        else:
+            lines.append(f"  rc |= {call};")
     for j, src in copies:
         ov = graph.outputs[j]
         s = pointer(src, ov.dtype)
@@ -445,6 +388,8 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     else:
         head_comment[-1] += " */"
     source = "\n".join(head_comment) + "\n" + body + "\n" + "\n".join(lines)
+    if profile:
+        source = PROFILE_PRELUDE + source
 
     # ---------------------------------------------------------------- report
     rows = []
@@ -493,7 +438,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         "weight_bytes": weight_bytes, "memory": report.to_json(),
     }
     return ModelSource(name, tgt.name, header, source, manifest, cmake, report, ins, outs,
-                       fast_flags, fast_macro, tuple(intervals))
+                       fast_flags, fast_macro, tuple(intervals), model_label, stack_limit)
 
 
 def _header(name, tgt, label, proto, ins, outs, ws, wb, macro, flags) -> str:

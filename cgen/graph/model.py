@@ -214,30 +214,17 @@ class CompiledModel:
         return list(res.times)
 
     def profile(self, feeds, number: int = 200, timeout: float = 600.0) -> list:
-        """(kernel name, seconds per call) of each kernel, on the host: the C with each
-        kernel call of NAME_run repeated `number` times and timed (a profiling build only;
-        the emitted file is unchanged)."""
-        import os
+        """(kernel name, seconds per call) of each kernel, on the host: a profiling build
+        of the model (emit_model(profile=number): each kernel call of NAME_run repeated
+        `number` times and timed); the emitted file is unchanged."""
         import subprocess
         import tempfile
         from targets import compile_c
         if not self.target.is_host:
             raise ModelError("profiling runs on the host only", "bad_input")
-        lines = self.c_source.split("\n")
-        start = max(i for i, ln in enumerate(lines) if ln.startswith(f"int {self.name}_run("))
-        out = ["#define _POSIX_C_SOURCE 200809L", "#include <stdio.h>", "#include <time.h>",
-               "static double cg_prof_now(void) { struct timespec ts; "
-               "clock_gettime(CLOCK_MONOTONIC, &ts); return (double)ts.tv_sec + 1e-9 * "
-               "(double)ts.tv_nsec; }"] + lines[:start]
-        for ln in lines[start:]:
-            m = re.match(r"  rc \|= (\w+)\((.*)\);$", ln)
-            if m:
-                out.append(f"  {{ double t0 = cg_prof_now(); int it; for (it = 0; it < {number}; "
-                           f"++it) rc |= {m.group(1)}({m.group(2)}); fprintf(stderr, "
-                           f"\"{m.group(1)} %.9e\\n\", (cg_prof_now() - t0) / {number}); }}")
-            else:
-                out.append(ln)
-        exe = compile_c("\n".join(out), self.target, "executable", name=self.name + "_prof",
+        prof = emit_model(self.graph, self.kernels, self.target, self.name, self.source.label,
+                          self.source.stack_limit, profile=number)
+        exe = compile_c(prof.source, self.target, "executable", name=self.name + "_prof",
                         extra_sources=(self.harness_source(),), strict=False)
         arrays = self.check_feeds(feeds) + [np.zeros(v.shape, v.dtype) for v in self.graph.outputs]
         with tempfile.TemporaryDirectory(prefix="cgen-prof-") as d:
