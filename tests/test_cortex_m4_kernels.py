@@ -5,18 +5,22 @@ there (emulated times)."""
 from __future__ import annotations
 
 import importlib
+import json
 import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
 import cgen
 from cgen import te
+from cgen.cli import main
 from cgen.ops.nn import conv2d_nchw
 from cgen.ops.registry import template
 from targets import resolve
 from targets.runner import runner_for
 from targets.semihost import SemihostRunner
+from targets.toolchain import cache_dir
 
 TARGET = "cortex-m4"
 
@@ -123,8 +127,6 @@ def test_bad_input_is_a_value_error_as_on_the_host():
 
 def test_start_up_object_is_shared_through_the_cache(monkeypatch, tmp_path):
     """Two kernels from an empty cache: two harness objects, one start-up object."""
-    import tempfile
-    from targets.toolchain import cache_dir
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     for n in (3, 5):
         cgen.build(*matmul(n, n, n), target=TARGET, name=f"mm{n}").executable()
@@ -157,17 +159,14 @@ def test_benchmark_calibrates_number_to_the_min_repeat_time(monkeypatch):
     assert n[-1] * min(res.times) > 1e-3     # the repeats last about min_repeat_ms, not one call
 
 
-def test_the_tuner_measures_cortex_m4_candidates():
-    """No device named: the Measurer runs bare-metal candidates through the target's
-    runner, checks them against the reference and records emulated seconds."""
-    from cgen.autotune.measure import Measurer
-    from cgen.autotune.task import parse_workload
-    task = parse_workload("gemm:16,16,16", TARGET)
-    space = task.space()
-    configs = [space.get(0), space.get(len(space) - 1)]
-    with Measurer(repeat=2, min_repeat_ms=2.0, timeout=120) as m:
-        recs = list(m.measure(task, configs))
-    assert len(recs) == 2
-    for rec in recs:
-        assert rec.error is None and rec.target == TARGET and rec.cost_unit == "s"
-        assert len(rec.costs) == 2 and all(c > 0 for c in rec.costs)
+def test_cgen_tune_on_cortex_m4(tmp_path, capsys):
+    """`cgen tune --target cortex-m4` with no --device: the Measurer runs the candidates
+    through the target's runner; every trial measured and checked, none failed."""
+    log = tmp_path / "m4.jsonl"
+    assert main(["tune", "--workload", "gemm:16,16,16", "--target", TARGET, "--trials", "3",
+                 "--batch", "3", "--log", str(log), "--no-progress", "--no-pretrained",
+                 "--repeat", "2", "--min-repeat-ms", "2"]) == 0
+    assert "3 trials (3 new, 0 errors)" in capsys.readouterr().out
+    recs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(recs) == 3 and all(r["target"] == TARGET and r["error"] is None and
+                                  min(r["costs"]) > 0 for r in recs)
