@@ -199,7 +199,7 @@ def build(sch: Schedule, args, target="host", name: str = "kernel", sanitize: bo
         raise ValueError(f"sanitizers need a hosted C library, not bare-metal {tgt.name}")
     from .codegen.isa import isa_for
     func = lower(sch, args, name, tgt)
-    src, proto = emit_c(func, isa_for(tgt), func.kernels, openmp=tgt.threads and not tgt.bare_metal)
+    src, proto = emit_c(func, isa_for(tgt), func.kernels, openmp=tgt.can_thread)
     mod = Module(func, src, proto, tgt, sanitize)
     if tgt.is_host and not sanitize and load:
         mod._load()

@@ -13,6 +13,13 @@ COMMON_CFLAGS = ("-std=c99", "-O3", "-ffp-contract=fast")
 STRICT_CFLAGS = ("-Wall", "-Wextra", "-Werror", "-pedantic")
 
 
+# Vector registers per (arch, isa): AVX-512 and A64 NEON have 32, AVX2 and A32 NEON 16.
+_VECTOR_REGISTERS = {("x86_64", "avx512"): 32, ("x86_64", "avx2"): 16,
+                     ("aarch64", "neon"): 32, ("armv7", "neon"): 16}
+_DTYPE_BITS = {"float32": 32, "int32": 32, "uint32": 32, "float64": 64, "int64": 64,
+               "int16": 16, "uint16": 16, "float16": 16, "int8": 8, "uint8": 8}
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -44,6 +51,22 @@ class Target:
     @property
     def lanes_f32(self) -> int:
         return self.vector_bits // 32
+
+    @property
+    def can_thread(self) -> bool:
+        """Whether kernels may run loops on several threads (OpenMP, not bare metal)."""
+        return bool(self.threads) and not self.bare_metal
+
+    @property
+    def vector_registers(self) -> int:
+        """Architectural vector registers (the register-tile budget); 0 without SIMD."""
+        return _VECTOR_REGISTERS.get((self.arch, self.isa), 0)
+
+    def lanes(self, dtype: str = "float32") -> int:
+        """Elements of `dtype` in one vector register; 1 without SIMD."""
+        if self.isa == "none" or not self.vector_bits:
+            return 1
+        return max(1, self.vector_bits // _DTYPE_BITS[dtype])
 
     def with_cc(self, cc: str) -> "Target":
         """The same target built with another compiler (gcc or clang).

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cgen
-from cgen.autotune.space import ConfigSpace
+from cgen.ops.space import ConfigSpace
 from cgen.ops.dense import BatchMatmulTemplate, DenseTemplate, MatmulTemplate
 from cgen.ops.gemm import (EPILOGUE_STEPS, GemmConfig, MatmulSpec, kernel_rows, matmul_reference,
                            micro_kernel, pack_b, packed_matmul)

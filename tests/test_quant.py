@@ -27,7 +27,7 @@ import pytest
 
 import cgen
 from cgen import te
-from cgen.autotune.space import ConfigSpace
+from cgen.ops.space import ConfigSpace
 from cgen.ops import quant as Q
 from cgen.tensorize import dot_i8_intrin
 from targets import resolve

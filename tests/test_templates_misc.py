@@ -18,16 +18,25 @@ import numpy as np
 import pytest
 
 import cgen
-from cgen.autotune.space import ConfigSpace
-from cgen.ops.depthwise import (DepthwiseNCHWTemplate, DepthwiseNCHWcTemplate, from_nchwc_np,
-                                unpack_weights_np)
-from cgen.ops.elemwise import (BINARY, REDUCE_FNS, UNARY, ConcatTemplate, ElemwiseTemplate,
-                               PadTemplate, ReduceTemplate, TransposeTemplate, misc_templates)
-from cgen.ops.pool import GlobalAvgPoolTemplate, Pool2dTemplate, pool_reference
+from cgen.ops.space import ConfigSpace
+from cgen.ops.depthwise import (DepthwiseNCHWTemplate, DepthwiseNCHWcTemplate, depthwise_templates,
+                                from_nchwc_np, unpack_weights_np)
+from cgen.ops.elemwise import BINARY, UNARY, ElemwiseTemplate, elemwise_templates
+from cgen.ops.elemwise_layout import ConcatTemplate, PadTemplate, TransposeTemplate, layout_templates
+from cgen.ops.elemwise_reduce import REDUCE_FNS, ReduceTemplate, reduce_templates
+from cgen.ops.pool import GlobalAvgPoolTemplate, Pool2dTemplate, pool_reference, pool_templates
 from cgen.ops.registry import templates
-from cgen.ops.softmax_template import SoftmaxTemplate
+from cgen.ops.softmax_template import SoftmaxTemplate, softmax_templates
 from tests.test_ops import SEED, conv2d_ref, pool_ref, softmax_ref
 from tests.util import assert_matches
+
+
+def misc_templates() -> list:
+    """The templates this file covers: depthwise, pooling, softmax, elementwise,
+    reductions, concat, transpose, pad."""
+    return (depthwise_templates() + pool_templates() + softmax_templates() + elemwise_templates()
+            + reduce_templates() + layout_templates())
+
 
 WORKLOADS = 10          # per template
 CONFIGS = 4             # random configs per workload, plus the default: 50 per template

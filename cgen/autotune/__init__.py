@@ -1,6 +1,6 @@
 """Automatic optimisation: config spaces, features, cost models, search, the
 tuning loop, measurement and logs (see cgen.autotune.tuner for the loop)."""
-from .space import ConfigSpace, Config, Knob, split_choices, divisors
+from ..ops.space import ConfigSpace, Config, Knob, split_choices, divisors
 from .log import Record, LogWriter, read_log, best_records, canonical, apply_best
 from .task import Task, WorkloadError, make_task, parse_workload
 from .measure import Measurer, measure_config

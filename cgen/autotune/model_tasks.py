@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import math
 
+from ..ops.common import config_dict
 from .log import LogWriter, canonical, read_log
 from .task import Task, make_task
 
@@ -113,7 +114,7 @@ def extract_tasks(model, target="host", input_shapes=None, templates=None) -> li
 
 def default_index(task: Task) -> int:
     d = task.template.default(task.workload, task.target)
-    return task.space().index_of(d.to_dict() if hasattr(d, "to_dict") else dict(d))
+    return task.space().index_of(config_dict(d))
 
 
 def measure_defaults(mtasks, measurer, log, on_record=None) -> None:

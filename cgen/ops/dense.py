@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autotune.space import ConfigSpace, Knob
+from .common import config_dict
+from .space import ConfigSpace, Knob
 from .gemm import (EPILOGUE_STEPS, MatmulSpec, generated_kernels, kernel_shape, matmul_reference,
                    pack_b, packed_matmul)
 from .gemm_template import (gemm_config, gemm_default_values, gemm_knobs,
@@ -78,7 +79,7 @@ class _MatmulBase:
         return ConfigSpace(tuple(gemm_knobs(sp.M, sp.N, sp.K, target)) + (_block_knob(sp),))
 
     def build(self, wl: dict, target, config):
-        c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        c = config_dict(config)
         return packed_matmul(self.spec(wl), target, gemm_config(c))
 
     def default(self, wl: dict, target):
@@ -176,7 +177,7 @@ class DenseTemplate(_MatmulBase):
         nc = sorted({min(bb * n, -(-N // bb) * bb) for n in (1, 2, 4, 8, 16, 32)})
         knobs = [Knob("NC", tuple(nc)), Knob("unroll", (1, 2, 4, 8)),
                  Knob("prefetch", (0, 8, 16, 32))]
-        if tgt.threads and not tgt.bare_metal:
+        if tgt.can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 
@@ -184,7 +185,7 @@ class DenseTemplate(_MatmulBase):
         tgt = resolve(target)
         if not self.gemv(wl, tgt):
             return super().build(wl, tgt, config)
-        c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        c = config_dict(config)
         M, K = wl["M"], wl["K"]
         cfg = gemm_config(c, MR=M, MC=M, KC=K, pack_a=False, block="goto")
         return packed_matmul(self.spec(wl), tgt, cfg)

@@ -36,16 +36,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import te
-from ..autotune.space import ConfigSpace, Knob, split_choices
-from ..codegen.isa import isa_for
-from .elemwise import cfg_dict, check_op, lanes_of, pick, threads_ok, vec_choices
-from .nn import _conv_out, _pad_nchw, _pads, _pair
+from .space import ConfigSpace, Knob, split_choices
+from .common import check_op, config_dict, conv_out, conv_out_hw as out_size, from_nchwc_np, pick, to_nchwc_np, vec_choices
+from .nn import _pad_nchw, _pads, _pair
 from targets import resolve
 
 NCHW_OP = "depthwise_conv2d"
 NCHWC_OP = "depthwise_conv2d_nchwc"
-# vector registers per ISA table (VectorISA.name): sizes the default register tile
-VREGS = {"avx512": 32, "avx2": 16, "neon-aarch64": 32, "neon-armv7": 16}
 
 
 # ---------------------------------------------------------------- workloads
@@ -72,18 +69,12 @@ def depthwise_workload(op: str, N: int, C: int, H: int, W: int, KH: int, KW: int
                              f"got {layout!r}, bn={bn!r}")
         if multiplier != 1:
             raise ValueError(f"{op}: the blocked layout takes multiplier 1, got {multiplier}")
-    _conv_out(op, H, pads[0], pads[2], KH, sh, dh, "height")
-    _conv_out(op, W, pads[1], pads[3], KW, sw, dw, "width")
+    conv_out(op, H, pads[0], pads[2], KH, sh, dh, "height")
+    conv_out(op, W, pads[1], pads[3], KW, sw, dw, "width")
     return {"op": op, "N": int(N), "C": int(C), "H": int(H), "W": int(W), "KH": int(KH),
             "KW": int(KW), "stride": [sh, sw], "pad": list(pads), "dilation": [dh, dw],
             "multiplier": int(multiplier), "layout": layout,
             "bn": None if bn is None else int(bn), "dtype": dtype}
-
-
-def out_size(wl: dict) -> tuple:
-    (sh, sw), (dh, dw), (t, l, b, r) = wl["stride"], wl["dilation"], wl["pad"]
-    return ((wl["H"] + t + b - dh * (wl["KH"] - 1) - 1) // sh + 1,
-            (wl["W"] + l + r - dw * (wl["KW"] - 1) - 1) // sw + 1)
 
 
 def depthwise_flops(wl: dict) -> int:
@@ -111,16 +102,6 @@ def depthwise_reference(x: np.ndarray, w: np.ndarray, stride, pad, dilation) -> 
             win = xp[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
             y += win * w[:, 0, i, j].astype(np.float64)[None, :, None, None]
     return y.astype(np.float32)
-
-
-def to_nchwc_np(x: np.ndarray, bn: int) -> np.ndarray:
-    n, c, h, w = x.shape
-    return np.ascontiguousarray(x.reshape(n, c // bn, bn, h, w).transpose(0, 1, 3, 4, 2))
-
-
-def from_nchwc_np(y: np.ndarray) -> np.ndarray:
-    n, cb, h, w, bn = y.shape
-    return np.ascontiguousarray(y.transpose(0, 1, 4, 2, 3).reshape(n, cb * bn, h, w))
 
 
 def pack_weights_np(w: np.ndarray, bn: int) -> np.ndarray:
@@ -278,16 +259,16 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         check_op(wl, self.name)
         OH, OW = out_size(wl)
         knobs = [Knob("tile_y", split_choices(OH, 8)),
-                 Knob("tile_x", vec_choices(OW, lanes_of(target), 64)),
+                 Knob("tile_x", vec_choices(OW, resolve(target).lanes(), 64)),
                  Knob("taps", ("expr", "reduce"))]
         if any(wl["pad"]):
             knobs.append(Knob("pad_at", self._pad_choices(tile=False)))
-        if threads_ok(target):
+        if resolve(target).can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):
-        lanes = lanes_of(target)
+        lanes = resolve(target).lanes()
         (t, l, b, r) = wl["pad"]
         plane_bytes = (wl["H"] + t + b) * (wl["W"] + l + r) * 4
         want = {"tile_y": 8, "tile_x": lanes if lanes > 1 else 16, "taps": "expr",
@@ -296,7 +277,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
 
     def quick_configs(self, wl: dict, target) -> list:
         """A short list of promising configs for a quick sweep (the default not included)."""
-        lanes = lanes_of(target)
+        lanes = resolve(target).lanes()
         vx = lanes if lanes > 1 else 16
         wants = [{"tile_y": ty, "tile_x": tx, "taps": "expr", "pad_at": pa}
                  for pa in ("band", "plane") for ty in (2, 4, 8) for tx in (vx, 2 * vx)]
@@ -304,7 +285,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
 
     def build(self, wl: dict, target, config):
         check_op(wl, self.name)
-        c = cfg_dict(config)
+        c = config_dict(config)
         X, Wt, P, Y = depthwise_nchw_compute(wl, c["taps"], self._cover(c))
         s = te.create_schedule(Y)
         st = s[Y]
@@ -321,7 +302,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         st.unroll(yi)
         st.vectorize(xi)
         self._place_pad(s, P, Y, c.get("pad_at", "band"), plane=o, band=yo)
-        if c.get("parallel", False) and threads_ok(target):
+        if c.get("parallel", False) and resolve(target).can_thread:
             st.parallel(o)
         return s, [X, Wt, Y]
 
@@ -348,7 +329,7 @@ class DepthwiseNCHWcTemplate(_DepthwiseBase):
                  Knob("taps", ("expr", "reduce"))]
         if any(wl["pad"]):
             knobs.append(Knob("pad_at", self._pad_choices(tile=True)))
-        if threads_ok(target):
+        if resolve(target).can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 
@@ -356,8 +337,7 @@ class DepthwiseNCHWcTemplate(_DepthwiseBase):
         (t, l, b, r) = wl["pad"]
         plane_bytes = (wl["H"] + t + b) * (wl["W"] + l + r) * wl["bn"] * 4
         # accumulators: 16 (half the register file) on 32-register ISAs, else 8
-        isa = isa_for(resolve(target))
-        ty, tx = (4, 4) if isa is not None and VREGS.get(isa.name, 16) >= 32 else (2, 4)
+        ty, tx = (4, 4) if resolve(target).vector_registers >= 32 else (2, 4)
         want = {"tile_y": ty, "tile_x": tx, "taps": "expr",
                 "pad_at": "plane" if plane_bytes <= 32 * 1024 else "tile", "parallel": False}
         return pick(self.space(wl, target), want)
@@ -371,7 +351,7 @@ class DepthwiseNCHWcTemplate(_DepthwiseBase):
 
     def build(self, wl: dict, target, config):
         check_op(wl, self.name)
-        c = cfg_dict(config)
+        c = config_dict(config)
         X, Wt, P, Y = depthwise_nchwc_compute(wl, c["taps"], self._cover(c))
         s = te.create_schedule(Y)
         st = s[Y]
@@ -395,7 +375,7 @@ class DepthwiseNCHWcTemplate(_DepthwiseBase):
             # block loop outside the row loop it is correct.
             pn, pc, py, px, pi = s[P].op.axis
             s[P].reorder(pn, pc, py, pi, px)
-        if c.get("parallel", False) and threads_ok(target):
+        if c.get("parallel", False) and resolve(target).can_thread:
             st.parallel(cb)
         return s, [X, Wt, Y]
 
@@ -410,6 +390,10 @@ class DepthwiseNCHWcTemplate(_DepthwiseBase):
         y = depthwise_reference(from_nchwc_np(inputs[0]), unpack_weights_np(inputs[1]),
                                 wl["stride"], wl["pad"], wl["dilation"])
         return {"Y": to_nchwc_np(y, wl["bn"])}
+
+
+def depthwise_templates() -> list:
+    return [DepthwiseNCHWTemplate(), DepthwiseNCHWcTemplate()]
 
 
 __all__ = ["DepthwiseNCHWTemplate", "DepthwiseNCHWcTemplate", "depthwise_workload",

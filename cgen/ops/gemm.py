@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import te
+from .common import broadcast_shape
 from ..codegen.isa import kernel_isa
 from ..tensorize import gemm_intrin, gemm_shape
 from ..tensorize.intrin import KernelSource, TensorizeError, from_compute
@@ -177,15 +178,7 @@ class MatmulSpec:
 
 
 def broadcast_batch(a: tuple, b: tuple) -> tuple:
-    nd = max(len(a), len(b))
-    a = (1,) * (nd - len(a)) + tuple(a)
-    b = (1,) * (nd - len(b)) + tuple(b)
-    out = []
-    for x, y in zip(a, b):
-        if x != y and 1 not in (x, y):
-            raise ValueError(f"matmul: batch dimensions {a} and {b} do not broadcast")
-        out.append(max(x, y))
-    return tuple(out)
+    return broadcast_shape(a, b, "matmul: batch dimensions")
 
 
 def _batch_index(own: tuple, batch: tuple, idx: tuple) -> tuple:
@@ -370,7 +363,7 @@ def packed_matmul(spec: MatmulSpec, target="host", cfg: GemmConfig = GemmConfig(
             s[Bp].compute_at(s[C], kc)
         if Ap is not None:
             s[Ap].compute_at(s[C], ic)
-        if cfg.parallel and tgt.threads and not tgt.bare_metal:
+        if cfg.parallel and tgt.can_thread:
             s[C].parallel(s[C].leaf_axes[0])
         return s, inputs + [C]
 
@@ -405,6 +398,6 @@ def packed_matmul(spec: MatmulSpec, target="host", cfg: GemmConfig = GemmConfig(
         s[Ap].compute_at(s[Cacc], c_ic)
     if Bp is not None:
         s[Bp].compute_at(s[Cacc], kc)
-    if cfg.parallel and tgt.threads and not tgt.bare_metal:
+    if cfg.parallel and tgt.can_thread:
         s[C].parallel(s[C].leaf_axes[0])
     return s, inputs + [C]

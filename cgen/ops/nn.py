@@ -20,6 +20,7 @@ import numpy as np
 from .. import te
 from ..te.expr import const, is_float, reduce_identity
 from ..te.tensor import Tensor
+from .common import broadcast_shape, conv_out, pool_geometry
 
 
 # ---------------------------------------------------------------- helpers
@@ -71,16 +72,6 @@ def _pad_nchw(X: Tensor, pads: tuple, fill, name: str) -> Tensor:
             te.all(y >= top, y < h + top, x >= left, x < w + left),
             X[b, ch, y - top, x - left], fill),
         name=name)
-
-
-def _conv_out(op: str, size: int, before: int, after: int, k: int, stride: int,
-              dilation: int, axis: str) -> int:
-    span = dilation * (k - 1) + 1
-    padded = size + before + after
-    if padded < span:
-        raise ValueError(f"{op}: the {axis} window ({span} with dilation) is larger than the "
-                         f"padded input ({padded})")
-    return (padded - span) // stride + 1
 
 
 # ---------------------------------------------------------------- matmul
@@ -138,8 +129,8 @@ def conv2d_nchw(X: Tensor, W: Tensor, stride=1, padding=0, dilation=1, name: str
     sh, sw = _pair(op, "stride", stride, 1)
     dh, dw = _pair(op, "dilation", dilation, 1)
     pads = _pads(op, padding)
-    oh = _conv_out(op, h, pads[0], pads[2], kh, sh, dh, "height")
-    ow = _conv_out(op, w, pads[1], pads[3], kw, sw, dw, "width")
+    oh = conv_out(op, h, pads[0], pads[2], kh, sh, dh, "height")
+    ow = conv_out(op, w, pads[1], pads[3], kw, sw, dw, "width")
     pad = _pad_nchw(X, pads, const(0, X.dtype), f"{name}_pad") if any(pads) else None
     src = pad if pad is not None else X
     rc = te.reduce_axis((0, c), name="rc")
@@ -170,8 +161,8 @@ def depthwise_conv2d_nchw(X: Tensor, W: Tensor, stride=1, padding=0, dilation=1,
     sh, sw = _pair(op, "stride", stride, 1)
     dh, dw = _pair(op, "dilation", dilation, 1)
     pads = _pads(op, padding)
-    oh = _conv_out(op, h, pads[0], pads[2], kh, sh, dh, "height")
-    ow = _conv_out(op, w, pads[1], pads[3], kw, sw, dw, "width")
+    oh = conv_out(op, h, pads[0], pads[2], kh, sh, dh, "height")
+    ow = conv_out(op, w, pads[1], pads[3], kw, sw, dw, "width")
     pad = _pad_nchw(X, pads, const(0, X.dtype), f"{name}_pad") if any(pads) else None
     src = pad if pad is not None else X
     ry = te.reduce_axis((0, kh), name="ry")
@@ -186,34 +177,15 @@ def depthwise_conv2d_nchw(X: Tensor, W: Tensor, stride=1, padding=0, dilation=1,
 
 # ---------------------------------------------------------------- pooling
 def _pool_geometry(op: str, X: Tensor, kernel, strides, pads, ceil_mode):
-    """Output size per spatial axis and the padding that makes every window in range.
-
-    ONNX rule: out = floor|ceil((H + pt + pb - K) / s) + 1; with ceil_mode a
-    window that would start past the input and its leading pad is dropped.
-    The bottom/right padding is extended so the last (ceil-mode) window fits.
-    """
+    """Kernel, strides, pads, the pads covering every window and the output size
+    (common.pool_geometry: the ONNX rule)."""
     _tensor(op, "X", X, 4)
     kh, kw = _pair(op, "kernel", kernel, 1)
     sh, sw = _pair(op, "strides", (kh, kw) if strides is None else strides, 1)
     pads = _pads(op, pads)
-    h, w = X.shape[2:]
-    outs, ext = [], []
-    for size, k, s, before, after, axis in ((h, kh, sh, pads[0], pads[2], "height"),
-                                            (w, kw, sw, pads[1], pads[3], "width")):
-        if before >= k or after >= k:
-            raise ValueError(f"{op}: {axis} padding ({before}, {after}) must be smaller than "
-                             f"the kernel ({k})")
-        if size + before + after < k:
-            raise ValueError(f"{op}: the {axis} kernel ({k}) is larger than the padded input "
-                             f"({size + before + after})")
-        span = size + before + after - k
-        o = (-(-span // s) if ceil_mode else span // s) + 1
-        if ceil_mode and (o - 1) * s >= size + before:
-            o -= 1
-        outs.append(o)
-        ext.append(max(after, (o - 1) * s + k - size - before))
-    full = (pads[0], pads[1], ext[0], ext[1])
-    return (kh, kw), (sh, sw), pads, full, tuple(outs)
+    outs, full = pool_geometry(op, X.shape[2], X.shape[3], (kh, kw), (sh, sw), pads, (1, 1),
+                               ceil_mode)
+    return (kh, kw), (sh, sw), pads, full, outs
 
 
 def max_pool2d(X: Tensor, kernel, strides=None, pads=0, ceil_mode: bool = False,
@@ -310,19 +282,6 @@ BINARY_OPS = {
     "/": lambda a, b: a / b, "div": lambda a, b: a / b,
     "maximum": te.maximum, "minimum": te.minimum,
 }
-
-
-def broadcast_shape(a: tuple, b: tuple) -> tuple:
-    """numpy's broadcast of two shapes, or ValueError."""
-    nd = max(len(a), len(b))
-    a = (1,) * (nd - len(a)) + tuple(a)
-    b = (1,) * (nd - len(b)) + tuple(b)
-    out = []
-    for x, y in zip(a, b):
-        if x != y and 1 not in (x, y):
-            raise ValueError(f"shapes {a} and {b} do not broadcast")
-        out.append(max(x, y))
-    return tuple(out)
 
 
 def _broadcast_load(t: Tensor, out_shape: tuple, idx: tuple):

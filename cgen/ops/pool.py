@@ -20,41 +20,20 @@ tile_y rows (unrolled) x tile_x columns (vectorized along W), the window
 either one unrolled max/sum expression (taps="expr") or a reduction
 (taps="reduce"; for the average the window sum is then a stage of its own,
 divided in a second vectorized pass), the padded input placed by pad_at.
-Global average pooling is the mean reduction of cgen.ops.elemwise over H and W.
+Global average pooling is the mean reduction of cgen.ops.elemwise_reduce over H and W.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from .. import te
-from ..autotune.space import ConfigSpace, Knob, split_choices
+from .space import ConfigSpace, Knob, split_choices
 from ..te.expr import reduce_identity
-from .elemwise import (cfg_dict, check_op, lanes_of, pick, reduce_compute, reduce_schedule,
-                       threads_ok, vec_choices)
+from .common import check_op, config_dict, pick, pool_geometry, vec_choices
+from .elemwise_reduce import ReduceTemplate, reduce_compute, reduce_schedule
 from .depthwise import covering_pads
 from .nn import _pad_nchw, _pads, _pair
-
-
-def pool_geometry(op: str, H: int, W: int, kernel, stride, pads, dilation, ceil_mode: bool):
-    """((OH, OW), full pads (top, left, bottom, right) covering every window)."""
-    outs, ext = [], []
-    for size, k, s, d, before, after, axis in (
-            (H, kernel[0], stride[0], dilation[0], pads[0], pads[2], "height"),
-            (W, kernel[1], stride[1], dilation[1], pads[1], pads[3], "width")):
-        if before >= k or after >= k:
-            raise ValueError(f"{op}: {axis} padding ({before}, {after}) must be smaller than the "
-                             f"kernel ({k})")
-        span = d * (k - 1) + 1
-        total = size + before + after - span
-        if total < 0:
-            raise ValueError(f"{op}: the {axis} window ({span} with dilation) is larger than the "
-                             f"padded input ({size + before + after})")
-        o = (-(-total // s) if ceil_mode else total // s) + 1
-        if ceil_mode and (o - 1) * s >= size + before:
-            o -= 1
-        outs.append(o)
-        ext.append(max(after, (o - 1) * s + span - size - before))
-    return tuple(outs), (pads[0], pads[1], ext[0], ext[1])
+from targets import resolve
 
 
 def pool_reference(x: np.ndarray, wl: dict) -> np.ndarray:
@@ -126,16 +105,16 @@ class Pool2dTemplate:
         check_op(wl, self.name)
         (OH, OW), full = self.geometry(wl)
         knobs = [Knob("tile_y", split_choices(OH, 8)),
-                 Knob("tile_x", vec_choices(OW, lanes_of(target), 64)),
+                 Knob("tile_x", vec_choices(OW, resolve(target).lanes(), 64)),
                  Knob("taps", ("expr", "reduce"))]
         if any(full):
             knobs.append(Knob("pad_at", ("band", "plane", "inline", "root")))
-        if threads_ok(target):
+        if resolve(target).can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):
-        lanes = lanes_of(target)
+        lanes = resolve(target).lanes()
         _, (t, l, b, r) = self.geometry(wl)
         plane_bytes = (wl["H"] + t + b) * (wl["W"] + l + r) * 4
         want = {"tile_y": 4, "tile_x": lanes if lanes > 1 else 16, "taps": "expr",
@@ -199,11 +178,11 @@ class Pool2dTemplate:
 
     def build(self, wl: dict, target, config):
         check_op(wl, self.name)
-        c = cfg_dict(config)
+        c = config_dict(config)
         cover = (c["tile_y"], c["tile_x"]) if c.get("pad_at") in ("band", "plane") else None
         X, P, Y, S = self.compute(wl, c["taps"], cover)
         s = te.create_schedule(Y)
-        par = c.get("parallel", False) and threads_ok(target)
+        par = c.get("parallel", False) and resolve(target).can_thread
         main = S if S is not None else Y
         st = s[main]
         n, ch, y, x = st.op.axis
@@ -267,23 +246,20 @@ class GlobalAvgPoolTemplate:
                 "dtype": dtype}
 
     def _reduce_wl(self, wl: dict) -> dict:
-        from .elemwise import ReduceTemplate
         return ReduceTemplate().workload("mean", [wl["N"], wl["C"], wl["H"], wl["W"]], [2, 3],
                                          keepdims=True)
 
     def space(self, wl: dict, target) -> ConfigSpace:
-        from .elemwise import ReduceTemplate
         check_op(wl, self.name)
         return ReduceTemplate().space(self._reduce_wl(wl), target)
 
     def default(self, wl: dict, target):
-        from .elemwise import ReduceTemplate
         d = ReduceTemplate().default(self._reduce_wl(wl), target)
         return self.space(wl, target).get(d.index)
 
     def build(self, wl: dict, target, config):
         check_op(wl, self.name)
-        c = cfg_dict(config)
+        c = config_dict(config)
         X = te.placeholder((wl["N"], wl["C"], wl["H"], wl["W"]), "float32", name="X")
         out, red, partial = reduce_compute(X, (2, 3), True, "mean", c.get("rfactor", 1))
         s = te.create_schedule(out)
@@ -299,6 +275,10 @@ class GlobalAvgPoolTemplate:
 
     def flops(self, wl: dict) -> int:
         return wl["N"] * wl["C"] * wl["H"] * wl["W"]
+
+
+def pool_templates() -> list:
+    return [Pool2dTemplate("max"), Pool2dTemplate("avg"), GlobalAvgPoolTemplate()]
 
 
 __all__ = ["Pool2dTemplate", "GlobalAvgPoolTemplate", "pool_geometry", "pool_reference"]

@@ -11,7 +11,12 @@ import importlib
 _SOURCES = (
     ("gemm_template", "gemm_templates"),
     ("dense", "dense_templates"),
-    ("elemwise", "misc_templates"),
+    ("depthwise", "depthwise_templates"),
+    ("pool", "pool_templates"),
+    ("softmax_template", "softmax_templates"),
+    ("elemwise", "elemwise_templates"),
+    ("elemwise_reduce", "reduce_templates"),
+    ("elemwise_layout", "layout_templates"),
     ("quant", "quant_templates"),
     ("conv.dispatch", "conv_templates"),
     ("conv.direct", "direct_conv_templates"),

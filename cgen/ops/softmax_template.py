@@ -20,9 +20,10 @@ import math
 import numpy as np
 
 from .. import te
-from ..autotune.space import ConfigSpace, Knob
-from .elemwise import cfg_dict, check_op, lanes_of, pick, positive_shape, threads_ok, vec_choices
+from .space import ConfigSpace, Knob
+from .common import check_op, config_dict, pick, positive_shape, vec_choices
 from .nn import softmax as softmax_stages
+from targets import resolve
 
 
 class SoftmaxTemplate:
@@ -43,13 +44,13 @@ class SoftmaxTemplate:
     def space(self, wl: dict, target) -> ConfigSpace:
         check_op(wl, self.name)
         knobs = [Knob("exp", ("root", "inline")),
-                 Knob("vec", vec_choices(wl["shape"][-1], lanes_of(target), 64))]
-        if threads_ok(target):
+                 Knob("vec", vec_choices(wl["shape"][-1], resolve(target).lanes(), 64))]
+        if resolve(target).can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):
-        lanes = lanes_of(target)
+        lanes = resolve(target).lanes()
         # softmax reads exp twice (sum, output): store it; log-softmax reads it once
         want = {"exp": "inline" if self.log else "root", "vec": 2 * lanes if lanes > 1 else 16,
                 "parallel": False}
@@ -70,7 +71,7 @@ class SoftmaxTemplate:
 
     def build(self, wl: dict, target, config):
         check_op(wl, self.name)
-        c = cfg_dict(config)
+        c = config_dict(config)
         X, Y, mx, ex, sm = self.compute(wl)
         s = te.create_schedule(Y)
         r, k = len(wl["shape"]), wl["axis"]
@@ -94,7 +95,7 @@ class SoftmaxTemplate:
                 *outer, last = rst.op.axis
                 rst.reorder(*outer, *rst.op.reduce_axis, last)
                 rst.vectorize(last)
-        if c.get("parallel", False) and threads_ok(target) and r >= 2:
+        if c.get("parallel", False) and resolve(target).can_thread and r >= 2:
             st.parallel(axes[0] if row_dim >= 0 else lo)
         return s, [X, Y]
 
@@ -115,6 +116,10 @@ class SoftmaxTemplate:
 
     def flops(self, wl: dict) -> int:
         return 4 * math.prod(wl["shape"])
+
+
+def softmax_templates() -> list:
+    return [SoftmaxTemplate(False), SoftmaxTemplate(True)]
 
 
 __all__ = ["SoftmaxTemplate"]

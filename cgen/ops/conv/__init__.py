@@ -54,8 +54,9 @@ back to scalar code.
   (N, G, F/G, OH*OW), the memory of NCHW.
 """
 from .workload import conv2d_workload, conv2d_reference, conv_flops, out_size, block_choices
-from .packing import (pack_weights_nchwc, pack_weights_nchwc_np, unpack_weights_nchwc_np, to_nchwc_np,
-                      from_nchwc_np, pack_weights_gemm, pack_weights_gemm_np, unpack_weights_gemm_np)
+from ..common import to_nchwc_np, from_nchwc_np
+from .packing import (pack_weights_nchwc, pack_weights_nchwc_np, unpack_weights_nchwc_np,
+                      pack_weights_gemm, pack_weights_gemm_np, unpack_weights_gemm_np)
 from .tile import tile_intrin, tile_kernel_shape_ok, masked_tiles_ok
 from .nchwc import Conv2dNCHWcTemplate, nchwc_default_blocks, oc_block_pref
 from .gemm import Conv2dGemmTemplate, gemm_default_mr

@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from ... import te
-from ...autotune.space import ConfigSpace, Knob
-from ...codegen.isa import isa_for
-from ..nn import _conv_out, _pads, _pair
-from .workload import conv2d_reference
+from ..space import ConfigSpace, Knob
+from ..nn import _pads, _pair
+from ..common import config_dict, conv_out, conv_out_hw
+from .workload import block_lanes, conv2d_reference
 from targets import resolve
 
 
@@ -31,23 +31,15 @@ def _workload(op, N, C, H, W, F, KH, KW, stride=1, pad=0, dilation=1):
     sh, sw = _pair(op, "stride", stride, 1)
     dh, dw = _pair(op, "dilation", dilation, 1)
     pads = _pads(op, pad)
-    _conv_out(op, H, pads[0], pads[2], KH, sh, dh, "height")
-    _conv_out(op, W, pads[1], pads[3], KW, sw, dw, "width")
+    conv_out(op, H, pads[0], pads[2], KH, sh, dh, "height")
+    conv_out(op, W, pads[1], pads[3], KW, sw, dw, "width")
     return {"op": op, "N": int(N), "C": int(C), "H": int(H), "W": int(W), "F": int(F),
             "KH": int(KH), "KW": int(KW), "stride": [sh, sw], "pad": list(pads),
             "dilation": [dh, dw], "dtype": "float32"}
 
 
-def _out_hw(wl):
-    (sh, sw), (dh, dw), p = wl["stride"], wl["dilation"], wl["pad"]
-    oh = (wl["H"] + p[0] + p[2] - dh * (wl["KH"] - 1) - 1) // sh + 1
-    ow = (wl["W"] + p[1] + p[3] - dw * (wl["KW"] - 1) - 1) // sw + 1
-    return oh, ow
-
-
 def _lanes(target) -> int:
-    isa = isa_for(resolve(target))
-    return isa.lanes if isa is not None else 4
+    return block_lanes(resolve(target))
 
 
 def _choices(extent: int, options) -> tuple:
@@ -70,7 +62,7 @@ class _DirectConv:
                  Knob("c_split", _choices(wl["C"], (1, 4, 8, 16, 64))),
                  Knob("order", ("c_outer", "c_inner")),
                  Knob("pad_at", ("inline", "root"))]
-        if tgt.threads and not tgt.bare_metal:
+        if tgt.can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 
@@ -82,7 +74,7 @@ class _DirectConv:
         return sp.nearest(want)
 
     def build(self, wl: dict, target, config):
-        c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        c = config_dict(config)
         X, Wt, Y, P = self._compute(wl)
         s = te.create_schedule(Y)
         if P is not None and c["pad_at"] == "inline":
@@ -110,7 +102,7 @@ class _DirectConv:
         return s, [X, Wt, Y]
 
     def flops(self, wl: dict) -> int:
-        oh, ow = _out_hw(wl)
+        oh, ow = conv_out_hw(wl)
         return 2 * wl["N"] * wl["F"] * oh * ow * wl["C"] * wl["KH"] * wl["KW"]
 
 
@@ -118,7 +110,7 @@ class Conv2dNCHWTemplate(_DirectConv):
     name = "conv2d_nchw"
 
     def _vec_row_extents(self, wl):
-        oh, ow = _out_hw(wl)
+        oh, ow = conv_out_hw(wl)
         return ow, wl["F"]
 
     def _roles(self, f, y, x):
@@ -133,7 +125,7 @@ class Conv2dNCHWTemplate(_DirectConv):
         return X, Wt, Y, P
 
     def inputs(self, wl, rng) -> list:
-        oh, ow = _out_hw(wl)
+        oh, ow = conv_out_hw(wl)
         return [rng.standard_normal((wl["N"], wl["C"], wl["H"], wl["W"]), dtype=np.float32),
                 rng.standard_normal((wl["F"], wl["C"], wl["KH"], wl["KW"]), dtype=np.float32),
                 np.zeros((wl["N"], wl["F"], oh, ow), np.float32)]
@@ -147,7 +139,7 @@ class Conv2dNHWCTemplate(_DirectConv):
     name = "conv2d_nhwc"
 
     def _vec_row_extents(self, wl):
-        oh, ow = _out_hw(wl)
+        oh, ow = conv_out_hw(wl)
         return wl["F"], ow
 
     def _roles(self, y, x, f):
@@ -156,7 +148,7 @@ class Conv2dNHWCTemplate(_DirectConv):
     def _compute(self, wl):
         N, C, H, W, F, KH, KW = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW"))
         (sh, sw), (dh, dw), p = wl["stride"], wl["dilation"], wl["pad"]
-        oh, ow = _out_hw(wl)
+        oh, ow = conv_out_hw(wl)
         X = te.placeholder((N, H, W, C), "float32", name="X")
         Wt = te.placeholder((KH, KW, C, F), "float32", name="Wt")
         if any(p):
@@ -176,7 +168,7 @@ class Conv2dNHWCTemplate(_DirectConv):
         return X, Wt, Y, P
 
     def inputs(self, wl, rng) -> list:
-        oh, ow = _out_hw(wl)
+        oh, ow = conv_out_hw(wl)
         return [rng.standard_normal((wl["N"], wl["H"], wl["W"], wl["C"]), dtype=np.float32),
                 rng.standard_normal((wl["KH"], wl["KW"], wl["C"], wl["F"]), dtype=np.float32),
                 np.zeros((wl["N"], oh, ow, wl["F"]), np.float32)]

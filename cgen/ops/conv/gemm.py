@@ -4,20 +4,19 @@ from __future__ import annotations
 import numpy as np
 
 from ... import te
-from ...autotune.space import ConfigSpace, Knob
-from ...codegen.isa import isa_for
+from ..space import ConfigSpace, Knob
 from targets import resolve
+from ..common import check_op, config_dict
 from .packing import pack_weights_gemm, pack_weights_gemm_np, unpack_weights_gemm_np
-from .tile import VREGS, masked_tiles_ok, tile_intrin, tile_kernel_shape_ok
-from .workload import _check, _threads_ok, _variants, conv2d_reference, conv2d_workload, conv_flops, out_size
+from .tile import masked_tiles_ok, tile_intrin, tile_kernel_shape_ok
+from .workload import block_lanes, _variants, conv2d_reference, conv2d_workload, random_conv_inputs, conv_flops, out_size
 
 
 def gemm_default_mr(wl: dict, target) -> int:
     """Rows of the GEMM register tile (output channels per weight panel) for a target."""
     tgt = resolve(target)
-    isa = isa_for(tgt)
     fg = wl["F"] // wl["groups"]
-    pref = 8 if isa is not None and VREGS.get(isa.name, 16) >= 32 else 4
+    pref = 8 if tgt.vector_registers >= 32 else 4
     for mr in (pref, 6, 4, 2, 1):
         if fg % mr == 0 and mr <= pref:
             return mr
@@ -82,13 +81,12 @@ class Conv2dGemmTemplate:
                                layout, weights, None, oc_bn, dtype)
 
     def _nr_choices(self, tgt, mr: int) -> tuple:
-        isa = isa_for(tgt)
-        lanes = isa.lanes if isa is not None else 4
+        lanes = block_lanes(tgt)
         return tuple(nr for nr in (lanes, 2 * lanes, 3 * lanes, 4 * lanes)
                      if tile_kernel_shape_ok(tgt, mr, nr)) or (lanes,)
 
     def space(self, wl: dict, target) -> ConfigSpace:
-        _check(wl, self.name)
+        check_op(wl, self.name)
         tgt = resolve(target)
         fg = wl["F"] // wl["groups"]
         OH, OW = out_size(wl)
@@ -105,7 +103,7 @@ class Conv2dGemmTemplate:
         micro = ("masked", "fixed", "off") if masked_tiles_ok(tgt) else ("fixed", "off")
         knobs = [Knob("mr", mrs), Knob("nr", tuple(nrs)), Knob("mc", mc), Knob("kc", kc),
                  Knob("nc", nc), Knob("order", ("ji", "ij")), Knob("micro", micro)]
-        if _threads_ok(tgt):
+        if tgt.can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 
@@ -135,9 +133,9 @@ class Conv2dGemmTemplate:
         return _variants(sp, d, ch)
 
     def build(self, wl: dict, target, config):
-        _check(wl, self.name)
+        check_op(wl, self.name)
         tgt = resolve(target)
-        c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        c = config_dict(config)
         mr, nr = c["mr"], c["nr"]
         _, OW = out_size(wl)
         KH, KW = wl["KH"], wl["KW"]
@@ -172,15 +170,14 @@ class Conv2dGemmTemplate:
         if wl["stride"][1] == 1:
             cst.vectorize(cx)
         cst.compute_at(st, kc)
-        if c.get("parallel") and _threads_ok(tgt):
+        if c.get("parallel") and tgt.can_thread:
             st.parallel(pc)
         return s, ins + [Y]
 
     def inputs(self, wl: dict, rng) -> list:
         N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
         OH, OW = out_size(wl)
-        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
-        w = rng.standard_normal((F, C // G, KH, KW), dtype=np.float32)
+        x, w = random_conv_inputs(wl, rng)
         if wl["weights"] == "packed":
             w = pack_weights_gemm_np(w, G, wl["oc_bn"])
         return [x, w, np.zeros((N, G, F // G, OH * OW), np.float32)]

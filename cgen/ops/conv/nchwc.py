@@ -4,20 +4,19 @@ from __future__ import annotations
 import numpy as np
 
 from ... import te
-from ...autotune.space import ConfigSpace, Knob
-from ...codegen.isa import isa_for
+from ..space import ConfigSpace, Knob
 from targets import resolve
-from .packing import from_nchwc_np, pack_weights_nchwc, pack_weights_nchwc_np, to_nchwc_np, unpack_weights_nchwc_np
-from .tile import VREGS, tile_intrin, tile_kernel_shape_ok
-from .workload import (_check, _threads_ok, _variants, block_choices, conv2d_reference, conv2d_workload,
+from ..common import check_op, config_dict, from_nchwc_np, to_nchwc_np
+from .packing import blocked_input, pack_weights_nchwc, pack_weights_nchwc_np, unpack_weights_nchwc_np
+from .tile import tile_intrin, tile_kernel_shape_ok
+from .workload import (block_lanes, register_budget, _variants, block_choices, conv2d_reference, conv2d_workload, random_conv_inputs,
                        conv_flops, default_block, out_size)
 
 
 def nchwc_default_blocks(wl: dict, target) -> tuple:
     """(ic_bn, oc_bn) a graph would choose for this workload on this target."""
     tgt = resolve(target)
-    isa = isa_for(tgt)
-    lanes = isa.lanes if isa is not None else 4
+    lanes = block_lanes(tgt)
     cg, fg = wl["C"] // wl["groups"], wl["F"] // wl["groups"]
     return (default_block(cg, lanes, 64 if lanes >= 8 else 16),
             default_block(fg, lanes, oc_block_pref(tgt)))
@@ -27,9 +26,9 @@ def oc_block_pref(target) -> int:
     """The preferred output-channel block (register-tile columns): two vectors on x86
     and 16-register NEON, four on 32-register NEON (avx512 32, avx2 16, aarch64 16,
     armv7 8), so the tile keeps several rows of accumulators in registers."""
-    isa = isa_for(resolve(target))
-    lanes = isa.lanes if isa is not None else 4
-    return 4 * lanes if lanes == 4 and VREGS.get(getattr(isa, "name", ""), 16) >= 32 else 2 * lanes
+    tgt = resolve(target)
+    lanes = block_lanes(tgt)
+    return 4 * lanes if lanes == 4 and tgt.vector_registers >= 32 else 2 * lanes
 
 
 
@@ -53,16 +52,7 @@ def conv2d_nchwc_compute(wl: dict, ic_bn: int, oc_bn: int, im2col: bool = False)
     ICB, OCB, ICBg, OCBg = C // ic_bn, F // oc_bn, Cg // ic_bn, Fg // oc_bn
     Hp, Wp_ = H + top + bottom, W + left + right
     KQ = KH * KW * ic_bn
-    if wl["layout"] == "NCHWc":
-        X = te.placeholder((N, ICB, H, W, ic_bn), "float32", name="X")
-
-        def xval(n, cb, y, q):
-            return X[n, cb, y - top, q // ic_bn - left, q % ic_bn]
-    else:
-        X = te.placeholder((N, C, H, W), "float32", name="X")
-
-        def xval(n, cb, y, q):
-            return X[n, cb * ic_bn + q % ic_bn, y - top, q // ic_bn - left]
+    X, xval = blocked_input(wl, ic_bn)
     if any((top, left, bottom, right)):
         def xp(n, cb, y, q):
             inside = te.all(y >= top, y < H + top, q >= left * ic_bn, q < (W + left) * ic_bn)
@@ -146,7 +136,7 @@ class Conv2dNCHWcTemplate:
         return wl
 
     def space(self, wl: dict, target) -> ConfigSpace:
-        _check(wl, self.name)
+        check_op(wl, self.name)
         tgt = resolve(target)
         cg, fg = wl["C"] // wl["groups"], wl["F"] // wl["groups"]
         OH, OW = out_size(wl)
@@ -161,7 +151,7 @@ class Conv2dNCHWcTemplate:
                  Knob("im2col", (False, True)), Knob("micro", (True, False)),
                  Knob("prefetch", (0, 8, 16)), Knob("order", ("oc_y", "y_oc")),
                  Knob("unroll_kw", (False, True))]
-        if _threads_ok(tgt):
+        if tgt.can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 
@@ -171,9 +161,7 @@ class Conv2dNCHWcTemplate:
         ic_bn, oc_bn = nchwc_default_blocks(wl, tgt)
         ic_bn, oc_bn = wl["ic_bn"] or ic_bn, wl["oc_bn"] or oc_bn
         OH, OW = out_size(wl)
-        isa = isa_for(tgt)
-        lanes = isa.lanes if isa is not None else 4
-        regs = VREGS.get(isa.name, 16) if isa is not None else 16
+        lanes, regs = block_lanes(tgt), register_budget(tgt)
         nv = max(1, oc_bn // lanes)
         fit = max(1, min(14, (regs - nv - 1) // nv))
         # small images: im2col rows of the register tile run across output rows, so
@@ -211,15 +199,15 @@ class Conv2dNCHWcTemplate:
         rows and register tiles (yi, xo), then the tile: depth (tensorized), xi, o.
         With im2col: n, ob, yb, icb, the block's pixel tiles, then the tile (depth
         KH*KW*ic_bn)."""
-        _check(wl, self.name)
+        check_op(wl, self.name)
         tgt = resolve(target)
-        c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        c = config_dict(config)
         ic_bn, oc_bn, tile, rows = c["ic_bn"], c["oc_bn"], c["ow_tile"], c["oh_tile"]
         im2col = bool(c.get("im2col", False))
         OH, OW = out_size(wl)
         ins, S, out = conv2d_nchwc_compute(wl, ic_bn, oc_bn, im2col)
         s = te.create_schedule(out)
-        par = bool(c.get("parallel", False)) and _threads_ok(tgt)
+        par = bool(c.get("parallel", False)) and tgt.can_thread
         oc_first = c["order"] == "oc_y"
         # (a row loop of extent 1 is simplified away: no tile left to tensorize)
         rows_extent = min(tile, rows * OW, OH * OW) if im2col else min(tile, OW)
@@ -303,8 +291,7 @@ class Conv2dNCHWcTemplate:
     def inputs(self, wl: dict, rng) -> list:
         N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
         OH, OW = out_size(wl)
-        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
-        w = rng.standard_normal((F, C // G, KH, KW), dtype=np.float32)
+        x, w = random_conv_inputs(wl, rng)
         if wl["layout"] == "NCHWc":
             x = to_nchwc_np(x, wl["ic_bn"])
             y = np.zeros((N, F // wl["oc_bn"], OH, OW, wl["oc_bn"]), np.float32)

@@ -1,5 +1,5 @@
 """Weight packings of the conv templates (te computes over OIHW weights, folded at
-compile time in a model) and their numpy twins, plus NCHW <-> NCHW[x]c for tests."""
+compile time in a model) and their numpy twins."""
 from __future__ import annotations
 
 import numpy as np
@@ -32,16 +32,6 @@ def unpack_weights_nchwc_np(wp: np.ndarray, kh: int, kw: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(ocb * oc_bn, icb * ic_bn, kh, kw))
 
 
-def to_nchwc_np(x: np.ndarray, bn: int) -> np.ndarray:
-    n, c, h, w = x.shape
-    return np.ascontiguousarray(x.reshape(n, c // bn, bn, h, w).transpose(0, 1, 3, 4, 2))
-
-
-def from_nchwc_np(y: np.ndarray) -> np.ndarray:
-    n, cb, h, w, bn = y.shape
-    return np.ascontiguousarray(y.transpose(0, 1, 4, 2, 3).reshape(n, cb * bn, h, w))
-
-
 
 def pack_weights_gemm(Wt, groups: int, mr: int, name: str = "Ap"):
     """te: OIHW weights (F, C/groups, KH, KW) -> [G][ceil(Fg/mr)][Cg*KH*KW][mr] panels,
@@ -71,3 +61,22 @@ def unpack_weights_gemm_np(ap: np.ndarray, f: int, cg: int, kh: int, kw: int) ->
     a = ap.transpose(0, 1, 3, 2).reshape(g, nb * mr, kk)[:, :f // g]
     return np.ascontiguousarray(a.reshape(f, cg, kh, kw))
 
+
+
+def blocked_input(wl: dict, ic_bn: int):
+    """The conv input X (NCHW, or NCHW[ic_bn]c with layout "NCHWc") and xval(n, cb, y, q),
+    its value at channel block cb, padded row y and padded blocked column q = x*ic_bn + c
+    (the caller guards the padding)."""
+    N, C, H, W = (wl[k] for k in ("N", "C", "H", "W"))
+    top, left = wl["pad"][0], wl["pad"][1]
+    if wl["layout"] == "NCHWc":
+        X = te.placeholder((N, C // ic_bn, H, W, ic_bn), "float32", name="X")
+
+        def xval(n, cb, y, q):
+            return X[n, cb, y - top, q // ic_bn - left, q % ic_bn]
+    else:
+        X = te.placeholder((N, C, H, W), "float32", name="X")
+
+        def xval(n, cb, y, q):
+            return X[n, cb * ic_bn + q % ic_bn, y - top, q // ic_bn - left]
+    return X, xval

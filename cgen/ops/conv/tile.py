@@ -7,17 +7,14 @@ from ...codegen.isa import isa_for
 from ...tensorize import from_compute, KernelSource, TensorizeError
 from targets import resolve
 
-# vector registers per ISA table (VectorISA.name): the register-tile budget
-VREGS = {"avx512": 32, "avx2": 16, "neon-aarch64": 32, "neon-armv7": 16}
-
 
 def tile_kernel_shape_ok(target, MR: int, NR: int) -> bool:
     """Whether an MR x NR register tile kernel exists and fits the register file."""
-    isa = isa_for(target)
-    if isa is None or isa.name not in VREGS or NR % isa.lanes:
+    regs, lanes = target.vector_registers, target.lanes("float32")
+    if not regs or NR % lanes:
         return False
-    nv = NR // isa.lanes
-    return 1 <= MR and 1 <= nv <= 4 and MR * nv + nv + 1 <= VREGS[isa.name]
+    nv = NR // lanes
+    return 1 <= MR and 1 <= nv <= 4 and MR * nv + nv + 1 <= regs
 
 
 def _tile_body(isa, MR: int, nv: int, prefetch: int, masked: bool) -> list:

@@ -29,13 +29,13 @@ from fractions import Fraction as Fr
 import numpy as np
 
 from ... import te
-from ...autotune.space import ConfigSpace, Knob
-from ...codegen.isa import isa_for
+from ..space import ConfigSpace, Knob
 from targets import resolve
 from .nchwc import oc_block_pref
-from .packing import from_nchwc_np, to_nchwc_np
-from .tile import VREGS, tile_intrin, tile_kernel_shape_ok
-from .workload import (_check, _threads_ok, _variants, block_choices, conv2d_reference, conv2d_workload,
+from ..common import check_op, config_dict, from_nchwc_np, to_nchwc_np
+from .packing import blocked_input
+from .tile import tile_intrin, tile_kernel_shape_ok
+from .workload import (block_lanes, register_budget, _variants, block_choices, conv2d_reference, conv2d_workload, random_conv_inputs,
                        conv_flops, default_block, out_size)
 
 # B^T, G, A^T of F(2x2, 3x3) and F(4x4, 3x3) (interpolation points 0, +-1, +-2, inf)
@@ -123,16 +123,7 @@ def winograd_compute(wl: dict, m: int, ic_bn: int, oc_bn: int):
     ICB, FB, FBg = C // ic_bn, F // oc_bn, Fg // oc_bn
     Hp, Wp = TH * m + 2, TW * m + 2
     bt, gm, at = _MATS[m]
-    if wl["layout"] == "NCHWc":
-        X = te.placeholder((N, ICB, H, W, ic_bn), "float32", name="X")
-
-        def xval(n, cb, y, q):
-            return X[n, cb, y - top, q // ic_bn - left, q % ic_bn]
-    else:
-        X = te.placeholder((N, C, H, W), "float32", name="X")
-
-        def xval(n, cb, y, q):
-            return X[n, cb * ic_bn + q % ic_bn, y - top, q // ic_bn - left]
+    X, xval = blocked_input(wl, ic_bn)
 
     def xp(n, cb, y, q):
         inside = te.all(y >= top, y < H + top, q >= left * ic_bn, q < (W + left) * ic_bn)
@@ -185,8 +176,7 @@ def _divisor_le(n: int, k: int) -> int:
 def winograd_default_blocks(wl: dict, target) -> tuple:
     """(tile m, ic_bn, oc_bn) a graph would choose on this target."""
     tgt = resolve(target)
-    isa = isa_for(tgt)
-    lanes = isa.lanes if isa is not None else 4
+    lanes = block_lanes(tgt)
     fg = wl["F"] // wl["groups"]
     oh, ow = out_size(wl)
     u4, u2 = (36 * wl["C"] // wl["groups"] * wl["F"] * 4, 16 * wl["C"] // wl["groups"] * wl["F"] * 4)
@@ -223,7 +213,7 @@ class Conv2dWinogradTemplate:
         return wl
 
     def space(self, wl: dict, target) -> ConfigSpace:
-        _check(wl, self.name)
+        check_op(wl, self.name)
         tgt = resolve(target)
         fg = wl["F"] // wl["groups"]
         _, OW = out_size(wl)
@@ -238,7 +228,7 @@ class Conv2dWinogradTemplate:
                  Knob("by", (1, 2, 4, 7, 8)),
                  Knob("mr", (1, 2, 3, 4, 6, 7, 8, 10, 12, 14)), Knob("micro", (True, False)),
                  Knob("prefetch", (0, 8, 16)), Knob("order", ("e_f_t", "e_t_f"))]
-        if _threads_ok(tgt):
+        if tgt.can_thread:
             knobs.append(Knob("parallel", (False, True)))
         return ConfigSpace(tuple(knobs))
 
@@ -249,9 +239,7 @@ class Conv2dWinogradTemplate:
         m, oc_bn = wl["tile"] or m, wl["oc_bn"] or oc_bn
         OH, OW = out_size(wl)
         TW = -(-OW // m)
-        isa = isa_for(tgt)
-        lanes = isa.lanes if isa is not None else 4
-        regs = VREGS.get(isa.name, 16) if isa is not None else 16
+        lanes, regs = block_lanes(tgt), register_budget(tgt)
         nv = max(1, oc_bn // lanes)
         fit = max(1, min(14, (regs - nv - 1) // nv))
         TH = -(-OH // m)
@@ -295,9 +283,9 @@ class Conv2dWinogradTemplate:
         input transform (D per tile, V for the block), the GEMM for the block (M), the
         output transform (O for the block, Yc), then the NCHW unpack of the block.
         Only the padded NCHWc input is a whole-image buffer."""
-        _check(wl, self.name)
+        check_op(wl, self.name)
         tgt = resolve(target)
-        c = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+        c = config_dict(config)
         m, ic_bn, oc_bn, mr = c["tile"], c["ic_bn"], c["oc_bn"], c["mr"]
         a = m + 2
         OH, OW = out_size(wl)
@@ -309,7 +297,7 @@ class Conv2dWinogradTemplate:
         mr = _divisor_le(bx * by, mr)
         ins, S, out = winograd_compute(wl, m, ic_bn, oc_bn)
         s = te.create_schedule(out)
-        par = bool(c.get("parallel", False)) and _threads_ok(tgt)
+        par = bool(c.get("parallel", False)) and tgt.can_thread
         # input: padded NCHWc, rows read contiguously
         xst = s[S["Xp"]]
         xn, xcb, xy, xq = xst.op.axis
@@ -391,8 +379,7 @@ class Conv2dWinogradTemplate:
     def inputs(self, wl: dict, rng) -> list:
         N, C, H, W, F, G = (wl[k] for k in ("N", "C", "H", "W", "F", "groups"))
         OH, OW = out_size(wl)
-        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
-        w = rng.standard_normal((F, C // G, 3, 3), dtype=np.float32)
+        x, w = random_conv_inputs(wl, rng)
         if wl["layout"] == "NCHWc":
             x = to_nchwc_np(x, wl["ic_bn"])
             y = np.zeros((N, F // wl["oc_bn"], OH, OW, wl["oc_bn"]), np.float32)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...autotune.space import ConfigSpace, divisors
-from ..nn import _conv_out, _pads, _pair
+from ..space import ConfigSpace, divisors
+from ..common import conv_out, conv_out_hw as out_size
+from ..nn import _pads, _pair
 
 LAYOUTS = ("NCHW", "NCHWc")
 WEIGHTS = ("OIHW", "packed")
@@ -32,8 +33,8 @@ def conv2d_workload(op: str, N: int, C: int, H: int, W: int, F: int, KH: int, KW
         raise ValueError(f"{op}: weights must be one of {WEIGHTS}, got {weights!r}")
     if dtype != "float32":
         raise ValueError(f"{op}: only float32 is supported, got {dtype}")
-    _conv_out(op, H, pads[0], pads[2], KH, sh, dh, "height")
-    _conv_out(op, W, pads[1], pads[3], KW, sw, dw, "width")
+    conv_out(op, H, pads[0], pads[2], KH, sh, dh, "height")
+    conv_out(op, W, pads[1], pads[3], KW, sw, dw, "width")
     return {"op": op, "N": int(N), "C": int(C), "H": int(H), "W": int(W), "F": int(F),
             "KH": int(KH), "KW": int(KW), "stride": [sh, sw], "pad": list(pads),
             "dilation": [dh, dw], "groups": int(groups), "layout": layout, "weights": weights,
@@ -41,15 +42,16 @@ def conv2d_workload(op: str, N: int, C: int, H: int, W: int, F: int, KH: int, KW
             "oc_bn": None if oc_bn is None else int(oc_bn), "dtype": dtype}
 
 
-def out_size(wl: dict) -> tuple:
-    (sh, sw), (dh, dw), (t, l, b, r) = wl["stride"], wl["dilation"], wl["pad"]
-    return ((wl["H"] + t + b - dh * (wl["KH"] - 1) - 1) // sh + 1,
-            (wl["W"] + l + r - dw * (wl["KW"] - 1) - 1) // sw + 1)
-
-
 def conv_flops(wl: dict) -> int:
     oh, ow = out_size(wl)
     return 2 * wl["N"] * wl["F"] * oh * ow * (wl["C"] // wl["groups"]) * wl["KH"] * wl["KW"]
+
+
+def random_conv_inputs(wl: dict, rng) -> tuple:
+    """(x NCHW, w OIHW): standard normal float32 draws, x first."""
+    N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
+    return (rng.standard_normal((N, C, H, W), dtype=np.float32),
+            rng.standard_normal((F, C // G, KH, KW), dtype=np.float32))
 
 
 def conv2d_reference(x: np.ndarray, w: np.ndarray, stride, pad, dilation, groups: int) -> np.ndarray:
@@ -61,8 +63,8 @@ def conv2d_reference(x: np.ndarray, w: np.ndarray, stride, pad, dilation, groups
     f, cg, kh, kw = w.shape
     xp = np.zeros((n, c, h + t + b, wd + l + r), np.float64)
     xp[:, :, t:t + h, l:l + wd] = x
-    oh = (h + t + b - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd + l + r - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = out_size({"H": h, "W": wd, "KH": kh, "KW": kw, "stride": stride, "pad": pad,
+                       "dilation": dilation})
     fg = f // groups
     y = np.zeros((n, f, oh, ow), np.float64)
     for g in range(groups):
@@ -73,11 +75,6 @@ def conv2d_reference(x: np.ndarray, w: np.ndarray, stride, pad, dilation, groups
                 win = xs[:, :, i * dh:i * dh + (oh - 1) * sh + 1:sh, j * dw:j * dw + (ow - 1) * sw + 1:sw]
                 y[:, g * fg:(g + 1) * fg] += np.einsum("nchw,fc->nfhw", win, ws[:, :, i, j])
     return y.astype(np.float32)
-
-
-def _check(wl: dict, op: str):
-    if wl.get("op") != op:
-        raise ValueError(f"{op}: workload is for {wl.get('op')!r}")
 
 
 
@@ -100,8 +97,16 @@ def _variants(space: ConfigSpace, base, changes) -> list:
 
 
 
-def _threads_ok(tgt) -> bool:
-    return bool(tgt.threads) and not tgt.bare_metal
+def block_lanes(tgt) -> int:
+    """The granule of channel blocks and tile columns: the target's float32 lanes, or 4
+    for portable C."""
+    lanes = tgt.lanes("float32")
+    return lanes if lanes > 1 else 4
+
+
+def register_budget(tgt) -> int:
+    """Vector registers a register tile may use (16 for portable C's scalar tiles)."""
+    return tgt.vector_registers or 16
 
 
 
