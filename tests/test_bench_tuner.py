@@ -134,8 +134,8 @@ def test_workload_selection():
 def test_passes_resume_and_keep_the_fastest(tmp_path, monkeypatch):
     """Pass 2 measures every config again in its own order; a second run measures nothing;
     a config's pool record is its fastest correct measurement (fake measurer)."""
-    from cgen.autotune.measure import _base
-    from cgen.autotune.log import Record
+    from cgen.autotune.measure import measure_input
+    from cgen.autotune.log import MeasureResult, Record
     task = parse_workload(SPEC, "host")
     calls = []
 
@@ -153,8 +153,8 @@ def test_passes_resume_and_keep_the_fastest(tmp_path, monkeypatch):
             for c in configs:
                 calls.append(c.index)
                 slow = 2.0 if calls.count(c.index) == 1 else 1.0     # pass 2 is faster
-                yield Record(toolchain={}, costs=(slow * (1 + c.index % 7),), cost_unit="s",
-                             **_base(task.workload, task.target, c))
+                yield Record.of(measure_input(task.workload, task.target, c, {}),
+                                MeasureResult((slow * (1 + c.index % 7),), "s"))
     monkeypatch.setattr("cgen.autotune.measure.Measurer", FakeMeasurer)
     args = parse("--workloads", SPEC, "--pool-size", "12", "--pool-log", str(tmp_path),
                  "--reuse-log", "/nonexistent", "--pool-passes", "2", "-q")

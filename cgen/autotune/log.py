@@ -6,11 +6,13 @@ The schema is the one in the architecture notes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, field
 import json
 import os
 import time
 from pathlib import Path
+
+from .record import ErrorKind, MeasureError, MeasureInput, MeasureResult  # noqa: F401 (re-exported)
 
 VERSION = 1
 COST_UNITS = ("s", "icount_ticks")
@@ -23,15 +25,37 @@ def canonical(obj) -> str:
 
 @dataclass(frozen=True)
 class Record:
+    """One log line: a MeasureInput and its MeasureResult, flattened as the schema says
+    (`Record.of(input, result)`; `.input` and `.result` give them back).  An error
+    given as the log's {"kind", "msg"} dict becomes a MeasureError."""
     workload: dict
     target: str               # resolved target name, never "host" (use host-<isa>)
     toolchain: dict           # {"cc": ..., "version": ..., "flags": [...]}
     config: dict              # {"index": i, "knobs": {...}}
     costs: tuple              # seconds (or ticks) per call, one per repeat
     cost_unit: str = "s"
-    error: dict | None = None  # {"kind": ..., "msg": ...}
+    error: MeasureError | None = None
     timestamp: float = field(default_factory=time.time)
     version: int = VERSION
+
+    def __post_init__(self):
+        if self.error is not None and not isinstance(self.error, MeasureError):
+            object.__setattr__(self, "error", MeasureError.from_json(self.error))
+        object.__setattr__(self, "costs", tuple(self.costs))
+
+    @staticmethod
+    def of(inp: MeasureInput, res: MeasureResult) -> "Record":
+        return Record(workload=inp.workload, target=inp.target, toolchain=inp.toolchain,
+                      config=inp.config, costs=res.costs, cost_unit=res.cost_unit,
+                      error=res.error, timestamp=res.timestamp)
+
+    @property
+    def input(self) -> MeasureInput:
+        return MeasureInput(self.workload, self.target, self.config, self.toolchain)
+
+    @property
+    def result(self) -> MeasureResult:
+        return MeasureResult(self.costs, self.cost_unit, self.error, self.timestamp)
 
     @property
     def ok(self) -> bool:
@@ -42,8 +66,10 @@ class Record:
         return sum(self.costs) / len(self.costs) if self.costs else float("inf")
 
     def to_json(self) -> str:
-        d = asdict(self)
-        d["costs"] = list(self.costs)
+        d = {"workload": self.workload, "target": self.target, "toolchain": self.toolchain,
+             "config": self.config, "costs": list(self.costs), "cost_unit": self.cost_unit,
+             "error": None if self.error is None else self.error.to_json(),
+             "timestamp": self.timestamp, "version": self.version}
         return json.dumps(d, sort_keys=True)
 
     @staticmethod

@@ -21,6 +21,7 @@ import numpy as np
 from targets import resolve
 from targets.toolchain import CompileError, compiler_version
 from .log import Record, resolved_target_name
+from .record import ErrorKind, MeasureError, MeasureInput, MeasureResult
 
 
 def toolchain_info(target, flags=()) -> dict:
@@ -42,13 +43,20 @@ def calibrate_number(first_time: float, min_repeat_ms: float) -> int:
     return max(1, int(np.ceil(min_repeat_ms / 1e3 / first_time)))
 
 
-def _base(wl: dict, tgt, config) -> dict:
-    return dict(workload=wl, target=resolved_target_name(tgt), config=config.to_json())
+def measure_input(wl: dict, tgt, config, toolchain: dict) -> MeasureInput:
+    return MeasureInput(wl, resolved_target_name(tgt), config.to_json(), toolchain)
 
 
-def error_record(wl: dict, tgt, config, kind: str, msg: str, toolchain=None) -> Record:
-    return Record(toolchain=toolchain or toolchain_info(tgt), costs=(),
-                  error={"kind": kind, "msg": str(msg)[:2000]}, **_base(wl, tgt, config))
+def error_record(wl: dict, tgt, config, kind: ErrorKind | str, msg: str, toolchain=None) -> Record:
+    return Record.of(measure_input(wl, tgt, config, toolchain or toolchain_info(tgt)),
+                     MeasureResult.failed(kind, msg))
+
+
+def run_record(inp: MeasureInput, run, cost_unit: str = "s") -> Record:
+    """The record of a run that failed (its error) or timed (its times)."""
+    if run.error is not None:
+        return Record.of(inp, MeasureResult((), cost_unit, MeasureError.from_json(run.error)))
+    return Record.of(inp, MeasureResult(tuple(float(t) for t in run.times), cost_unit))
 
 
 def build_candidate(template, wl: dict, tgt, config):
@@ -61,7 +69,7 @@ def build_candidate(template, wl: dict, tgt, config):
         mod.executable()
         return mod, None
     except (ScheduleError, CompileError, ValueError) as e:
-        return None, error_record(wl, tgt, config, "compile_error", e)
+        return None, error_record(wl, tgt, config, ErrorKind.COMPILE_ERROR, e)
 
 
 def check_outputs(outputs: dict, reference: dict) -> str | None:
@@ -89,19 +97,16 @@ def measure_config(template, wl: dict, target, config, inputs=None, reference=No
     mod, err = build_candidate(template, wl, tgt, config)
     if err is not None:
         return err
-    tc = toolchain_info(tgt, mod.extra_flags)
+    inp = measure_input(wl, tgt, config, toolchain_info(tgt, mod.extra_flags))
     arrays = [a.copy() for a in inputs]
     probe = mod.benchmark(*arrays, repeat=1, number=1, timeout=timeout)
     if probe.error is not None:
-        return Record(toolchain=tc, costs=(), error=probe.error.to_json(), **_base(wl, tgt, config))
+        return run_record(inp, probe)
     bad = check_outputs(probe.outputs, reference)
     if bad:
-        return error_record(wl, tgt, config, "wrong_answer", bad, tc)
+        return Record.of(inp, MeasureResult.failed(ErrorKind.WRONG_ANSWER, bad))
     number = calibrate_number(probe.times[0], min_repeat_ms)
-    res = mod.benchmark(*arrays, repeat=repeat, number=number, timeout=timeout)
-    if res.error is not None:
-        return Record(toolchain=tc, costs=(), error=res.error.to_json(), **_base(wl, tgt, config))
-    return Record(toolchain=tc, costs=tuple(res.times), cost_unit="s", **_base(wl, tgt, config))
+    return run_record(inp, mod.benchmark(*arrays, repeat=repeat, number=number, timeout=timeout))
 
 
 def default_device_url(tgt) -> str | None:
@@ -167,10 +172,10 @@ class Measurer:
             try:
                 built.append(f.result(timeout=self.build_timeout))
             except FutureTimeout:
-                built.append((None, error_record(task.workload, tgt, c, "build_timeout",
+                built.append((None, error_record(task.workload, tgt, c, ErrorKind.BUILD_TIMEOUT,
                                                  f"build took over {self.build_timeout:g} s")))
             except Exception as e:      # a template bug is this candidate's error, not the run's
-                built.append((None, error_record(task.workload, tgt, c, "compile_error",
+                built.append((None, error_record(task.workload, tgt, c, ErrorKind.COMPILE_ERROR,
                                                  f"{type(e).__name__}: {e}")))
         pool = self.pool_for(tgt)
         for c, (mod, err) in zip(configs, built):
@@ -181,7 +186,7 @@ class Measurer:
 
     def _run(self, task, config, mod, prep, pool) -> Record:
         tgt = task.target
-        tc = toolchain_info(tgt, mod.extra_flags)
+        inp = measure_input(task.workload, tgt, config, toolchain_info(tgt, mod.extra_flags))
         names = [p.name for p in mod.func.params]
         arrays = {n: a.copy() for n, a in zip(names, prep.inputs)}
         if pool is None:
@@ -191,13 +196,11 @@ class Measurer:
             res = pool.submit(mod.executable(), arrays, [n for n in names if n in mod.func.outputs],
                               target=tgt, repeat=self.repeat, min_repeat_ms=self.min_repeat_ms,
                               timeout=self.timeout).result()
-        base = _base(task.workload, tgt, config)
-        if res.error is not None:
-            return Record(toolchain=tc, costs=(), error=res.error.to_json(), **base)
-        bad = check_outputs(res.outputs, prep.reference)
-        if bad:
-            return error_record(task.workload, tgt, config, "wrong_answer", bad, tc)
-        return Record(toolchain=tc, costs=tuple(res.times), cost_unit="s", **base)
+        if res.error is None:
+            bad = check_outputs(res.outputs, prep.reference)
+            if bad:
+                return Record.of(inp, MeasureResult.failed(ErrorKind.WRONG_ANSWER, bad))
+        return run_record(inp, res)
 
     def close(self):
         self._builders.shutdown(wait=False, cancel_futures=True)
