@@ -22,8 +22,8 @@ from cgen.build import Module
 from cgen.autotune.log import LogWriter, Record, best_records, read_log
 from cgen.codegen.baremetal import harness_source
 from targets import resolve
-from targets.icount import (COST_UNIT, QEMU_PACKAGE, IcountRunner, build_elf, default_inputs,
-                            icount_benchmark, ticks_per_call, uses_libm)
+from cgen.build_baremetal import build_elf, default_inputs, icount_benchmark, uses_libm
+from targets.icount import COST_UNIT, QEMU_PACKAGE, IcountRunner, ticks_per_call
 from targets.runner import ToolMissing
 from tests.util import assert_matches
 

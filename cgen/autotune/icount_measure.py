@@ -9,7 +9,7 @@ tasks whose target is AArch64 (aarch64, rpi3, rpi4, rpi5):
             rec.costs, rec.cost_unit        # (ticks per call,), "icount_ticks"
 
 Each candidate is built like Measurer's (cgen.autotune.measure.build_candidate),
-then linked as a bare-metal ELF and run by targets.icount.icount_benchmark;
+then linked as a bare-metal ELF and run by cgen.build_baremetal.icount_benchmark;
 its outputs are checked against the template's reference before its cost
 counts.  A cost is a deterministic tick count (one tick = 16 instructions),
 the same on every run and whatever else the machine is doing, so candidates
@@ -29,12 +29,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from targets.icount import COST_UNIT, QEMU, QEMU_ARGS, IcountRunner, build_elf, icount_benchmark
+from targets.icount import COST_UNIT, QEMU, QEMU_ARGS, IcountRunner
+from ..build_baremetal import build_elf, icount_benchmark
 from targets.toolchain import CompileError
-from .log import Record, resolved_target_name
-from .measure import build_candidate, check_outputs, error_record, toolchain_info
+from .log import Record
+from .measure import build_candidate, check_outputs, error_record, measure_input, run_record, toolchain_info
+from .record import ErrorKind, MeasureResult
 
-# what the ELF adds to the kernel's compile (targets.icount.build_elf), for the record
+# what the ELF adds to the kernel's compile (cgen.build_baremetal.build_elf), for the record
 BAREMETAL_FLAGS = ("-static", "-nostdlib", "-ffreestanding(harness)")
 
 
@@ -53,7 +55,7 @@ def build_icount_candidate(template, wl: dict, tgt, config):
     try:
         build_elf(mod)          # cached by source and flags: icount_benchmark finds it again
     except (CompileError, ValueError) as e:
-        return None, error_record(wl, tgt, config, "compile_error", e,
+        return None, error_record(wl, tgt, config, ErrorKind.COMPILE_ERROR, e,
                                   icount_toolchain(tgt, mod.extra_flags))
     return mod, None
 
@@ -93,10 +95,10 @@ class IcountMeasurer:
             try:
                 rec = f.result(timeout=self.build_timeout + self.timeout)
             except FutureTimeout:
-                rec = error_record(task.workload, tgt, c, "build_timeout",
+                rec = error_record(task.workload, tgt, c, ErrorKind.BUILD_TIMEOUT,
                                    f"build and run took over {self.build_timeout + self.timeout:g} s")
             except Exception as e:      # a template bug is this candidate's error, not the run's
-                rec = error_record(task.workload, tgt, c, "compile_error", f"{type(e).__name__}: {e}")
+                rec = error_record(task.workload, tgt, c, ErrorKind.COMPILE_ERROR, f"{type(e).__name__}: {e}")
             # failures too say how they were measured: an aarch64 log may also hold
             # seconds from a board or QEMU user mode
             yield replace(rec, cost_unit=COST_UNIT)
@@ -107,17 +109,14 @@ class IcountMeasurer:
         if err is not None:
             return err
         inputs, reference = prep
-        tc = icount_toolchain(tgt, mod.extra_flags)
+        inp = measure_input(wl, tgt, config, icount_toolchain(tgt, mod.extra_flags))
         res = icount_benchmark(mod, *[a.copy() for a in inputs], repeat=self.repeat,
                                number=self.number, timeout=self.timeout)
-        base = dict(workload=wl, target=resolved_target_name(tgt), config=config.to_json())
-        if res.error is not None:
-            return Record(toolchain=tc, costs=(), error=res.error.to_json(), **base)
-        bad = check_outputs(res.outputs, reference)
-        if bad:
-            return error_record(wl, tgt, config, "wrong_answer", bad, tc)
-        return Record(toolchain=tc, costs=tuple(float(t) for t in res.times),
-                      cost_unit=COST_UNIT, **base)
+        if res.error is None:
+            bad = check_outputs(res.outputs, reference)
+            if bad:
+                return Record.of(inp, MeasureResult.failed(ErrorKind.WRONG_ANSWER, bad, COST_UNIT))
+        return run_record(inp, res, COST_UNIT)
 
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,7 +1,7 @@
 """A bare-metal AArch64 harness around a kernel, for instruction-count costs.
 
 The image runs under `qemu-system-aarch64 -M virt -cpu cortex-a72 -semihosting
--icount shift=0,sleep=off` (see targets/icount.py).  No libc is assumed: the
+-icount shift=0,sleep=off` (targets/icount.py runs it; the protocol's constants are there).  No libc is assumed: the
 start-up code (top-level assembly in the harness) runs at EL1 with the MMU
 off, gives the harness the SP_EL0 stack and keeps SP_EL1 for exceptions,
 enables FP/SIMD in CPACR_EL1, installs a vector table, zeroes .bss and points
@@ -29,21 +29,13 @@ from __future__ import annotations
 
 from pycparser import c_ast, c_generator
 
+from targets.icount import RAM_MB, RUN_FILE, arg_file
 from ..lower.ir import PrimFunc
 from .c import C_TYPES
 
 RAM_BASE = 0x40000000          # -M virt
-RAM_MB = 1024                  # qemu -m; the linker script's RAM length
 STACK_BYTES = 8 << 20
 EXC_STACK_BYTES = 64 << 10
-RUN_FILE = "cg_run.bin"
-
-# Exit statuses (the SYS_EXIT subcode; QEMU exits with it).
-EXIT_OK, EXIT_HARNESS, EXIT_KERNEL, EXIT_EXCEPTION, EXIT_WRONG_EL = 0, 2, 3, 4, 5
-
-
-def arg_file(k: int) -> str:
-    return f"arg{k}.bin"
 
 
 def linker_script(ram_mb: int = RAM_MB) -> str:
