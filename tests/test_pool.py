@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from targets.device import LocalDevice, open_device
-from targets.pool import DevicePool, DeviceSpec, RayDevicePool, load_pool_toml, resource_name
+from targets.pool import DevicePool
+from targets.pool_ray import DeviceSpec, RayDevicePool, resource_name
+from targets.pool_toml import load_pool_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -205,7 +207,7 @@ def ray_local():
     import importlib.util
     if importlib.util.find_spec("ray") is None:
         pytest.skip("Ray is not installed (the optional cgen-compiler[cluster] extra)")
-    from targets.pool import start_local_ray
+    from targets.pool_ray import start_local_ray
     specs = [DeviceSpec("local", "ray-a"), DeviceSpec("local", "ray-b"),
              DeviceSpec("ssh://nobody@127.0.0.1:1", "ray-dead",
                         options={"ssh_options": _dead_ssh_options()})]
