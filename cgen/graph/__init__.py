@@ -12,7 +12,7 @@
 or in one call: ``cg.prepare(model, input_shapes=None, layout_prefs=None) -> FusedGraph``.
 Refusals raise `ModelError` (a ValueError) with a one-line message.
 """
-from .ir import DTYPES, Graph, ModelError, Node, Value, topo_sort
+from .graph_ir import DTYPES, Graph, ModelError, Node, Value, topo_sort
 from .onnx_frontend import SUPPORTED_ONNX_OPS, load_onnx, parse_input_shape
 from .onnx_node_tests import node_test_results, node_test_summary
 from .opset import CANONICAL_OPS, OP_PATTERNS

@@ -11,7 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .ir import Graph, Node, Value, unique_name, used_constants, value_of
+from .graph_ir import Graph, Node, Value, unique_name, used_constants, value_of
 from .reference import evaluate
 from .shapes import infer_node
 

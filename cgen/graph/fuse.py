@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from .ir import Graph
+from .graph_ir import Graph
 from .opset import ANCHOR, BROADCAST, ELEMWISE, INJECTIVE, OP_PATTERNS, OPAQUE, REDUCTION
 
 

@@ -29,7 +29,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .ir import Graph, Node, Value, unique_name, used_constants
+from .graph_ir import Graph, Node, Value, unique_name, used_constants
 from .shapes import (BLOCKED_ACT, BLOCKED_WGT, block_of, blocked, infer_node,  # noqa: F401
                      logical_shape, physical_shape, weight_layout)  # re-exported
 

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from .ir import ModelError
+from .graph_ir import ModelError
 from .emit import STACK_LIMIT, ModelSource, check_model_name, emit_model
 from .lowering import kernel_target, legalize, lower_graph
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ir import check_dtype
+from .graph_ir import check_dtype
 from .onnx_import import _axis, _inp, _np_dtype_name, _refuse
 
 

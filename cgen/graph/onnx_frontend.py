@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
-from .ir import Graph, ModelError
+from .graph_ir import Graph, ModelError
 from .onnx_import import MIN_OPSET, _Importer, _check, _first_line, _load_proto, max_opset
 from .onnx_convert import (
     convert_batchnorm, convert_binary, convert_cast, convert_cast_like, convert_clip,

@@ -8,7 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .ir import Graph, ModelError, Node, Value, check_dtype, unique_name, value_of
+from .graph_ir import Graph, ModelError, Node, Value, check_dtype, unique_name, value_of
 from .shapes import output_types
 
 MIN_OPSET = 11

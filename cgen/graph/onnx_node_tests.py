@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .ir import ModelError
+from .graph_ir import ModelError
 from .onnx_frontend import CONVERTERS, load_onnx
 from .onnx_import import _first_line, _onnx
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from .fold import fold_batchnorm, fold_constants, fold_qdq, remove_dead
-from .ir import Graph
+from .graph_ir import Graph
 from .layout import convert_layout
 from .rules import simplify
 from .shapes import infer_shapes

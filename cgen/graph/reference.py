@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .ir import Graph, ModelError, Node
+from .graph_ir import Graph, ModelError, Node
 from .layout import pack, unpack
 from .shapes import pool_geometry
 

@@ -7,7 +7,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .fold import remove_dead
-from .ir import Graph, Node, Value, rename_inputs
+from .graph_ir import Graph, Node, Value, rename_inputs
 
 
 # ====================================================================== simplify

@@ -15,7 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .ir import Graph, ModelError, Node, Value
+from .graph_ir import Graph, ModelError, Node, Value
 from .opset import BINARY_OPS, UNARY_OPS
 
 
