@@ -46,6 +46,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .. import te
+from ..ops.common import config_dict
 from ..te.expr import INDEX, Reduce, const
 from ..te.tensor import ComputeOp, Tensor
 from .graph_ir import Graph, ModelError, Node, Value
@@ -111,7 +112,7 @@ def group_config(group: Group, template, workload: dict, target, tuned=None) -> 
         key = workload_key(workload)
         cfg = tuned.get(key, tuned.get(f"{template.name} {key}"))
     if cfg is not None:
-        cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+        cfg = config_dict(cfg)
         try:
             space = template.space(workload, target)
             extra = set(cfg) - set(space.names())
@@ -122,8 +123,7 @@ def group_config(group: Group, template, workload: dict, target, tuned=None) -> 
             raise ModelError(f"group {group.id}: tuned config {cfg} is not a point of "
                              f"{template.name}'s space: {e}") from None
         return cfg
-    d = template.default(workload, target)
-    return d.to_dict() if hasattr(d, "to_dict") else dict(d)
+    return config_dict(template.default(workload, target))
 
 
 # ====================================================================== index helpers
@@ -776,17 +776,15 @@ def _gemm_mr(base: dict, target) -> int:
     """Rows of a GEMM conv's register tile: the family's default, or a larger divisor of
     the output channels per group that still has a register-tile kernel (7 or 11 output
     channels would otherwise get one-row tiles)."""
-    from ..ops.conv.tile import VREGS, tile_kernel_shape_ok
+    from ..ops.conv.tile import tile_kernel_shape_ok
     from ..ops.conv.gemm import gemm_default_mr
-    from ..codegen.isa import isa_for
     mr = gemm_default_mr(base, target)
-    isa = isa_for(target)
-    if isa is None:
+    if not target.vector_registers:
         return mr
     fg = base["F"] // base["groups"]
-    limit = 12 if VREGS.get(isa.name, 16) >= 32 else 6
+    limit = 12 if target.vector_registers >= 32 else 6
     for d in range(min(fg, limit), mr, -1):
-        if fg % d == 0 and any(tile_kernel_shape_ok(target, d, k * isa.lanes) for k in (1, 2, 3)):
+        if fg % d == 0 and any(tile_kernel_shape_ok(target, d, k * target.lanes()) for k in (1, 2, 3)):
             return d
     return mr
 
