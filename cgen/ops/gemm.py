@@ -30,6 +30,7 @@ from .common import broadcast_shape
 from ..codegen.isa import kernel_isa
 from ..tensorize import gemm_intrin, gemm_shape
 from ..tensorize.intrin import KernelSource, TensorizeError, from_compute
+from ..tensorize.kernels import tile_definition
 from ..tensorize.microkernel import blis_kernel
 from targets import resolve
 
@@ -105,10 +106,7 @@ def micro_kernel(target, MR: int = 0, unroll: int = 1, prefetch: int = 0, a_unit
         A = te.placeholder((1,), "float32", name="A")
         C = te.compute((NR,), lambda j: te.sum(A[k] * B[k, j], axis=k), name="C")
         return from_compute(name, C, {"j": NR}, {("b", "j"), ("c", "j")}, KernelSource(name, src))
-    A = te.placeholder((MR, 1), "float32", name="A")
-    C = te.compute((MR, NR), lambda i, j: te.sum(A[i, k] * B[k, j], axis=k), name="C")
-    unit = {("b", "j"), ("c", "j")} | ({("a", "i")} if a_unit else set())
-    return from_compute(name, C, {"i": MR, "j": NR}, unit, KernelSource(name, src))
+    return tile_definition(name, src, MR, NR, a_unit=a_unit)
 
 
 def shipped_a_unit(target) -> bool:
