@@ -5,8 +5,9 @@
     name       "gemm-256", "gemm-512", "gemm-1024", "dense-1x1024x1000"
     template   cgen.ops.gemm_template.GemmTemplate / cgen.ops.dense.DenseTemplate
     workload   square float32 GEMM; dense y = x @ W^T + bias with W pre-packed in panels
-               of 32 columns (weights are constants of a compiled model; onnxruntime
-               also packs a constant Gemm B once, when the session is created)
+               of the target's micro-tile width, as the model compiler packs them (weights
+               are constants of a compiled model; onnxruntime also packs a constant Gemm B
+               once, when the session is created)
     peer_name  "numpy" (GEMM: np.matmul(a, b, out=c)) / "onnxruntime" (dense: a one-node
                Gemm, transB=1, W and bias initializers, 1 intra/inter-op thread,
                sequential execution, all graph optimisations)
@@ -94,7 +95,8 @@ def cases(target="host") -> list:
                         peer_fn=peer_fn, peer_call=call, flops=gemm.flops(wl)))
     dense = DenseTemplate()
     M, N, K = DENSE
-    wl = dense.workload(M, N, K, epilogue=["bias"], weights="packed")
+    wl = dense.workload(M, N, K, epilogue=["bias"], weights="packed",
+                        b_block=dense.panel_columns(target))
     ort_fn, ort_call, np_fn, _ = dense_peers(M, N, K)
     out.append(dict(name=f"dense-{M}x{K}x{N}", template=dense, workload=wl,
                     peer_name="onnxruntime", peer_fn=ort_fn, peer_call=ort_call,

@@ -16,7 +16,8 @@ import pytest
 
 import cgen
 from cgen.ops.space import ConfigSpace
-from cgen.ops.dense import BatchMatmulTemplate, DenseTemplate, MatmulTemplate
+from cgen.ops.batch_matmul import BatchMatmulTemplate
+from cgen.ops.dense import DenseTemplate, MatmulTemplate
 from cgen.ops.gemm import (EPILOGUE_STEPS, GemmConfig, MatmulSpec, kernel_rows, matmul_reference,
                            micro_kernel, pack_b, packed_matmul)
 from cgen.ops.gemm_template import GemmTemplate

@@ -100,7 +100,9 @@ def parse_workload(spec: str, target) -> Task:
         if op == "dense":
             M, N, K = _ints(spec, rest, 3, 3, "dense:M,N,K")
             t = table["dense"]
-            return Task(t, t.workload(M, N, K, epilogue=["bias"], weights="packed"), tgt, spec)
+            # the panels a compiled model packs for this target: its tuning log applies there
+            return Task(t, t.workload(M, N, K, epilogue=["bias"], weights="packed",
+                                      b_block=t.panel_columns(tgt)), tgt, spec)
         if op == "conv2d":
             form = "conv2d:N,C,H,W,O,KH,KW,stride,pad[,dilation,groups]"
             v = _ints(spec, rest, 9, 11, form)

@@ -54,7 +54,6 @@ from .fuse import FusedGraph, Group
 from .opset import BINARY_OPS, UNARY_OPS
 
 ALIAS_OPS = ("reshape", "identity")
-DENSE_B_BLOCK = 32          # columns per pre-packed weight panel of the dense template
 EPILOGUE_BLOCK_BYTES = 16 * 1024   # a GEMM conv's accumulator block before its epilogue
 
 
@@ -890,14 +889,14 @@ def _matmul_route(group: Group, graph: Graph, target) -> Route:
     bc = graph.constants.get(b.name)
     table = _templates()
     if bc is None or len(b.shape) != 2 or a.name in graph.constants or "dense" not in table:
-        raise _NotCovered("not a dense layer")
+        return _batch_matmul_route(group, graph, table)
     K, N = b.shape
     M = int(np.prod(a.shape[:-1], dtype=np.int64))
     tm = table["dense"]
     conv = _dense_steps(group, graph, N)
     steps, clip, extra = conv if conv is not None else ((), None, [])
     from ..ops.gemm import pack_b
-    bb = DENSE_B_BLOCK
+    bb = tm.panel_columns(target)   # one contiguous weight stream per micro-tile
     wl = tm.workload(M, N, K, epilogue=tuple(steps), weights="packed", b_block=bb, clip=clip)
     arr = pack_b(np.ascontiguousarray(bc, np.float32), bb)
     pname = f"{b.name}__panels{bb}"
@@ -908,6 +907,21 @@ def _matmul_route(group: Group, graph: Graph, target) -> Route:
                  lambda tgt, cfg: _tmpl_build(tm, wl, tgt, cfg, {1: arr.shape}), {pname: arr},
                  () if conv is not None else tuple(group.nodes[1:]), portable_build=portable,
                  flops=tm.flops(wl))
+
+
+def _batch_matmul_route(group: Group, graph: Graph, table) -> Route:
+    """MatMul of two activations, or with batch dimensions (attention's Q.K^T, P.V)."""
+    n = group.nodes[0]
+    a, b = n.inputs
+    if len(a.shape) < 2 or len(b.shape) < 2 or "batch_matmul" not in table:
+        raise _NotCovered("matmul of a vector")
+    tm = table["batch_matmul"]
+    conv = _dense_steps(group, graph, b.shape[-1])
+    steps, clip, extra = conv if conv is not None else ((), None, [])
+    wl = tm.workload(a.shape, b.shape, epilogue=tuple(steps), clip=clip)
+    args = [Arg("const" if v.name in graph.constants else "value", v.name) for v in (a, b)]
+    return Route(tm, wl, args + extra, lambda tgt, cfg: _tmpl_build(tm, wl, tgt, cfg),
+                 epilogue=() if conv is not None else tuple(group.nodes[1:]), flops=tm.flops(wl))
 
 
 def _dense_te(wl: dict, target):

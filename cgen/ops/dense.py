@@ -1,17 +1,24 @@
-"""Dense / matmul templates: transposes, batch broadcasting, a fused epilogue.
+"""Dense / matmul templates: transposes, a fused epilogue.
 
-Three templates over the packed GEMM of cgen.ops.gemm (packing as a te
-compute: a transposed operand is packed by reading it transposed, so the
-micro-kernel never changes):
+Templates over the packed GEMM of cgen.ops.gemm (packing as a te compute: a
+transposed operand is packed by reading it transposed, so the micro-kernel
+never changes); batch_matmul (cgen.ops.batch_matmul) is the same protocol with
+batch dimensions:
 
   matmul        C = epilogue(op(A) @ op(B)), A (M, K) or (K, M), B (K, N) or (N, K)
-  batch_matmul  the same with numpy-broadcast batch dimensions: A (..., M, K), B (..., K, N)
   dense         y = epilogue(x @ W^T): x (M, K), W (N, K) (ONNX Gemm transB=1, PyTorch
                 Linear), W either as is ("plain") or pre-packed ("packed": panels of
                 b_block columns, (ceil(N / b_block), K, b_block), zero padded; `pack_b`
-                makes them from W.T).  Few rows (M <= GEMV_ROWS, packed weights, x86)
-                take the GEMV path: an M-row micro-kernel streaming the weight panels
-                (vectorized over N, memory bound), with its own knobs.
+                makes them from W.T; `panel_columns(target)` is the panel width the
+                target's micro-kernel streams best, b_block a multiple of its NR).  Few
+                rows (M <= GEMV_ROWS, packed weights, ISAs with generated tiles) take the
+                GEMV path: an M-row micro-kernel streaming the weight panels (vectorized
+                over N, memory bound), with its own knobs.
+
+Every config of every space tensorizes on every target with a GEMM tile (each ISA
+row of cgen.codegen.isa, the scalar row included): the MR choices never exceed M
+where the ISA generates tiles of any height, and "direct" accumulation (in place,
+partial edge tiles) is offered only when a whole tile fits the matrix.
 
 The epilogue is a list of steps applied in order to the accumulated tile:
 "bias" (+ bias[j]), "residual" (+ R[..., i, j]), "relu", "relu6", "clip"
@@ -26,10 +33,11 @@ import numpy as np
 
 from .common import config_dict
 from .space import ConfigSpace, Knob
-from .gemm import (EPILOGUE_STEPS, MatmulSpec, generated_kernels, kernel_shape, matmul_reference,
-                   pack_b, packed_matmul)
+from .gemm import (EPILOGUE_STEPS, MatmulSpec, generated_kernels, kernel_rows, kernel_shape,
+                   matmul_reference, pack_b, packed_matmul)
 from .gemm_template import (gemm_config, gemm_default_values, gemm_knobs,
                             quick_variants)
+from .tophub import best_known
 from targets import resolve
 
 GEMV_ROWS = 4
@@ -63,8 +71,33 @@ def _spec(wl: dict) -> MatmulSpec:
                       epilogue=tuple(wl["epilogue"]), clip_lo=lo, clip_hi=hi)
 
 
-def _block_knob(spec: MatmulSpec) -> Knob:
-    return Knob("block", ("goto",) if spec.epilogue else ("direct", "goto"))
+def shipped_knobs(name: str, wl: dict, target, space: ConfigSpace):
+    """The shipped best knobs of the nearest measured workload (cgen.ops.tophub), or None
+    when there are none or they are another path's (a GEMV entry for a GEMM-shaped dense)."""
+    want = best_known(name, target, wl)
+    if want is None or set(want) - {"parallel"} != set(space.names()) - {"parallel"}:
+        return None
+    return want
+
+
+def matmul_rows(M: int, target) -> tuple:
+    """The MR choices for an M-row matmul: where the ISA generates tiles of any height, a
+    matrix shorter than the shortest tile gets an M-row tile (a taller one would only
+    compute padding)."""
+    rows = tuple(kernel_rows(target))
+    if generated_kernels(target) and M < min(rows):
+        return (M,)
+    return rows
+
+
+def _block_knob(spec: MatmulSpec, knobs: list, target) -> Knob:
+    """"direct" accumulates in the output in place: only without an epilogue, and only when
+    a whole micro-tile fits the matrix (else no tile is ever full and nothing tensorizes)."""
+    rows = next(k.choices for k in knobs if k.name == "MR")
+    MR = max(kernel_shape(target, r)[0] for r in rows)
+    NR = kernel_shape(target, rows[0])[1]
+    direct_ok = not spec.epilogue and spec.M >= MR and spec.N >= NR
+    return Knob("block", ("direct", "goto") if direct_ok else ("goto",))
 
 
 class _MatmulBase:
@@ -75,17 +108,24 @@ class _MatmulBase:
         return _spec(wl)
 
     def space(self, wl: dict, target) -> ConfigSpace:
-        sp = self.spec(wl)
-        return ConfigSpace(tuple(gemm_knobs(sp.M, sp.N, sp.K, target)) + (_block_knob(sp),))
+        sp, tgt = self.spec(wl), resolve(target)
+        knobs = gemm_knobs(sp.M, sp.N, sp.K, tgt, matmul_rows(sp.M, tgt))
+        return ConfigSpace(tuple(knobs) + (_block_knob(sp, knobs, tgt),))
 
     def build(self, wl: dict, target, config):
         c = config_dict(config)
         return packed_matmul(self.spec(wl), target, gemm_config(c))
 
     def default(self, wl: dict, target):
-        want = dict(gemm_default_values(resolve(target)))
-        want["block"] = "goto" if self.spec(wl).epilogue else "direct"
-        return self.space(wl, target).nearest(want)
+        """The shipped best config of the nearest measured workload (cgen.ops.tophub), else
+        the target family's GEMM choice; projected onto this workload's space."""
+        tgt = resolve(target)
+        space = self.space(wl, tgt)
+        want = shipped_knobs(self.name, wl, tgt, space)
+        if want is None:
+            want = dict(gemm_default_values(tgt))
+            want["block"] = "goto" if self.spec(wl).epilogue else "direct"
+        return space.nearest(want)
 
     def quick_configs(self, wl: dict, target) -> list:
         """A few configs one knob away from the default, for a short sweep to try first."""
@@ -127,26 +167,6 @@ class MatmulTemplate(_MatmulBase):
         return wl
 
 
-class BatchMatmulTemplate(_MatmulBase):
-    """numpy.matmul semantics on the batch dimensions (broadcast, right-aligned)."""
-    name = "batch_matmul"
-
-    def workload(self, a_shape, b_shape, trans_a: bool = False, trans_b: bool = False,
-                 epilogue=(), clip=None, dtype: str = "float32") -> dict:
-        a_shape, b_shape = tuple(int(x) for x in a_shape), tuple(int(x) for x in b_shape)
-        if len(a_shape) < 2 or len(b_shape) < 2:
-            raise ValueError(f"batch_matmul: operands need 2+ dimensions, got {a_shape}, {b_shape}")
-        M, Ka = (a_shape[-1], a_shape[-2]) if trans_a else a_shape[-2:]
-        Kb, N = (b_shape[-1], b_shape[-2]) if trans_b else b_shape[-2:]
-        if Ka != Kb:
-            raise ValueError(f"batch_matmul: inner dimensions differ: {a_shape}, {b_shape}")
-        wl = {"op": self.name, "M": int(M), "N": int(N), "K": int(Ka), "trans_a": bool(trans_a),
-              "trans_b": bool(trans_b), "a_batch": list(a_shape[:-2]), "b_batch": list(b_shape[:-2]),
-              "epilogue": _epilogue(epilogue), "clip": _clip(clip), "dtype": dtype}
-        _spec(wl)
-        return wl
-
-
 class DenseTemplate(_MatmulBase):
     """y = epilogue(x @ W^T), the GEMV path for few rows with pre-packed weights."""
     name = "dense"
@@ -162,15 +182,24 @@ class DenseTemplate(_MatmulBase):
         _spec(wl)
         return wl
 
+    @staticmethod
+    def panel_columns(target) -> int:
+        """The weight panel width for a target: its micro-kernel's NR (each panel is then
+        one contiguous stream of K x NR values)."""
+        return kernel_shape(resolve(target), 0)[1]
+
     def gemv(self, wl: dict, target) -> bool:
         """Whether the workload takes the GEMV path on the target."""
         tgt = resolve(target)
-        if not (wl["M"] <= GEMV_ROWS and wl["weights"] == "packed" and generated_kernels(tgt)):
-            return False
-        return wl["b_block"] % kernel_shape(tgt, wl["M"])[1] == 0
+        return wl["M"] <= GEMV_ROWS and wl["weights"] == "packed" and generated_kernels(tgt)
 
     def space(self, wl: dict, target) -> ConfigSpace:
         tgt = resolve(target)
+        NR = self.panel_columns(tgt)
+        if wl["weights"] == "packed" and wl["b_block"] % NR:
+            raise ValueError(f"dense: weight panels of {wl['b_block']} columns do not split into "
+                             f"the {NR}-column tiles of target {tgt.name}; pack them with "
+                             f"b_block = a multiple of {NR}")
         if not self.gemv(wl, tgt):
             return super().space(wl, tgt)
         bb, N = wl["b_block"], wl["N"]
@@ -194,10 +223,12 @@ class DenseTemplate(_MatmulBase):
         tgt = resolve(target)
         if not self.gemv(wl, tgt):
             return super().default(wl, tgt)
-        # measured on the development machine (1 x 1024 -> 1000): weight panels prefetched
-        # 16 k steps ahead, 4 steps per loop iteration, 256-column blocks
-        return self.space(wl, tgt).nearest({"NC": 256, "unroll": 4, "prefetch": 16,
-                                                    "parallel": False})
+        # untuned: weight panels prefetched 16 k steps ahead, 4 steps per loop iteration,
+        # 256-column blocks (the shipped table has the measured choice per ISA)
+        space = self.space(wl, tgt)
+        want = shipped_knobs(self.name, wl, tgt, space) or {
+            "NC": 256, "unroll": 4, "prefetch": 16, "parallel": False}
+        return space.nearest(want)
 
     def quick_configs(self, wl: dict, target) -> list:
         tgt = resolve(target)
@@ -225,4 +256,4 @@ class DenseTemplate(_MatmulBase):
 
 def dense_templates() -> tuple:
     """Fresh instances of this module's templates (for cgen.ops.registry)."""
-    return (MatmulTemplate(), BatchMatmulTemplate(), DenseTemplate())
+    return (MatmulTemplate(), DenseTemplate())

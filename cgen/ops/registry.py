@@ -11,6 +11,7 @@ import importlib
 _SOURCES = (
     ("gemm_template", "gemm_templates"),
     ("dense", "dense_templates"),
+    ("batch_matmul", "batch_matmul_templates"),
     ("depthwise", "depthwise_templates"),
     ("pool", "pool_templates"),
     ("softmax_template", "softmax_templates"),
