@@ -35,11 +35,18 @@ def _param(row):
     return pytest.param(row, marks=marks, id=row)
 
 
-ALL_ROWS = [_param(r) for r in ROW_TARGET]
-
-
 def test_every_row_has_a_target():
     assert set(ROWS) == set(ROW_TARGET)
+
+
+@pytest.mark.parametrize("row", list(ROW_TARGET))
+def test_row_agrees_with_its_target(row):
+    """targets/ cannot import the table, so Target keeps its own register and lane
+    counts: they must be the row's (the SCALAR row's 32 are a Cortex-M4's s registers)."""
+    isa, tgt = ROWS[row], resolve(ROW_TARGET[row][0])
+    assert I.kernel_isa(tgt) is isa
+    assert tgt.lanes("float32") == isa.lanes
+    assert tgt.vector_registers == (0 if isa.scalar else isa.vregs)
 
 
 # kernel family -> (source maker(name, isa, MR, NR), rows of A contiguous, rows fixed, cols fixed)

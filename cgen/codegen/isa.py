@@ -12,8 +12,9 @@ An operation given as None is written as plain C (the SCALAR row: a load is
 `p[0]`, a broadcast the value itself, an FMA `acc + a * b`), so one generator
 also makes the register-tiled kernels of targets without SIMD.
 
-Adding an ISA (NEON dotprod, Helium MVE, ...) is adding one row here, its key
-in `_BY_KEY`, and the rows' tests (tests/test_microkernel.py walks every row).
+Adding an ISA (NEON dotprod, Helium MVE, ...) is adding one row to ROWS (its
+`serves` names the targets' (isa, arch)), and its target in the rows' tests
+(tests/test_microkernel.py walks every row).
 """
 from __future__ import annotations
 
@@ -224,6 +225,7 @@ class VectorISA:
     gemm_rows: tuple = ()
     gemm_max_rows: int = 0
     int8: tuple = ()                # Int8Ops ways of the int8 kernels, best first
+    serves: tuple = ()              # (Target.isa, Target.arch) pairs whose kernels use this row
 
     @property
     def masked(self) -> bool:
@@ -241,7 +243,8 @@ NEON_AARCH64 = VectorISA(
     "neon-aarch64", "arm_neon.h", 4, "float32x4_t", "vld1q_f32", "vst1q_f32", "vdupq_n_f32",
     dict(_NEON_BINARY, **{"/": "vdivq_f32"}), "vfmaq_f32", ("acc", "a", "b"),
     guard_macro="__ARM_NEON", vregs=32, load_aligned="vld1q_f32", store_aligned="vst1q_f32",
-    lane_fma="vfmaq_laneq_f32", lane_width=4, gemm_tile=(8, 8, "lanes"), int8=(NEON_DOTPROD_I8, NEON_A64_I8))
+    lane_fma="vfmaq_laneq_f32", lane_width=4, gemm_tile=(8, 8, "lanes"), int8=(NEON_DOTPROD_I8, NEON_A64_I8),
+    serves=(("neon", "aarch64"),))
 
 # armv7 NEON: no vector divide; vfmaq_f32 needs VFPv4 (-mfpu=neon-vfpv4); the by-lane
 # multiply-accumulate (vmla.f32 q, q, d[x]) takes its lane from a d register.
@@ -250,7 +253,8 @@ NEON_ARMV7 = VectorISA(
     dict(_NEON_BINARY), "vfmaq_f32", ("acc", "a", "b"),
     guard_macro="__ARM_NEON", vregs=16, load_aligned="vld1q_f32", store_aligned="vst1q_f32",
     lane_fma="vmlaq_lane_f32", lane_width=2, half_type="float32x2_t", half_low="vget_low_f32",
-    half_high="vget_high_f32", gemm_tile=(4, 8, "lanes"), int8=(NEON_A32_I8,))
+    half_high="vget_high_f32", gemm_tile=(4, 8, "lanes"), int8=(NEON_A32_I8,),
+    serves=(("neon", "armv7"),))
 
 AVX2 = VectorISA(
     "avx2", "immintrin.h", 8, "__m256", "_mm256_loadu_ps", "_mm256_storeu_ps", "_mm256_set1_ps",
@@ -260,7 +264,7 @@ AVX2 = VectorISA(
     setzero="_mm256_setzero_ps", load_aligned="_mm256_load_ps", store_aligned="_mm256_store_ps",
     prefetch="_mm_prefetch", prefetch_hint="_MM_HINT_T0",
     gemm_tile=(6, 16, "rows"), gemm_rows=(4, 6), gemm_max_rows=6,
-    int8=(AVX2_I8,))
+    int8=(AVX2_I8,), serves=(("avx2", "x86_64"),))
 
 AVX512 = VectorISA(
     "avx512", "immintrin.h", 16, "__m512", "_mm512_loadu_ps", "_mm512_storeu_ps", "_mm512_set1_ps",
@@ -271,7 +275,7 @@ AVX512 = VectorISA(
     setzero="_mm512_setzero_ps", load_aligned="_mm512_load_ps", store_aligned="_mm512_store_ps",
     prefetch="_mm_prefetch", prefetch_hint="_MM_HINT_T0", tail="mask",
     gemm_tile=(6, 32, "rows"), gemm_rows=(4, 6, 8, 12), gemm_max_rows=12,
-    int8=(AVX512_VNNI_I8, AVX512_I8))
+    int8=(AVX512_VNNI_I8, AVX512_I8), serves=(("avx512", "x86_64"),))
 
 # Plain C99: one lane, every operation written as C operators (None); 32 registers is the
 # budget of a Cortex-M4's FPv4-SP (s0-s31) and of aarch64, so a 4x4 tile stays in registers.
@@ -281,8 +285,7 @@ SCALAR = VectorISA("scalar", None, 1, "float", None, None, None,
 
 ROWS = (AVX2, AVX512, NEON_AARCH64, NEON_ARMV7, SCALAR)
 
-_BY_KEY = {("neon", "aarch64"): NEON_AARCH64, ("neon", "armv7"): NEON_ARMV7,
-           ("avx2", "x86_64"): AVX2, ("avx512", "x86_64"): AVX512}
+_BY_KEY = {key: row for row in ROWS for key in row.serves}
 
 
 def isa_for(target) -> VectorISA | None:
