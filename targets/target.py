@@ -127,8 +127,8 @@ _MACHINE_ARCH = {"x86_64": "x86_64", "AMD64": "x86_64", "aarch64": "aarch64", "a
 # The built-in target a detected host starts from, best first, per machine arch.
 _HOST_BASES = {"x86_64": ("x86-avx512", "x86-avx2"), "aarch64": ("aarch64",)}
 # Features beyond a base target's flags that kernels use when the compiler enables them
-# (quant.py's vpdpbusd): (base target, cpuinfo flag, compiler flag).  Named flags, never
-# -march=native, so the flags (and the compile-cache key) say what the code uses.
+# (the int8 tile kernel's vpdpbusd): (base target, cpuinfo flag, compiler flag).  Named
+# flags, never -march=native, so the flags (and the compile-cache key) say what code runs.
 _HOST_EXTRAS = (("x86-avx512", "avx512_vnni", "-mavx512vnni"),)
 
 
