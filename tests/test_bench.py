@@ -125,3 +125,13 @@ def test_avx2_target_row_runs_the_default_against_the_avx2_kernel():
     assert r["blas"]["coretype"] == "Haswell" and r["blas"]["architecture"].lower() == "haswell"
     assert r["schedules"] == "default" and r["schedule_name"].startswith("default-MR")
     assert r["ratio"] == pytest.approx(r["peer_s"] / r["cgen_s"], rel=1e-9)
+
+
+def test_cpu_clock_rows_say_so():
+    proc = run_bench("gemm", "--json", "--sizes", "48", "--threads", "1", "--clock", "cpu",
+                     "--repeats", "2", "--min-repeat-ms", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (r,) = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.strip()]
+    assert r["timing"]["clock"] == "cpu" and len(r["timing"]["cgen_times"]) == 2
+    assert r["cgen_s"] > 0 and r["peer_s"] > 0
+    assert r["ratio"] == pytest.approx(r["peer_s"] / r["cgen_s"], rel=1e-9)

@@ -8,10 +8,10 @@ seeded) runs `--trials` trials over the single-thread configs (a `parallel`
 knob is held at False: the table is for one thread; a threaded caller turns
 it on), logging to `--log DIR/<target>.jsonl` (resumed when it exists).
 Timings are noisy on a shared machine, so the `--finalists` best configs, the
-template's current default and its one-knob variants (`quick_configs`) are
-measured again, `--rounds` times round-robin, in CPU seconds per call of the
-harness process (time spent descheduled by other jobs does not count), and
-the lowest median wins.  Icount costs (`--cost icount`,
+template's current default, its one-knob variants (`quick_configs`) and any
+`--also` knobs are measured again, `--rounds` times round-robin, in CPU
+seconds per call of the harness process (time spent descheduled by other jobs
+does not count), and the lowest median wins.  Icount costs (`--cost icount`,
 aarch64) are deterministic: the tuner's best is kept as is.
 
 The entry for that workload in `cgen/ops/tophub/<target class>/<template>.json`
@@ -51,9 +51,7 @@ def single_thread_candidates(space) -> list | None:
     return [c.index for c in space if not c["parallel"]]
 
 
-def cpu_seconds_per_call(exe, files, number: int) -> float:
-    """CPU seconds per call of a harness executable (`exe --time 1 NUMBER FILE...`): the
-    child's user + system time, so time spent descheduled by other jobs does not count."""
+def _cpu(exe, files, number: int) -> float:
     proc = subprocess.Popen([str(exe), "--time", "1", str(number), *map(str, files)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -61,7 +59,14 @@ def cpu_seconds_per_call(exe, files, number: int) -> float:
     proc.stderr.close()
     if status != 0:
         raise RuntimeError(f"{exe} failed (status {status}): {err[:300]}")
-    return (usage.ru_utime + usage.ru_stime) / number
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_seconds_per_call(exe, files, number: int, base: float) -> float:
+    """CPU seconds per call of a harness executable (`exe --time 1 NUMBER FILE...`): the
+    child's user + system time, so time spent descheduled by other jobs does not count,
+    less `base`, the CPU time of a run with NUMBER 0 (file I/O, one untimed call)."""
+    return max(_cpu(exe, files, number) - base, 1e-9) / number
 
 
 def confirm(task, configs, rounds: int, min_s: float = 0.2, seed: int = 0) -> list:
@@ -89,12 +94,13 @@ def confirm(task, configs, rounds: int, min_s: float = 0.2, seed: int = 0) -> li
                 files.append(Path(tmp) / f"c{c.index}_{k}")
                 np.ascontiguousarray(a).tofile(files[-1])
             exe = mod.executable()
-            first = cpu_seconds_per_call(exe, files, 1)
-            runs.append((c, exe, files, max(1, int(min_s / max(first, 1e-6)))))
+            base = statistics.median(_cpu(exe, files, 0) for _ in range(3))
+            first = cpu_seconds_per_call(exe, files, 1, base)
+            runs.append((c, exe, files, base, max(1, int(min_s / max(first, 1e-6)))))
         costs = {c.index: [] for c, *_ in runs}
         for _ in range(rounds):
-            for c, exe, files, number in runs:
-                costs[c.index].append(cpu_seconds_per_call(exe, files, number))
+            for c, exe, files, base, number in runs:
+                costs[c.index].append(cpu_seconds_per_call(exe, files, number, base))
     return sorted(((statistics.median(costs[c.index]), c) for c, *_ in runs),
                   key=lambda t: t[0])
 
@@ -119,8 +125,10 @@ def tune_one(task, measurer, log: Path, args) -> tuple:
     finalists, seen = [], set()
     default = task.template.default(task.workload, task.target)
     quick = getattr(task.template, "quick_configs", lambda wl, tgt: [])(task.workload, task.target)
+    single = {"parallel": False} if "parallel" in space.names() else {}
+    also = [space.nearest({**default.to_dict(), **knobs, **single}) for knobs in args.also]
     for c in [space.from_json(r.config) for r in ok[:args.finalists]] + [default] + [
-            q for q in quick if not q.get("parallel", False)]:
+            q for q in quick if not q.get("parallel", False)] + also:
         if c.index not in seen:
             seen.add(c.index)
             finalists.append(c)
@@ -142,8 +150,8 @@ def write_entry(template: str, target_class: str, workload: dict, knobs: dict, c
     if path.is_file():
         data = json.loads(path.read_text())
     entries = [e for e in data["entries"] if e["workload"] != workload]
-    entries.append({"workload": workload, "knobs": knobs, "cost": cost, "cost_unit": unit,
-                    "measured": measured})
+    entries.append({"workload": workload, "knobs": knobs, "cost": float(f"{cost:.4g}"),
+                    "cost_unit": unit, "measured": measured})
     data["entries"] = sorted(entries, key=lambda e: json.dumps(e["workload"], sort_keys=True))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(format_table(data))
@@ -155,6 +163,16 @@ def format_table(data: dict) -> str:
     head = {k: v for k, v in data.items() if k != "entries"}
     lines = [json.dumps(e) for e in data["entries"]]
     return (json.dumps(head)[:-1] + ', "entries": [\n ' + ",\n ".join(lines) + "\n]}\n")
+
+
+def _knobs(text: str) -> dict:
+    try:
+        out = json.loads(text)
+    except json.JSONDecodeError:
+        out = None
+    if not isinstance(out, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object of knobs, got {text!r}")
+    return out
 
 
 def main(argv=None) -> int:
@@ -169,6 +187,9 @@ def main(argv=None) -> int:
     p.add_argument("--finalists", type=int, default=4)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--also", action="append", default=[], metavar="JSON", type=_knobs,
+                   help='knobs to race with the finalists besides the tuner\'s best, over the '
+                        'default (e.g. \'{"pack_a": true}\'; repeatable)')
     p.add_argument("--cost", choices=("time", "icount"), default="time")
     p.add_argument("--log", type=Path, default=Path("tophub_logs"),
                    help="directory of the tuning logs, one per target (default tophub_logs)")
