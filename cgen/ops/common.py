@@ -3,14 +3,15 @@ window geometry (convolution and pooling output sizes), numpy broadcasting of
 shapes, the NCHW <-> NCHW[x]c activation layout, and the knob choices of
 vectorized and unrolled axes.
 
-Plain Python and numpy only: the bottom of cgen.ops, imported by nn.py and by
-every template module, importing none of them.
+The bottom of cgen.ops (numpy, the config space and targets only), imported by
+nn.py and by every template module, importing none of them.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .space import ConfigSpace, split_choices
+from .space import ConfigSpace, Knob, split_choices
+from targets import resolve
 
 
 # ---------------------------------------------------------------- configs and workloads
@@ -35,6 +36,11 @@ def positive_shape(op: str, shape, what: str = "shape") -> list:
                             for n in shape):
         raise ValueError(f"{op}: {what} must be a non-empty list of positive ints, got {shape}")
     return [int(n) for n in shape]
+
+
+def parallel_knobs(target) -> list:
+    """[the "parallel" knob] when the target may run threads, else []."""
+    return [Knob("parallel", (False, True))] if resolve(target).can_thread else []
 
 
 def vec_choices(extent: int, lanes: int, limit: int = 64) -> tuple:

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import te
 from .space import ConfigSpace, Knob, split_choices
-from .common import check_op, config_dict, conv_out, conv_out_hw as out_size, from_nchwc_np, pick, to_nchwc_np, vec_choices
+from .common import parallel_knobs, check_op, config_dict, conv_out, conv_out_hw as out_size, from_nchwc_np, pick, to_nchwc_np, vec_choices
 from .nn import _pad_nchw, _pads, _pair
 from targets import resolve
 
@@ -170,6 +170,25 @@ def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = No
     return X, Wt, P, Y
 
 
+def window_tiles(st, c: dict) -> tuple:
+    """Tile an (n, channel, y, x) window stage: tile_y x tile_x output tiles, the window
+    taps (taps "reduce") just outside each tile, tile rows unrolled, columns vectorized.
+    Returns (channel axis, tile-row axis)."""
+    n, ch, y, x = st.op.axis
+    yo, yi = st.split(y, factor=c["tile_y"])
+    xo, xi = st.split(x, factor=c["tile_x"])
+    if c["taps"] == "reduce":
+        ry, rx = st.op.reduce_axis
+        st.reorder(n, ch, yo, xo, ry, rx, yi, xi)
+        st.unroll(ry)
+        st.unroll(rx)
+    else:
+        st.reorder(n, ch, yo, xo, yi, xi)
+    st.unroll(yi)
+    st.vectorize(xi)
+    return ch, yo
+
+
 def depthwise_nchwc_compute(wl: dict, taps: str = "expr", tile: tuple | None = None):
     """te tensors (X, W, P, Y) of the NCHWc workload; P is None without padding.
     With tile (tile_y, tile_x), P also covers the tail tiles (`covering_pads`)."""
@@ -263,8 +282,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
                  Knob("taps", ("expr", "reduce"))]
         if any(wl["pad"]):
             knobs.append(Knob("pad_at", self._pad_choices(tile=False)))
-        if resolve(target).can_thread:
-            knobs.append(Knob("parallel", (False, True)))
+        knobs += parallel_knobs(target)
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):
@@ -289,18 +307,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         X, Wt, P, Y = depthwise_nchw_compute(wl, c["taps"], self._cover(c))
         s = te.create_schedule(Y)
         st = s[Y]
-        n, o, y, x = st.op.axis
-        yo, yi = st.split(y, factor=c["tile_y"])
-        xo, xi = st.split(x, factor=c["tile_x"])
-        if c["taps"] == "reduce":
-            ry, rx = st.op.reduce_axis
-            st.reorder(n, o, yo, xo, ry, rx, yi, xi)
-            st.unroll(ry)
-            st.unroll(rx)
-        else:
-            st.reorder(n, o, yo, xo, yi, xi)
-        st.unroll(yi)
-        st.vectorize(xi)
+        o, yo = window_tiles(st, c)
         self._place_pad(s, P, Y, c.get("pad_at", "band"), plane=o, band=yo)
         if c.get("parallel", False) and resolve(target).can_thread:
             st.parallel(o)
@@ -329,8 +336,7 @@ class DepthwiseNCHWcTemplate(_DepthwiseBase):
                  Knob("taps", ("expr", "reduce"))]
         if any(wl["pad"]):
             knobs.append(Knob("pad_at", self._pad_choices(tile=True)))
-        if resolve(target).can_thread:
-            knobs.append(Knob("parallel", (False, True)))
+        knobs += parallel_knobs(target)
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):

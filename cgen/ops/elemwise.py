@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import te
 from .nn import broadcast_binary
-from .common import broadcast_shape, check_op, config_dict, pick, positive_shape, vec_choices
+from .common import parallel_knobs, broadcast_shape, check_op, config_dict, pick, positive_shape, vec_choices
 from .space import ConfigSpace, Knob, split_choices
 from targets import resolve
 
@@ -82,8 +82,7 @@ def _rows_knobs(shape, target, fuse: bool = True) -> list:
     knobs.append(Knob("unroll", unroll_choices(shape[-2], 4) if len(shape) >= 2 else (1,)))
     if fuse:
         knobs.append(Knob("fuse", (False, True) if len(shape) >= 4 else (False,)))
-    if resolve(target).can_thread:
-        knobs.append(Knob("parallel", (False, True)))
+    knobs += parallel_knobs(target)
     return knobs
 
 
@@ -116,7 +115,20 @@ BINARY = {
 _POSITIVE = ("log", "sqrt", "reciprocal")   # inputs drawn away from 0 / negatives
 
 
-class ElemwiseTemplate:
+class RowsTemplate:
+    """The space and default of a template scheduled by _rows_schedule over its
+    out_shape(wl) (elementwise, concat, pad)."""
+    name = ""
+
+    def space(self, wl: dict, target) -> ConfigSpace:
+        check_op(wl, self.name)
+        return ConfigSpace(tuple(_rows_knobs(self.out_shape(wl), target)))
+
+    def default(self, wl: dict, target):
+        return _rows_default(self.space(wl, target), self.out_shape(wl), target)
+
+
+class ElemwiseTemplate(RowsTemplate):
     """Unary ops on one tensor, binary ops on two broadcast numpy-style (float32)."""
     name = "elemwise"
 
@@ -139,13 +151,6 @@ class ElemwiseTemplate:
         if len(wl["shapes"]) == 1:
             return tuple(wl["shapes"][0])
         return broadcast_shape(tuple(wl["shapes"][0]), tuple(wl["shapes"][1]))
-
-    def space(self, wl: dict, target) -> ConfigSpace:
-        check_op(wl, self.name)
-        return ConfigSpace(tuple(_rows_knobs(self.out_shape(wl), target)))
-
-    def default(self, wl: dict, target):
-        return _rows_default(self.space(wl, target), self.out_shape(wl), target)
 
     def compute(self, wl: dict):
         fn, shapes = wl["fn"], wl["shapes"]

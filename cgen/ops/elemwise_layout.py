@@ -7,14 +7,14 @@ import math
 import numpy as np
 
 from .. import te
-from .common import check_op, config_dict, pick, positive_shape, vec_choices
-from .elemwise import _compute, _rows_default, _rows_knobs, _rows_schedule, randn
+from .common import parallel_knobs, check_op, config_dict, pick, positive_shape, vec_choices
+from .elemwise import RowsTemplate, _compute, _rows_default, _rows_knobs, _rows_schedule, randn
 from .space import ConfigSpace, Knob, split_choices
 from targets import resolve
 
 
 # ================================================================ concat
-class ConcatTemplate:
+class ConcatTemplate(RowsTemplate):
     """Concatenation of float32 tensors along one axis (inputs A0, A1, ...)."""
     name = "concat"
 
@@ -37,13 +37,6 @@ class ConcatTemplate:
         out = list(wl["shapes"][0])
         out[wl["axis"]] = sum(sh[wl["axis"]] for sh in wl["shapes"])
         return tuple(out)
-
-    def space(self, wl: dict, target) -> ConfigSpace:
-        check_op(wl, self.name)
-        return ConfigSpace(tuple(_rows_knobs(self.out_shape(wl), target)))
-
-    def default(self, wl: dict, target):
-        return _rows_default(self.space(wl, target), self.out_shape(wl), target)
 
     def build(self, wl: dict, target, config):
         check_op(wl, self.name)
@@ -109,8 +102,7 @@ class TransposeTemplate:
         knobs = [Knob("tile_a", split_choices(out[a], 16)),
                  Knob("tile_l", vec_choices(out[-1], resolve(target).lanes(), 32)),
                  Knob("order", ("a_outer", "l_outer"))]
-        if resolve(target).can_thread:
-            knobs.append(Knob("parallel", (False, True)))
+        knobs += parallel_knobs(target)
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):
@@ -156,7 +148,7 @@ class TransposeTemplate:
 
 
 # ================================================================ pad
-class PadTemplate:
+class PadTemplate(RowsTemplate):
     """ONNX Pad, constant mode: pads[d] = [before, after] (negative values crop)."""
     name = "pad"
 
@@ -176,13 +168,6 @@ class PadTemplate:
 
     def out_shape(self, wl: dict) -> tuple:
         return tuple(n + b + a for n, (b, a) in zip(wl["shape"], wl["pads"]))
-
-    def space(self, wl: dict, target) -> ConfigSpace:
-        check_op(wl, self.name)
-        return ConfigSpace(tuple(_rows_knobs(self.out_shape(wl), target)))
-
-    def default(self, wl: dict, target):
-        return _rows_default(self.space(wl, target), self.out_shape(wl), target)
 
     def build(self, wl: dict, target, config):
         check_op(wl, self.name)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .. import te
-from .common import check_op, config_dict, pick, positive_shape, vec_choices
+from .common import parallel_knobs, check_op, config_dict, pick, positive_shape, vec_choices
 from .elemwise import _compute, _rows_schedule, randn, unroll_choices
 from .space import ConfigSpace, Knob, split_choices
 from targets import resolve
@@ -161,8 +161,7 @@ class ReduceTemplate:
             last_out = self.out_shape(wl)[-1]
             knobs = [Knob("vec", vec_choices(last_out, resolve(target).lanes(), 64)),
                      Knob("unroll", unroll_choices(shape[axes[-1]], 4))]
-        if resolve(target).can_thread:
-            knobs.append(Knob("parallel", (False, True)))
+        knobs += parallel_knobs(target)
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):

@@ -74,6 +74,19 @@ def _pad_nchw(X: Tensor, pads: tuple, fill, name: str) -> Tensor:
         name=name)
 
 
+def _window(op: str, X: Tensor, kh: int, kw: int, stride, padding, dilation, name: str):
+    """Strides, dilations and output size of a conv window over X (checked), and X
+    padded with zeros (None without padding)."""
+    sh, sw = _pair(op, "stride", stride, 1)
+    dh, dw = _pair(op, "dilation", dilation, 1)
+    pads = _pads(op, padding)
+    h, w = X.shape[2:]
+    oh = conv_out(op, h, pads[0], pads[2], kh, sh, dh, "height")
+    ow = conv_out(op, w, pads[1], pads[3], kw, sw, dw, "width")
+    pad = _pad_nchw(X, pads, const(0, X.dtype), f"{name}_pad") if any(pads) else None
+    return (sh, sw), (dh, dw), (oh, ow), pad
+
+
 # ---------------------------------------------------------------- matmul
 def matmul(A: Tensor, B: Tensor, transpose_a: bool = False, transpose_b: bool = False,
            name: str = "matmul") -> Tensor:
@@ -126,12 +139,7 @@ def conv2d_nchw(X: Tensor, W: Tensor, stride=1, padding=0, dilation=1, name: str
     f, wc, kh, kw = W.shape
     if wc != c:
         raise ValueError(f"{op}: X has {c} channels but W {W.shape} expects {wc}")
-    sh, sw = _pair(op, "stride", stride, 1)
-    dh, dw = _pair(op, "dilation", dilation, 1)
-    pads = _pads(op, padding)
-    oh = conv_out(op, h, pads[0], pads[2], kh, sh, dh, "height")
-    ow = conv_out(op, w, pads[1], pads[3], kw, sw, dw, "width")
-    pad = _pad_nchw(X, pads, const(0, X.dtype), f"{name}_pad") if any(pads) else None
+    (sh, sw), (dh, dw), (oh, ow), pad = _window(op, X, kh, kw, stride, padding, dilation, name)
     src = pad if pad is not None else X
     rc = te.reduce_axis((0, c), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
@@ -158,12 +166,7 @@ def depthwise_conv2d_nchw(X: Tensor, W: Tensor, stride=1, padding=0, dilation=1,
     wc, mult, kh, kw = W.shape
     if wc != c or mult != 1:
         raise ValueError(f"{op}: W must be (C, 1, KH, KW) with C = {c}, got {W.shape}")
-    sh, sw = _pair(op, "stride", stride, 1)
-    dh, dw = _pair(op, "dilation", dilation, 1)
-    pads = _pads(op, padding)
-    oh = conv_out(op, h, pads[0], pads[2], kh, sh, dh, "height")
-    ow = conv_out(op, w, pads[1], pads[3], kw, sw, dw, "width")
-    pad = _pad_nchw(X, pads, const(0, X.dtype), f"{name}_pad") if any(pads) else None
+    (sh, sw), (dh, dw), (oh, ow), pad = _window(op, X, kh, kw, stride, padding, dilation, name)
     src = pad if pad is not None else X
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")

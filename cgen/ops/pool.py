@@ -29,9 +29,9 @@ import numpy as np
 from .. import te
 from .space import ConfigSpace, Knob, split_choices
 from ..te.expr import reduce_identity
-from .common import check_op, config_dict, pick, pool_geometry, vec_choices
+from .common import parallel_knobs, check_op, config_dict, pick, pool_geometry, vec_choices
 from .elemwise_reduce import ReduceTemplate, reduce_compute, reduce_schedule
-from .depthwise import covering_pads
+from .depthwise import covering_pads, window_tiles
 from .nn import _pad_nchw, _pads, _pair
 from targets import resolve
 
@@ -109,8 +109,7 @@ class Pool2dTemplate:
                  Knob("taps", ("expr", "reduce"))]
         if any(full):
             knobs.append(Knob("pad_at", ("band", "plane", "inline", "root")))
-        if resolve(target).can_thread:
-            knobs.append(Knob("parallel", (False, True)))
+        knobs += parallel_knobs(target)
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):
@@ -185,18 +184,7 @@ class Pool2dTemplate:
         par = c.get("parallel", False) and resolve(target).can_thread
         main = S if S is not None else Y
         st = s[main]
-        n, ch, y, x = st.op.axis
-        yo, yi = st.split(y, factor=c["tile_y"])
-        xo, xi = st.split(x, factor=c["tile_x"])
-        if c["taps"] == "reduce":
-            ry, rx = st.op.reduce_axis
-            st.reorder(n, ch, yo, xo, ry, rx, yi, xi)
-            st.unroll(ry)
-            st.unroll(rx)
-        else:
-            st.reorder(n, ch, yo, xo, yi, xi)
-        st.unroll(yi)
-        st.vectorize(xi)
+        ch, yo = window_tiles(st, c)
         if P is not None:
             where = c.get("pad_at", "band")
             if where == "inline":

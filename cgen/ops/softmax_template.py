@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import te
 from .space import ConfigSpace, Knob
-from .common import check_op, config_dict, pick, positive_shape, vec_choices
+from .common import parallel_knobs, check_op, config_dict, pick, positive_shape, vec_choices
 from .nn import softmax as softmax_stages
 from targets import resolve
 
@@ -45,8 +45,7 @@ class SoftmaxTemplate:
         check_op(wl, self.name)
         knobs = [Knob("exp", ("root", "inline")),
                  Knob("vec", vec_choices(wl["shape"][-1], resolve(target).lanes(), 64))]
-        if resolve(target).can_thread:
-            knobs.append(Knob("parallel", (False, True)))
+        knobs += parallel_knobs(target)
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):

@@ -22,7 +22,7 @@ import numpy as np
 from ... import te
 from ..space import ConfigSpace, Knob
 from ..nn import _pads, _pair
-from ..common import config_dict, conv_out, conv_out_hw
+from ..common import parallel_knobs, config_dict, conv_out, conv_out_hw
 from .workload import block_lanes, conv2d_reference
 from targets import resolve
 
@@ -62,8 +62,7 @@ class _DirectConv:
                  Knob("c_split", _choices(wl["C"], (1, 4, 8, 16, 64))),
                  Knob("order", ("c_outer", "c_inner")),
                  Knob("pad_at", ("inline", "root"))]
-        if tgt.can_thread:
-            knobs.append(Knob("parallel", (False, True)))
+        knobs += parallel_knobs(tgt)
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):

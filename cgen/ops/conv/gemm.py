@@ -6,7 +6,7 @@ import numpy as np
 from ... import te
 from ..space import ConfigSpace, Knob
 from targets import resolve
-from ..common import check_op, config_dict
+from ..common import parallel_knobs, check_op, config_dict
 from .packing import pack_weights_gemm, pack_weights_gemm_np, unpack_weights_gemm_np
 from .tile import masked_tiles_ok, tile_intrin, tile_kernel_shape_ok
 from .workload import block_lanes, _variants, conv2d_reference, conv2d_workload, random_conv_inputs, conv_flops, out_size
@@ -103,8 +103,7 @@ class Conv2dGemmTemplate:
         micro = ("masked", "fixed", "off") if masked_tiles_ok(tgt) else ("fixed", "off")
         knobs = [Knob("mr", mrs), Knob("nr", tuple(nrs)), Knob("mc", mc), Knob("kc", kc),
                  Knob("nc", nc), Knob("order", ("ji", "ij")), Knob("micro", micro)]
-        if tgt.can_thread:
-            knobs.append(Knob("parallel", (False, True)))
+        knobs += parallel_knobs(tgt)
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):

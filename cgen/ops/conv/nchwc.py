@@ -1,15 +1,13 @@
 """conv2d_nchwc: direct convolution on blocked NCHW[x]c (see cgen.ops.conv)."""
 from __future__ import annotations
 
-import numpy as np
-
 from ... import te
 from ..space import ConfigSpace, Knob
 from targets import resolve
-from ..common import check_op, config_dict, from_nchwc_np, to_nchwc_np
+from ..common import parallel_knobs, check_op, config_dict, from_nchwc_np, to_nchwc_np
 from .packing import blocked_input, pack_weights_nchwc, pack_weights_nchwc_np, unpack_weights_nchwc_np
 from .tile import tile_intrin, tile_kernel_shape_ok
-from .workload import (block_lanes, register_budget, _variants, block_choices, conv2d_reference, conv2d_workload, random_conv_inputs,
+from .workload import (block_lanes, register_budget, _variants, block_choices, conv2d_reference, conv2d_workload, random_conv_io,
                        conv_flops, default_block, out_size)
 
 
@@ -151,8 +149,7 @@ class Conv2dNCHWcTemplate:
                  Knob("im2col", (False, True)), Knob("micro", (True, False)),
                  Knob("prefetch", (0, 8, 16)), Knob("order", ("oc_y", "y_oc")),
                  Knob("unroll_kw", (False, True))]
-        if tgt.can_thread:
-            knobs.append(Knob("parallel", (False, True)))
+        knobs += parallel_knobs(tgt)
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):
@@ -289,14 +286,7 @@ class Conv2dNCHWcTemplate:
         return s, ins + [out]
 
     def inputs(self, wl: dict, rng) -> list:
-        N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
-        OH, OW = out_size(wl)
-        x, w = random_conv_inputs(wl, rng)
-        if wl["layout"] == "NCHWc":
-            x = to_nchwc_np(x, wl["ic_bn"])
-            y = np.zeros((N, F // wl["oc_bn"], OH, OW, wl["oc_bn"]), np.float32)
-        else:
-            y = np.zeros((N, F, OH, OW), np.float32)
+        x, w, y = random_conv_io(wl, rng)
         if wl["weights"] == "packed":
             w = pack_weights_nchwc_np(w, wl["ic_bn"], wl["oc_bn"])
         return [x, w, y]

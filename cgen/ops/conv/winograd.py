@@ -32,10 +32,10 @@ from ... import te
 from ..space import ConfigSpace, Knob
 from targets import resolve
 from .nchwc import oc_block_pref
-from ..common import check_op, config_dict, from_nchwc_np, to_nchwc_np
+from ..common import parallel_knobs, check_op, config_dict, from_nchwc_np, to_nchwc_np
 from .packing import blocked_input
 from .tile import tile_intrin, tile_kernel_shape_ok
-from .workload import (block_lanes, register_budget, _variants, block_choices, conv2d_reference, conv2d_workload, random_conv_inputs,
+from .workload import (block_lanes, register_budget, _variants, block_choices, conv2d_reference, conv2d_workload, random_conv_io,
                        conv_flops, default_block, out_size)
 
 # B^T, G, A^T of F(2x2, 3x3) and F(4x4, 3x3) (interpolation points 0, +-1, +-2, inf)
@@ -228,8 +228,7 @@ class Conv2dWinogradTemplate:
                  Knob("by", (1, 2, 4, 7, 8)),
                  Knob("mr", (1, 2, 3, 4, 6, 7, 8, 10, 12, 14)), Knob("micro", (True, False)),
                  Knob("prefetch", (0, 8, 16)), Knob("order", ("e_f_t", "e_t_f"))]
-        if tgt.can_thread:
-            knobs.append(Knob("parallel", (False, True)))
+        knobs += parallel_knobs(tgt)
         return ConfigSpace(tuple(knobs))
 
     def default(self, wl: dict, target):
@@ -377,16 +376,9 @@ class Conv2dWinogradTemplate:
         return s, ins + [out]
 
     def inputs(self, wl: dict, rng) -> list:
-        N, C, H, W, F, G = (wl[k] for k in ("N", "C", "H", "W", "F", "groups"))
-        OH, OW = out_size(wl)
-        x, w = random_conv_inputs(wl, rng)
-        if wl["layout"] == "NCHWc":
-            x = to_nchwc_np(x, wl["ic_bn"])
-            y = np.zeros((N, F // wl["oc_bn"], OH, OW, wl["oc_bn"]), np.float32)
-        else:
-            y = np.zeros((N, F, OH, OW), np.float32)
+        x, w, y = random_conv_io(wl, rng)
         if wl["weights"] == "packed":
-            w = winograd_weights_np(w, wl["tile"], wl["oc_bn"], G)
+            w = winograd_weights_np(w, wl["tile"], wl["oc_bn"], wl["groups"])
         return [x, w, y]
 
     def reference(self, wl: dict, inputs) -> dict:

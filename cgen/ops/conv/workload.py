@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..space import ConfigSpace, divisors
-from ..common import conv_out, conv_out_hw as out_size
+from ..common import conv_out, conv_out_hw as out_size, to_nchwc_np
 from ..nn import _pads, _pair
 
 LAYOUTS = ("NCHW", "NCHWc")
@@ -52,6 +52,17 @@ def random_conv_inputs(wl: dict, rng) -> tuple:
     N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
     return (rng.standard_normal((N, C, H, W), dtype=np.float32),
             rng.standard_normal((F, C // G, KH, KW), dtype=np.float32))
+
+
+def random_conv_io(wl: dict, rng) -> tuple:
+    """(x, w OIHW, zeroed output) in the workload's layout (NCHW or NCHW[x]c)."""
+    N, F = wl["N"], wl["F"]
+    OH, OW = out_size(wl)
+    x, w = random_conv_inputs(wl, rng)
+    if wl["layout"] == "NCHWc":
+        return (to_nchwc_np(x, wl["ic_bn"]), w,
+                np.zeros((N, F // wl["oc_bn"], OH, OW, wl["oc_bn"]), np.float32))
+    return x, w, np.zeros((N, F, OH, OW), np.float32)
 
 
 def conv2d_reference(x: np.ndarray, w: np.ndarray, stride, pad, dilation, groups: int) -> np.ndarray:
