@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from .device import open_device
+from .toml_file import read_toml
 
 
 def unique_names(urls) -> list:
@@ -38,17 +39,8 @@ def load_pool_toml(path) -> tuple:
         url = "local"
         count = 2                    # two agents on this machine
     """
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except OSError as e:
-        raise ValueError(f"cannot read pool file {p}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"pool file {p} is not valid TOML: {e}") from None
+    data = read_toml(p, "pool file")
     entries = data.pop("device", [])
     unknown = set(data) - _POOL_KEYS
     if unknown:

@@ -213,17 +213,9 @@ def load_toml(path) -> Target:
         base = "aarch64"
         cflags = ["-mcpu=cortex-a55"]
     """
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
+    from .toml_file import read_toml
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text())
-    except OSError as e:
-        raise ValueError(f"cannot read target file {p}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"target file {p} is not valid TOML: {e}") from None
+    data = read_toml(p, "target file")
     base_name = data.pop("base", None)
     unknown = set(data) - _TOML_KEYS
     if unknown:
