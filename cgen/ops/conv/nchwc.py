@@ -4,11 +4,11 @@ from __future__ import annotations
 from ... import te
 from ..space import ConfigSpace, Knob
 from targets import resolve
-from ..common import parallel_knobs, check_op, config_dict, from_nchwc_np, to_nchwc_np
+from ..common import check_op, config_dict, parallel_knobs
 from .packing import blocked_input, pack_weights_nchwc, pack_weights_nchwc_np, unpack_weights_nchwc_np
 from .tile import tile_intrin, tile_kernel_shape_ok
-from .workload import (block_lanes, register_budget, _variants, block_choices, conv2d_reference, conv2d_workload, random_conv_io,
-                       conv_flops, default_block, out_size)
+from .workload import (_variants, block_choices, block_lanes, conv2d_workload, conv_flops, default_block,
+                       out_size, random_conv_io, reference_in_layout, register_budget)
 
 
 def nchwc_default_blocks(wl: dict, target) -> tuple:
@@ -292,15 +292,10 @@ class Conv2dNCHWcTemplate:
         return [x, w, y]
 
     def reference(self, wl: dict, inputs) -> dict:
-        x, w = inputs[0], inputs[1]
-        if wl["layout"] == "NCHWc":
-            x = from_nchwc_np(x)
+        w = inputs[1]
         if wl["weights"] == "packed":
             w = unpack_weights_nchwc_np(w, wl["KH"], wl["KW"])
-        y = conv2d_reference(x, w, wl["stride"], wl["pad"], wl["dilation"], wl["groups"])
-        if wl["layout"] == "NCHWc":
-            return {"Yc": to_nchwc_np(y, wl["oc_bn"])}
-        return {"Y": y}
+        return reference_in_layout(wl, inputs[0], w)
 
     def flops(self, wl: dict) -> int:
         return conv_flops(wl)

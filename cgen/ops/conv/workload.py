@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..space import ConfigSpace, divisors
-from ..common import conv_out, conv_out_hw as out_size, to_nchwc_np
+from ..common import conv_out, conv_out_hw as out_size, from_nchwc_np, to_nchwc_np
 from ..nn import _pads, _pair
 
 LAYOUTS = ("NCHW", "NCHWc")
@@ -63,6 +63,14 @@ def random_conv_io(wl: dict, rng) -> tuple:
         return (to_nchwc_np(x, wl["ic_bn"]), w,
                 np.zeros((N, F // wl["oc_bn"], OH, OW, wl["oc_bn"]), np.float32))
     return x, w, np.zeros((N, F, OH, OW), np.float32)
+
+
+def reference_in_layout(wl: dict, x: np.ndarray, w: np.ndarray) -> dict:
+    """{output name: numpy conv2d} for x in the workload's layout and w OIHW."""
+    nchwc = wl["layout"] == "NCHWc"
+    y = conv2d_reference(from_nchwc_np(x) if nchwc else x, w, wl["stride"], wl["pad"],
+                         wl["dilation"], wl["groups"])
+    return {"Yc": to_nchwc_np(y, wl["oc_bn"])} if nchwc else {"Y": y}
 
 
 def conv2d_reference(x: np.ndarray, w: np.ndarray, stride, pad, dilation, groups: int) -> np.ndarray:
