@@ -231,3 +231,11 @@ def test_no_module_over_the_budget():
 def test_modules_being_split_are_under_the_budget():
     long = {k: v for k, v in _long_modules().items() if k in BEING_SPLIT}
     assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_every_template_satisfies_the_protocol():
+    from cgen.ops.registry import templates
+    from cgen.ops.template import Template
+    table = templates()
+    assert table and all(isinstance(t, Template) for t in table.values()), \
+        [n for n, t in table.items() if not isinstance(t, Template)]
