@@ -164,7 +164,7 @@ def _tuned(args):
         return None
     from pathlib import Path
     from cgen.autotune.log import apply_best
-    from cgen.graph.lowering import kernel_target
+    from cgen.graph.kernels import kernel_target
     from cgen.graph.model import model_target
     path = Path(args.tuning_log)
     if not path.is_file():
@@ -174,7 +174,7 @@ def _tuned(args):
 
 def _tuned_note(cm, tuned, log) -> str:
     """How many of the model's template kernels the tuning log configured."""
-    from cgen.graph.lowering import workload_key
+    from cgen.graph.kernels import workload_key
     ks = [k for k in cm.kernels if k.workload is not None]
     hit = sum(1 for k in ks if workload_key(k.workload) in tuned)
     return (f"tuning log {log}: {hit} of {len(ks)} template kernels tuned "

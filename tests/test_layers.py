@@ -134,7 +134,7 @@ def test_the_graph_sees_imports():
     assert "cgen.ops.space" in edges["cgen.ops.conv.gemm"]
     assert "targets.target" in edges["targets"]
     assert "numpy" in outside["cgen.ops.common"]
-    assert any(func for line, func in edges["cgen.graph.lowering"].values())
+    assert any(func for line, func in edges["cgen.graph.routes"].values())
 
 
 def _cycle_report(edges, cycles) -> str:

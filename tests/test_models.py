@@ -19,7 +19,8 @@ pytest.importorskip("onnxruntime")
 from onnx import helper as h  # noqa: E402
 
 from cgen.graph import ModelError  # noqa: E402
-from cgen.graph.lowering import group_config, lower_group, workload_key  # noqa: E402
+from cgen.graph.drive import lower_group  # noqa: E402
+from cgen.graph.kernels import group_config, workload_key  # noqa: E402
 from cgen.graph.memory import greedy_by_size  # noqa: E402
 from cgen.graph.model import compile_model, model_target  # noqa: E402
 from targets import compile_c  # noqa: E402

@@ -224,7 +224,7 @@ def tiny_model(tmp_path_factory):
 def test_tune_model_then_compile_and_run_with_the_log(tiny_model, tmp_path, capsys):
     from cgen.autotune.log import apply_best, canonical
     from cgen.autotune.model_tasks import default_index, extract_tasks
-    from cgen.graph.lowering import kernel_target
+    from cgen.graph.kernels import kernel_target
     from cgen.graph.model import compile_model
     from tests.test_graph_frontend import ort_run
     path, model, feeds = tiny_model

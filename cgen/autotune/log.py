@@ -157,7 +157,7 @@ def best_records(records, cost_unit: str | None = None) -> dict:
 
 def apply_best(log, target=None, cost_unit: str | None = None, templates=None) -> dict:
     """canonical workload -> the knob values of its fastest correct record: the
-    `tuned` mapping compilation takes (cgen.graph.lowering.group_config).
+    `tuned` mapping compilation takes (cgen.graph.kernels.group_config).
 
     log: a path or a list of records; target: only records of this target (a
     name or a Target; "host" means this machine's resolved name).  With a

@@ -7,7 +7,7 @@
     compile_model("model.onnx", "host", tuned=apply_best("model.jsonl", kernel_target(...)))
 
 The model is loaded and lowered as `cgen compile` does it (default configs,
-kernels scheduled for one core: `cgen.graph.lowering.kernel_target`), and every
+kernels scheduled for one core: `cgen.graph.kernels.kernel_target`), and every
 group whose kernel comes from an operator template becomes a task; groups with
 the same (template, workload) are one task whose `count` is how many there are.
 
@@ -91,7 +91,8 @@ def task_label(template: str, workload: dict) -> str:
 def extract_tasks(model, target="host", input_shapes=None, templates=None) -> list:
     """The tuning tasks of a model's fused graph, in graph order (see the module notes)."""
     from ..graph import prepare
-    from ..graph.lowering import kernel_target, legalize, lower_graph
+    from ..graph.drive import legalize, lower_graph
+    from ..graph.kernels import kernel_target
     from ..graph.model import model_target
     from ..ops.registry import templates as all_templates
     table = templates if templates is not None else all_templates()

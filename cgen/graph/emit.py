@@ -30,7 +30,7 @@ import numpy as np
 from ..codegen.c import C_KEYWORDS, C_TYPES, emit_unit
 from ..codegen.isa import isa_for
 from .graph_ir import Graph, ModelError
-from .lowering import kernel_target
+from .kernels import kernel_target
 from .memory import ALIGN, Interval, greedy_by_size, plan
 
 STACK_LIMIT = 1024          # bytes a kernel's local buffer may take on the stack

@@ -10,7 +10,7 @@
     res = bench_model("model.onnx")  # BenchResult: cgen vs onnxruntime (1 thread), ratio
 
 Pipeline: cgen.graph.prepare (ONNX -> canonical graph -> fused groups) ->
-cgen.graph.lowering (one kernel per group, configs from `group_config`) ->
+cgen.graph.drive (one kernel per group, configs from `group_config`) ->
 cgen.graph.emit (static memory plan, C / header / manifest / CMake).
 Refusals are `ModelError`s with one-line messages.
 """
@@ -26,7 +26,8 @@ import numpy as np
 
 from .graph_ir import ModelError
 from .emit import STACK_LIMIT, ModelSource, check_model_name, emit_model
-from .lowering import kernel_target, legalize, lower_graph
+from .drive import legalize, lower_graph
+from .kernels import kernel_target
 
 
 
@@ -248,7 +249,7 @@ def compile_model(model, target="host", name: str | None = None, input_shapes=No
 
     input_shapes: name -> shape for inputs with symbolic dimensions.  budget_ram /
     budget_flash: refuse (ModelError) when the workspace / the weights exceed them.
-    tuned: per-group config overrides (see cgen.graph.lowering.group_config).
+    tuned: per-group config overrides (see cgen.graph.kernels.group_config).
     strict: refuse (ModelError "fallback") when a kernel that a template should build
     falls back to plain loops; without it such kernels are marked in the report."""
     from . import prepare
