@@ -20,16 +20,11 @@ from .shapes import infer_shapes
 from .fold import fold_batchnorm, fold_constants, fold_qdq, remove_dead
 from .rules import simplify
 from .fuse import FusedGraph, Group, fuse
-from .pipeline import optimize_graph
+from .pipeline import optimize_graph, prepare
 
 optimize = optimize_graph       # the package's short name for the standard pipeline
 from .layout import convert_layout
 from . import reference
-
-
-def prepare(model, input_shapes=None, layout_prefs=None) -> FusedGraph:
-    """ONNX model (path, bytes or ModelProto) -> optimised graph -> fused groups."""
-    return fuse(optimize(load_onnx(model, input_shapes), layout_prefs))
 
 
 __all__ = ["DTYPES", "Graph", "ModelError", "Node", "Value", "topo_sort", "SUPPORTED_ONNX_OPS",

@@ -252,7 +252,7 @@ def compile_model(model, target="host", name: str | None = None, input_shapes=No
     tuned: per-group config overrides (see cgen.graph.kernels.group_config).
     strict: refuse (ModelError "fallback") when a kernel that a template should build
     falls back to plain loops; without it such kernels are marked in the report."""
-    from . import prepare
+    from .pipeline import prepare
     t0 = time.perf_counter()
     tgt = kernel_target(model_target(target))
     name = check_model_name(name if name is not None else default_name(model))

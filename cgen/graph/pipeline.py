@@ -16,8 +16,10 @@ from __future__ import annotations
 from typing import Mapping
 
 from .fold import fold_batchnorm, fold_constants, fold_qdq, remove_dead
+from .fuse import FusedGraph, fuse
 from .graph_ir import Graph
 from .layout import convert_layout
+from .onnx_frontend import load_onnx
 from .rules import simplify
 from .shapes import infer_shapes
 
@@ -36,3 +38,8 @@ def optimize_graph(graph: Graph, layout_prefs: Mapping | None = None) -> Graph:
     if layout_prefs:
         graph = simplify(convert_layout(graph, layout_prefs))
     return infer_shapes(graph)
+
+
+def prepare(model, input_shapes=None, layout_prefs=None) -> FusedGraph:
+    """ONNX model (path, bytes or ModelProto) -> optimised graph -> fused groups."""
+    return fuse(optimize_graph(load_onnx(model, input_shapes), layout_prefs))
