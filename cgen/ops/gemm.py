@@ -111,7 +111,7 @@ def micro_kernel(target, MR: int = 0, unroll: int = 1, prefetch: int = 0, a_unit
 
 def shipped_a_unit(target) -> bool:
     """Whether the target's shipped kernel needs A contiguous along i (NEON: packed A)."""
-    return "a_si" not in gemm_intrin(resolve(target)).body.source
+    return ("a", "i") in gemm_intrin(resolve(target)).unit
 
 
 # ----------------------------------------------------------------------------- plain GEMM
