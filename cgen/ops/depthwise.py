@@ -248,6 +248,13 @@ class _DepthwiseBase:
         return (("band", "plane", "tile", "inline", "root") if tile
                 else ("band", "plane", "inline", "root"))
 
+    def _start(self, wl: dict, config, compute):
+        """(knob values, the compute's tensors, a schedule of its output)."""
+        check_op(wl, self.name)
+        c = config_dict(config)
+        tensors = compute(wl, c["taps"], self._cover(c))
+        return c, tensors, te.create_schedule(tensors[-1])
+
     @staticmethod
     def _cover(c: dict):
         """The tile the padded input must cover when it is computed inside the loops."""
@@ -302,10 +309,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         return _unique(self.space(wl, target), wants)
 
     def build(self, wl: dict, target, config):
-        check_op(wl, self.name)
-        c = config_dict(config)
-        X, Wt, P, Y = depthwise_nchw_compute(wl, c["taps"], self._cover(c))
-        s = te.create_schedule(Y)
+        c, (X, Wt, P, Y), s = self._start(wl, config, depthwise_nchw_compute)
         st = s[Y]
         o, yo = window_tiles(st, c)
         self._place_pad(s, P, Y, c.get("pad_at", "band"), plane=o, band=yo)
@@ -356,10 +360,7 @@ class DepthwiseNCHWcTemplate(_DepthwiseBase):
         return _unique(self.space(wl, target), wants)
 
     def build(self, wl: dict, target, config):
-        check_op(wl, self.name)
-        c = config_dict(config)
-        X, Wt, P, Y = depthwise_nchwc_compute(wl, c["taps"], self._cover(c))
-        s = te.create_schedule(Y)
+        c, (X, Wt, P, Y), s = self._start(wl, config, depthwise_nchwc_compute)
         st = s[Y]
         n, cb, y, x, i = st.op.axis
         yo, yi = st.split(y, factor=c["tile_y"])
