@@ -75,8 +75,6 @@ def _zoo_fallbacks(target: str) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="batched matmul (attention's Q.K^T and P.V) has no "
-                   "template yet: 2 encoder_block kernels fall back on every target")
 @pytest.mark.parametrize("target", TARGETS)
 def test_zoo_has_no_fallback(target):
     rows = _zoo_fallbacks(target)
