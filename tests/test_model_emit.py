@@ -21,7 +21,7 @@ def test_profiling_build_times_every_kernel_call():
                       cm.source.stack_limit, profile=7)
     # the same unit, each call of NAME_run repeated and timed; the plain build is unchanged
     assert "cg_prof_now" not in cm.c_source
-    timed = re.findall(r"for \(it = 0; it < 7; \+\+it\) rc \|= (\w+)\(", prof.source)
+    timed = re.findall(r"for \(it = 0; it < 7; \+\+it\)\s*rc \|= (\w+)\(", prof.source)
     assert timed == live
     assert prof.source == PROFILE_PRELUDE + prof.source[len(PROFILE_PRELUDE):]
     kernels_part = prof.source[len(PROFILE_PRELUDE):].rsplit("int lenet_run(", 1)[0]

@@ -26,9 +26,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+from pycparser import c_ast
 
 from ..codegen.c import C_KEYWORDS, C_TYPES, emit_unit
 from ..codegen.isa import isa_for
+from .entry import Call, Param, buffer, entry_point, no_scratch, workspace_at
 from .graph_ir import Graph, ModelError
 from .kernels import kernel_target
 from .memory import ALIGN, Interval, greedy_by_size, plan
@@ -324,57 +326,47 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
                              if iv.start <= step <= iv.end and iv.name.startswith("v:")))
 
     # ---------------------------------------------------------------- the entry point
-    def pointer(value: str, dtype: str) -> str:
+    def pointer(value: str, dtype: str):
         v = r(value)
         if v in input_index:
             inputs_read.add(v)
-            return in_names[input_index[v]]
+            return c_ast.ID(in_names[input_index[v]])
         if v in out_bind:
-            return out_names[out_bind[v]]
+            return c_ast.ID(out_names[out_bind[v]])
         if v in consts:
-            return const_names[v]
-        off = pl.offsets[f"v:{v}"]
+            return c_ast.ID(const_names[v])
         used.append(1)
-        ws = f"ws + {off}" if off else "ws"
-        return f"({C_TYPES[dtype]} *)(void *)({ws})"
-    lines = [proto + " {", "  uint8_t *ws = (uint8_t *)workspace;", "  int rc = 0;"]
+        return buffer(dtype, pl.offsets[f"v:{v}"])
     uses_ws = False
     used = []
     inputs_read = set()
+    calls = []
     for k in live:
         args = []
         for a, p in zip(k.inputs, k.func.params):
             if a.kind == "const":
-                args.append(const_names[a.name])
+                args.append(c_ast.ID(const_names[a.name]))
             else:
                 args.append(pointer(a.name, p.dtype))
         for v, p in zip(k.outputs, k.func.params[len(k.inputs):]):
             args.append(pointer(v, p.dtype))
         if scratch_of[k.name]:
-            off = pl.offsets[f"s:{k.name}"]
-            args.append(f"ws + {off}" if off else "ws")
+            args.append(workspace_at(pl.offsets[f"s:{k.name}"]))
             uses_ws = True
         else:
-            args.append("(uint8_t *)0")     # no scratch: the kernel ignores the pointer
-        call = f"{k.func.name}({', '.join(args)})"
-        if profile:
-            lines.append(f"  {{ double t0 = cg_prof_now(); int it; for (it = 0; it < {profile}; "
-                         f"++it) rc |= {call}; fprintf(stderr, \"{k.func.name} %.9e\\n\", "
-                         f"(cg_prof_now() - t0) / {profile}); }}")
-        else:
-            lines.append(f"  rc |= {call};")
-    for j, src in copies:
-        ov = graph.outputs[j]
-        s = pointer(src, ov.dtype)
-        lines.append(f"  {{ int64_t i; for (i = 0; i < {ov.size}; ++i) "
-                     f"{out_names[j]}[i] = {s}[i]; }}")
-    if not uses_ws and not used:
-        lines.insert(3, "  (void)ws;")
+            args.append(no_scratch())     # no scratch: the kernel ignores the pointer
+        calls.append(Call(k.func.name, tuple(args)))
+    out_copies = [(out_names[j], pointer(src, graph.outputs[j].dtype), graph.outputs[j].size)
+                  for j, src in copies]
     # an input whose values nothing reads (only its shape mattered, folded at import)
     # stays a parameter of the entry point: keep -Wunused-parameter quiet
-    lines[3:3] = [f"  (void){c};" for v, c in zip(graph.inputs, in_names)
-                  if v.name not in inputs_read]
-    lines += ["  return rc;", "}", ""]
+    unused = [c for v, c in zip(graph.inputs, in_names) if v.name not in inputs_read]
+    if not uses_ws and not used:
+        unused.append("ws")
+    params = ([Param(c, C_TYPES[v.dtype], True) for v, c in zip(graph.inputs, in_names)]
+              + [Param(c, C_TYPES[v.dtype]) for v, c in zip(graph.outputs, out_names)]
+              + [Param("workspace", "void")])
+    entry = entry_point(f"{name}_run", params, calls, out_copies, unused, profile)
     fast_macro, fast_flags = _fast_path(tgt)
     label = re.sub(r"[^\w.+\- ]", "_", model_label or name)
     head_comment = [
@@ -387,7 +379,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
                             f"{' '.join(fast_flags)} (otherwise the portable C path is used). */")
     else:
         head_comment[-1] += " */"
-    source = "\n".join(head_comment) + "\n" + body + "\n" + "\n".join(lines)
+    source = "\n".join(head_comment) + "\n" + body + "\n" + entry
     if profile:
         source = PROFILE_PRELUDE + source
 
