@@ -144,7 +144,7 @@ def candidates(n: int, with_packed: bool = True, nthreads: int = 1, target="host
     def divides(*fs):
         return all(f <= n and n % f == 0 for f in fs)
     if nthreads > 1:
-        return template_candidates(n, parallel=True, target=target)
+        return template_candidates(n, parallel=True, target=target, threads=nthreads)
     out = [Candidate("ikj-vec", loop_ikj)]
     for mr, nr in ((8, 32), (4, 32), (8, 16)):
         if divides(mr, nr):
@@ -160,9 +160,11 @@ def candidates(n: int, with_packed: bool = True, nthreads: int = 1, target="host
     return out
 
 
-def template_candidates(n: int, parallel: bool = False, target="host", variants: bool = True) -> list:
+def template_candidates(n: int, parallel: bool = False, target="host", variants: bool = True,
+                        threads: int = 2) -> list:
     """The GEMM template's default config for the target (cgen.ops.gemm_template), first,
-    then (with variants) its one-knob variants; `parallel` sets the OpenMP knob."""
+    then (with variants) its one-knob variants; `parallel` sets the OpenMP knob (and caps
+    NC so that each of `threads` threads gets a column block)."""
     from cgen.ops.gemm_template import GemmTemplate
     t = GemmTemplate()
     wl = t.workload(n, n, n)
@@ -173,7 +175,10 @@ def template_candidates(n: int, parallel: bool = False, target="host", variants:
         values = cfg.to_dict()
         if "parallel" in values:
             values["parallel"] = parallel
-        cfg = sp.get(sp.index_of(values))
+        if parallel and threads > 1:
+            # the threads share the column blocks: at least one block per thread
+            values["NC"] = min(values["NC"], max(-(-n // threads), 1))
+        cfg = sp.nearest(values)
         if cfg.index in seen:
             continue
         seen.add(cfg.index)
@@ -186,7 +191,8 @@ def template_candidates(n: int, parallel: bool = False, target="host", variants:
 def schedule_candidates(n: int, args, nthreads: int = 1) -> list:
     """What --schedules asks for: the template default only, or the whole sweep."""
     if args.schedules == "default":
-        return template_candidates(n, parallel=nthreads > 1, target=args.target, variants=False)
+        return template_candidates(n, parallel=nthreads > 1, target=args.target, variants=False,
+                                   threads=nthreads)
     return candidates(n, nthreads=nthreads, target=args.target)
 
 
