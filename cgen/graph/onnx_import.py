@@ -157,7 +157,7 @@ class _Importer:
                 dims = [None] * len(overrides[v.name])
                 syms = [""] * len(dims)
             else:
-                dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+                dims = [_dim(d) for d in tt.shape.dim]
                 syms = [d.dim_param for d in tt.shape.dim]
             if v.name in overrides:
                 want = tuple(int(x) for x in overrides[v.name])
@@ -333,7 +333,7 @@ class _Importer:
                     raise ModelError(f"output {o.name!r}: the model declares {declared}, cgen computes "
                                      f"{val.dtype}", "unsupported_dtype")
                 if tt.HasField("shape") and not self.overridden:
-                    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+                    dims = [_dim(d) for d in tt.shape.dim]
                     if len(dims) != len(val.shape) or any(
                             d is not None and d != s for d, s in zip(dims, val.shape)):
                         raise ModelError(f"output {o.name!r}: the model declares shape "
@@ -343,6 +343,12 @@ class _Importer:
         consts = {k: a for k, a in self.consts.items() if k in used}
         return Graph(tuple(self.inputs), tuple(outputs), tuple(self.nodes), consts,
                      name=g.name or "model").validate()
+
+
+def _dim(d):
+    """A stored dimension's size, or None when symbolic: a name, no value, or a negative
+    value (Paddle2ONNX and some other exporters write -1 for "any")."""
+    return d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
 
 
 def _named(n, name):
