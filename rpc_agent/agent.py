@@ -16,6 +16,13 @@ protocol_mismatch, unavailable); a candidate that crashes, hangs or exceeds a
 limit is an "ok": true answer of a run whose "error" is one of the tuning
 log's kinds (runtime_error, run_timeout).
 
+Requests are checked before anything is done: a line longer than MAX_LINE_BYTES,
+text that is not UTF-8 (lone surrogates, invalid bytes) or holds NUL, NaN/Infinity,
+integers of more than 30 digits, nesting deeper than 8 and out-of-range fields are
+refused with "ok": false, and the agent goes on serving.  Client limits above the
+agent's maxima (hello's "limits") are lowered to them, never switched off.  A line
+whose "op" is "bye" is honoured whatever else it holds.
+
 ops:
   hello    {"protocol": 1} -> protocol, machine, bits, cpu_model, cores,
            governor, mem_free_bytes, mem_total_bytes, emulators, workdir, ...
@@ -66,9 +73,36 @@ AGENT_NAME = "cgen-rpc-agent"
 EMULATORS = ("qemu-aarch64", "qemu-arm")
 QEMU_MIN_AS_BYTES = 5 << 30
 MAX_NUMBER = 1 << 24
+MAX_REPEAT = 1 << 16
 MAX_CALIBRATION_RUNS = 12
 TAIL_CHARS = 2000
 GiB = 1 << 30
+MiB = 1 << 20
+
+# The agent's own maxima, announced in hello under "limits".  A client may ask for less,
+# never for more: larger limits are capped, so no request can switch a limit off.
+MAX_LINE_BYTES = 8 * MiB          # one request line (a 4 MiB put chunk is ~5.6 MB of base64)
+MAX_DEPTH = 8                     # nesting of a request (the deepest real one has 3)
+MAX_INT_DIGITS = 30               # parsing a huge decimal integer is quadratic
+MAX_TIMEOUT_S = 86400.0
+MAX_MIN_REPEAT_MS = 600000.0
+MAX_CPU_S = 86400
+MAX_FSIZE_BYTES = 2 * GiB
+MAX_PUT_BYTES = 2 * GiB           # one stored file
+RUN_DISK_BYTES = 4 * GiB          # bytes one run may add to its run directory
+SESSION_DISK_BYTES = 8 * GiB      # bytes in the whole work directory
+MAX_OUTPUT_BYTES = 256 * MiB      # output files one run may return
+TAIL_BYTES = 64 * 1024            # kept of a child's stdout/stderr beyond the timing lines
+STDOUT_BYTES = 4 * MiB            # kept of a child's stdout (the timing lines)
+NPROC = 256                       # processes one run may have at once (when the agent can tell)
+
+
+class _Bad(object):
+    """A JSON value the parser refuses (NaN, Infinity, a huge integer), kept as a marker so the
+    line still parses: its "op" can still be read, and bye is honoured whatever else it holds."""
+
+    def __init__(self, what):
+        self.what = what
 
 
 class BadRequest(Exception):
@@ -148,6 +182,16 @@ def default_as_bytes(emulated):
     return int(limit)
 
 
+def agent_limits():
+    """The agent's maxima and budgets (bytes, seconds, processes), announced in hello."""
+    return {"max_line_bytes": MAX_LINE_BYTES, "max_put_bytes": MAX_PUT_BYTES,
+            "run_disk_bytes": RUN_DISK_BYTES, "session_disk_bytes": SESSION_DISK_BYTES,
+            "max_output_bytes": MAX_OUTPUT_BYTES, "tail_bytes": TAIL_BYTES,
+            "cpu_s": MAX_CPU_S, "fsize_bytes": MAX_FSIZE_BYTES,
+            "as_bytes": max(default_as_bytes(True), meminfo().get("MemTotal", 0)),
+            "nproc": NPROC}
+
+
 def hello_info(workdir):
     mem = meminfo()
     try:
@@ -172,6 +216,7 @@ def hello_info(workdir):
         "emulators": {e: shutil.which(e) for e in EMULATORS},
         "workdir": workdir,
         "pid": os.getpid(),
+        "limits": agent_limits(),
     }
 
 
@@ -196,14 +241,94 @@ def _signal_name(num):
         return "signal %d" % num
 
 
-def _int(req, key, default, lo=0, hi=None):
+def _parse_int(text):
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        return _Bad("an integer of %d digits" % len(text))
+    return int(text)
+
+
+def _parse_float(text):
+    v = float(text)
+    return v if math.isfinite(v) else _Bad("a number out of the double range (%s...)" % text[:20])
+
+
+def _parse_constant(name):
+    return _Bad("%s (not a finite number)" % name)
+
+
+def parse_line(line):
+    """A request line (bytes) -> a dict, or raises BadRequest.  Invalid UTF-8 bytes become lone
+    surrogates (refused by check_tree unless the request is bye); nothing here raises otherwise."""
+    text = line.decode("utf-8", "surrogateescape") if isinstance(line, bytes) else line
+    try:
+        req = json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
+                         parse_constant=_parse_constant)
+    except (ValueError, RecursionError, MemoryError) as e:
+        raise BadRequest("not JSON: %s" % (str(e)[:200],))
+    if not isinstance(req, dict):
+        raise BadRequest("a request is a JSON object, got %s" % type(req).__name__)
+    return req
+
+
+def _bad_text(s):
+    if "\0" in s:
+        return "contains NUL"
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (lone surrogate or invalid byte)"
+    return None
+
+
+def check_tree(req):
+    """Refuses, without recursion, anything but finite numbers, bounded integers and UTF-8 text
+    without NUL, nested at most MAX_DEPTH deep."""
+    stack = [(req, 1, "request")]
+    while stack:
+        v, depth, where = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BadRequest("%s is nested more than %d deep" % (where, MAX_DEPTH))
+        if isinstance(v, _Bad):
+            raise BadRequest("%s: %s" % (where, v.what))
+        if isinstance(v, str):
+            why = _bad_text(v)
+            if why:
+                raise BadRequest("a string in %s %s" % (where, why))
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                why = _bad_text(k)
+                if why:
+                    raise BadRequest("a key in %s %s" % (where, why))
+                stack.append((x, depth + 1, k if depth == 1 else where))
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1, where) for x in v)
+
+
+def _num(req, key, default, lo, hi, integral=False, cap=False):
+    """req[key] (default when absent or null) as a finite number in [lo, hi]; with cap, a
+    larger value is lowered to hi instead of refused (a client limit above the agent's)."""
     v = req.get(key, default)
     if v is None:
         v = default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-        raise BadRequest("%s must be a number, got %r" % (key, v))
-    if v < lo or (hi is not None and v > hi):
-        raise BadRequest("%s=%r out of range" % (key, v))
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise BadRequest("%s must be a finite number, got %r" % (key, v))
+    if integral and isinstance(v, float):
+        if not v.is_integer():
+            raise BadRequest("%s must be an integer, got %r" % (key, v))
+        v = int(v)
+    if cap and v > hi:
+        v = hi
+    if v < lo or v > hi:
+        raise BadRequest("%s=%r out of range [%r, %r]" % (key, v, lo, hi))
+    return v
+
+
+def _bool(req, key, default):
+    v = req.get(key, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise BadRequest("%s must be true or false, got %r" % (key, v))
     return v
 
 
@@ -220,6 +345,7 @@ class Agent:
         self.run_count = 0
         self.last_run_end = 0.0
         self.child = None  # the running child, killed on exit
+        self.closing = False  # set by bye
 
     # ------------------------------------------------------------ paths
     def path_in(self, base, name):
@@ -244,6 +370,8 @@ class Agent:
     # ------------------------------------------------------------ ops
     def op_hello(self, req):
         want = req.get("protocol", PROTOCOL_VERSION)
+        if isinstance(want, bool) or not isinstance(want, int):
+            raise BadRequest("protocol must be an integer, got %r" % (want,))
         if want != PROTOCOL_VERSION:
             raise BadRequest("host speaks protocol %r, agent speaks %d" % (want, PROTOCOL_VERSION),
                              "protocol_mismatch")
@@ -254,15 +382,21 @@ class Agent:
 
     def op_put(self, req):
         path = self.path_in(self.files, req.get("name"))
+        data = req.get("data", "")
+        if not isinstance(data, str):
+            raise BadRequest("put: data must be a base64 string")
         try:
-            data = base64.b64decode(req.get("data", ""), validate=True)
+            data = base64.b64decode(data, validate=True)
         except (binascii.Error, TypeError, ValueError) as e:
             raise BadRequest("put %s: data is not base64: %s" % (req.get("name"), e))
         want = req.get("sha256")
+        if want is not None and not isinstance(want, str):
+            raise BadRequest("put: sha256 must be a hex string")
         if want is not None and hashlib.sha256(data).hexdigest() != want:
             raise BadRequest("put %s: checksum mismatch (sent %s, received %s)"
                              % (req["name"], want, hashlib.sha256(data).hexdigest()))
-        offset = _int(req, "offset", 0)
+        offset = _num(req, "offset", 0, 0, MAX_PUT_BYTES, integral=True)
+        executable = _bool(req, "executable", False)
         parent = os.path.dirname(path)
         os.makedirs(parent, 0o700, exist_ok=True)
         if offset:
@@ -279,7 +413,7 @@ class Agent:
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
-        os.chmod(path, 0o700 if req.get("executable") else 0o600)
+        os.chmod(path, 0o700 if executable else 0o600)
         return {"size": os.path.getsize(path), "sha256": _sha256(path)}
 
     def op_cleanup(self, req):
@@ -319,22 +453,25 @@ class Agent:
             if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
                 raise BadRequest("%s must be a list of strings" % key)
         sources = [self.stored(src) for src, _ in pairs]
-        repeat = int(_int(req, "repeat", 0, 0, 1 << 20))
-        number = int(_int(req, "number", 1, 1, MAX_NUMBER))
-        min_repeat_ms = float(_int(req, "min_repeat_ms", 0))
-        cooldown_ms = float(_int(req, "cooldown_ms", 0, 0, 3.6e6))
-        timeout = float(_int(req, "timeout", 60, 0.001, 1e6))
+        repeat = _num(req, "repeat", 0, 0, MAX_REPEAT, integral=True)
+        number = _num(req, "number", 1, 1, MAX_NUMBER, integral=True)
+        min_repeat_ms = float(_num(req, "min_repeat_ms", 0, 0, MAX_MIN_REPEAT_MS))
+        cooldown_ms = float(_num(req, "cooldown_ms", 0, 0, 3.6e6))
+        timeout = float(_num(req, "timeout", 60, 0.001, MAX_TIMEOUT_S))
         ret = req.get("return_outputs", "data")
-        if ret not in ("data", "sha256"):
+        if not isinstance(ret, str) or ret not in ("data", "sha256"):
             raise BadRequest("return_outputs must be 'data' or 'sha256'")
         env = req.get("env") or {}
         if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                 for k, v in env.items()):
             raise BadRequest("env must map strings to strings")
+        for k in env:
+            if not k or "=" in k:
+                raise BadRequest("env name %r is empty or contains '='" % k)
         emulator = req.get("emulator")
         prefix = []
         if emulator is not None:
-            if emulator not in EMULATORS:
+            if not isinstance(emulator, str) or emulator not in EMULATORS:
                 raise BadRequest("emulator must be one of %s, got %r" % (", ".join(EMULATORS), emulator))
             path = shutil.which(emulator)
             if path is None:
@@ -363,9 +500,11 @@ class Agent:
             args = [copies[a[1:]] if a.startswith("@") else a for a in argv]
             child_env = dict(os.environ)
             child_env.update(env)
-            return self.measure(prefix + [exe], args, sources, list(copies.values()),
-                                outputs, rundir, repeat, number, min_repeat_ms, timeout,
-                                limits, child_env, ret)
+            res = self.measure(prefix + [exe], args, sources, list(copies.values()),
+                               outputs, rundir, repeat, number, min_repeat_ms, timeout,
+                               limits, child_env, ret)
+            res["limits"] = limits          # the limits in force (client's, capped)
+            return res
         finally:
             self.last_run_end = time.monotonic()
             _remove(rundir)
@@ -374,9 +513,11 @@ class Agent:
     def limits(self, req, timeout, emulated):
         if not isinstance(req, dict):
             raise BadRequest("limits must be an object")
-        cpu = _int(req, "cpu_s", math.ceil(timeout) + 1, 1)
-        fsize = _int(req, "fsize_bytes", GiB, 1)
-        as_bytes = _int(req, "as_bytes", default_as_bytes(emulated), 1 << 20)
+        caps = agent_limits()
+        cpu = _num(req, "cpu_s", min(math.ceil(timeout) + 1, MAX_CPU_S), 1, caps["cpu_s"], cap=True)
+        fsize = _num(req, "fsize_bytes", GiB, 1, caps["fsize_bytes"], cap=True)
+        as_bytes = _num(req, "as_bytes", default_as_bytes(emulated), 1 << 20, caps["as_bytes"],
+                        cap=True)
         if emulated:
             as_bytes = max(as_bytes, QEMU_MIN_AS_BYTES)
         return {"cpu_s": int(math.ceil(cpu)), "fsize_bytes": int(fsize), "as_bytes": int(as_bytes)}
@@ -491,7 +632,7 @@ class Agent:
                 times = [float(x) for x in stdout.split()]
             except ValueError:
                 times = []
-            if len(times) != repeat:
+            if len(times) != repeat or not all(math.isfinite(t) for t in times):
                 out["error"] = {"kind": "runtime_error", "msg": "expected %d timing lines, got: %r"
                                 % (repeat, _tail(stdout)[:200])}
                 return out
@@ -500,44 +641,57 @@ class Agent:
 
     # ------------------------------------------------------------ serving
     def handle(self, line):
+        """One request line -> its answer; never raises (a request is refused, never fatal)."""
+        rid = None
         try:
-            req = json.loads(line)
-        except ValueError as e:
-            return {"id": None, "ok": False, "error": {"kind": "bad_request", "msg": "not JSON: %s" % e}}
-        if not isinstance(req, dict):
-            return {"id": None, "ok": False, "error": {"kind": "bad_request", "msg": "not an object"}}
-        rid = req.get("id")
-        op = req.get("op")
-        fn = getattr(self, "op_%s" % op, None) if isinstance(op, str) and op.isidentifier() else None
-        if fn is None:
-            return {"id": rid, "ok": False,
-                    "error": {"kind": "bad_request", "msg": "unknown op %r" % (op,)}}
-        try:
-            body = fn(req)
+            req = parse_line(line)
+            rid = req.get("id")
+            if not (rid is None or isinstance(rid, (int, float, str))) or _bad_id(rid):
+                rid = None
+            op = req.get("op")
+            if op == "bye":                 # honoured whatever else is on its line
+                self.closing = True
+                return {"bye": True, "id": rid, "ok": True}
+            check_tree(req)
+            fn = OPS.get(op) if isinstance(op, str) else None
+            if fn is None:
+                raise BadRequest("unknown op %r" % (op,))
+            body = fn(self, req)
         except BadRequest as e:
             return {"id": rid, "ok": False, "error": {"kind": e.kind, "msg": str(e)}}
+        except Terminated:
+            raise
         except OSError as e:
-            return {"id": rid, "ok": False,
-                    "error": {"kind": "agent_error", "msg": "%s: %s" % (op, e)}}
+            return {"id": rid, "ok": False, "error": {"kind": "agent_error", "msg": str(e)[:500]}}
+        except Exception as e:  # a bug of the agent: answered, and the agent goes on
+            return {"id": rid, "ok": False, "error": {"kind": "agent_error", "msg": "internal error: %s: %s"
+                                                      % (type(e).__name__, str(e)[:300])}}
         body.update(id=rid, ok=True)
         return body
 
     def serve(self, rfile, wfile):
-        """Answer requests until bye or end of input."""
-        while True:
-            line = rfile.readline()
+        """Answer requests until bye or end of input; a line longer than MAX_LINE_BYTES is
+        refused without being held in memory."""
+        while not self.closing:
+            line = rfile.readline(MAX_LINE_BYTES + 1)
             if not line:
                 return
-            if not line.strip():
+            if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                while line and not line.endswith(b"\n"):
+                    line = rfile.readline(MiB)
+                answer = {"id": None, "ok": False, "error": {
+                    "kind": "bad_request", "msg": "request line longer than %d bytes" % MAX_LINE_BYTES}}
+            elif not line.strip():
                 continue
-            answer = self.handle(line.decode("utf-8", "replace") if isinstance(line, bytes) else line)
-            wfile.write(json.dumps(answer).encode("utf-8") + b"\n")
+            else:
+                answer = self.handle(line)
+            try:
+                text = json.dumps(answer)
+            except (TypeError, ValueError) as e:
+                text = json.dumps({"id": None, "ok": False, "error": {
+                    "kind": "agent_error", "msg": "unencodable answer: %s" % e}})
+            wfile.write(text.encode("utf-8") + b"\n")
             wfile.flush()
-            if answer.get("ok") and _op_of(line) == "bye":
-                return
-
-    def op_bye(self, req):
-        return {"bye": True}
 
     def close(self):
         if self.child is not None:
@@ -545,11 +699,14 @@ class Agent:
         _remove(self.workdir)
 
 
-def _op_of(line):
-    try:
-        return json.loads(line).get("op")
-    except (ValueError, AttributeError):
-        return None
+def _bad_id(rid):
+    if isinstance(rid, str):
+        return _bad_text(rid) is not None
+    return isinstance(rid, float) and not math.isfinite(rid)
+
+
+OPS = {"hello": Agent.op_hello, "ping": Agent.op_ping, "put": Agent.op_put,
+       "cleanup": Agent.op_cleanup, "run": Agent.op_run}
 
 
 def _with_tail(msg, tail):

@@ -1,0 +1,149 @@
+"""rpc_agent against a hostile client and hostile candidates (issue 15): malformed requests are
+refused answers and the agent keeps serving; nothing outside the work directory is written or
+removed; no process outlives its run; memory and disk stay bounded."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+AGENT = ROOT / "rpc_agent" / "agent.py"
+SH = b"#!/bin/sh\n"
+
+
+class Agent:
+    """One agent subprocess spoken to line by line (raw bytes, so any line can be sent)."""
+
+    def __init__(self, root):
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", str(AGENT), "--root", str(root)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.info = self.ask({"id": 0, "op": "hello"})
+        self.workdir = Path(self.info["workdir"])
+
+    def raw(self, line: bytes) -> dict:
+        self.proc.stdin.write(line.rstrip(b"\n") + b"\n")
+        self.proc.stdin.flush()
+        out = self.proc.stdout.readline()
+        assert out, f"agent died (exit {self.proc.wait(timeout=10)})"
+        return json.loads(out)
+
+    def ask(self, req) -> dict:
+        return self.raw(json.dumps(req).encode() if not isinstance(req, bytes) else req)
+
+    def put(self, name, data: bytes, executable=False) -> dict:
+        return self.ask({"id": 1, "op": "put", "name": name, "data": base64.b64encode(data).decode(),
+                         "sha256": hashlib.sha256(data).hexdigest(), "executable": executable})
+
+    def serves(self) -> bool:
+        return self.ask({"id": 99, "op": "ping"})["ok"] is True
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        self.proc.stdout.close()
+
+
+@pytest.fixture
+def agent(tmp_path):
+    a = Agent(tmp_path)
+    try:
+        yield a
+    finally:
+        a.close()
+
+
+def _refused(ans, kind="bad_request"):
+    assert ans["ok"] is False and ans["error"]["kind"] == kind and ans["error"]["msg"], ans
+
+
+# ---------------------------------------------------------------- 1. a parser that never raises
+def test_hello_announces_the_line_cap_and_budgets(agent):
+    caps = agent.info["limits"]
+    for key in ("max_line_bytes", "max_put_bytes", "run_disk_bytes", "session_disk_bytes",
+                "max_output_bytes", "tail_bytes", "cpu_s", "fsize_bytes", "as_bytes", "nproc"):
+        assert isinstance(caps[key], int) and caps[key] > 0, key
+
+
+SURROGATE_CASES = [
+    {"op": "put", "name": "\ud800", "data": ""},
+    {"op": "run", "exe": "\ud800"},
+    {"op": "run", "exe": "x", "files": ["\ud800"]},
+    {"op": "run", "exe": "x", "files": [["in", "\ud800"]]},
+    {"op": "run", "exe": "x", "outputs": ["\ud800"]},
+    {"op": "cleanup", "names": ["\ud800"]},
+    {"op": "run", "exe": "x", "argv": ["\ud800"]},
+]
+
+
+@pytest.mark.parametrize("req", SURROGATE_CASES, ids=lambda r: r["op"] + "-" + "-".join(r)[:30])
+def test_lone_surrogates_are_refused(agent, req):
+    assert agent.put("x", SH + b"exit 0\n", executable=True)["ok"]
+    assert agent.put("in", b"1")["ok"]
+    _refused(agent.ask(dict(req, id=5)))
+    assert agent.serves()
+
+
+@pytest.mark.parametrize("line", [
+    b"[" * 100000,
+    b"{" * 100000,
+    b'{"id": 1, "op": "put", "name": "a", "data": "", "offset": Infinity}',
+    b'{"id": 1, "op": "put", "name": "a", "data": "", "offset": NaN}',
+    b'{"id": 1, "op": "run", "exe": "x", "limits": {"cpu_s": Infinity}}',
+    b'{"id": 1, "op": "run", "exe": "x", "limits": {"fsize_bytes": 1e999}}',
+    b'{"id": 1, "op": "run", "exe": "x", "repeat": 1, "min_repeat_ms": 1' + b"0" * 400 + b"}",
+    b'{"id": 1, "op": "run", "exe": "x", "argv": ["a\\u0000b"]}',
+    b'{"id": 1, "op": "run", "exe": "x", "env": {"A=B": "c"}}',
+    b'{"id": 1, "op": "run", "exe": "x", "env": {"A\\u0000": "c"}}',
+    b'{"id": 1, "op": "run", "exe": "x", "env": {"A": "c\\u0000"}}',
+    b'{"id": 1, "op": "run", "exe": "x", "env": {"": "c"}}',
+    b'{"id": 1, "op": "run", "exe": "x", "timeout": 1e308}',
+    b'{"id": 1, "op": "run", "exe": "x", "number": 1.5}',
+    b'{"id": 1, "op": "run", "exe": "x", "files": {"a": 1}}',
+    b'{"id": 1, "op": "run", "exe": "x", "emulator": ["qemu-arm"]}',
+    b'{"id": 1, "op": "run", "exe": "x", "return_outputs": {}}',
+    b'{"id": 1, "op": "put", "name": "a", "data": 5}',
+    b'{"id": 1, "op": "put", "name": "a", "data": "", "executable": "yes"}',
+    b'{"id": 1, "op": "hello", "protocol": {}}',
+    b'{"id": 1, "op": "\xff"}',
+    b'{"id": 1, "op": "ping", "x": "\xed\xa0\x80"}',
+])
+def test_malformed_requests_are_refused_and_the_agent_goes_on(agent, line):
+    assert agent.put("x", SH + b"exit 0\n", executable=True)["ok"]
+    _refused(agent.raw(line))
+    assert agent.serves()
+
+
+def test_client_limits_are_capped_never_switched_off(agent):
+    assert agent.put("x", SH + b"ulimit -f; ulimit -t\n", executable=True)["ok"]
+    ans = agent.ask({"id": 1, "op": "run", "exe": "x", "argv": [],
+                     "limits": {"fsize_bytes": 1e300, "cpu_s": 1e300, "as_bytes": 1e300}})
+    assert ans["ok"] and ans["error"] is None, ans
+    caps = agent.info["limits"]
+    assert ans["limits"]["fsize_bytes"] <= caps["fsize_bytes"]
+    assert ans["limits"]["cpu_s"] <= caps["cpu_s"] and ans["limits"]["as_bytes"] <= caps["as_bytes"]
+
+
+def test_a_line_over_the_cap_is_refused_without_reading_it_whole(agent):
+    cap = agent.info["limits"]["max_line_bytes"]
+    _refused(agent.raw(b'{"id": 1, "op": "ping", "pad": "' + b"a" * (cap + 10) + b'"}'))
+    assert agent.serves()
+
+
+@pytest.mark.parametrize("line", [b'{"id": 7, "op": "bye", "junk": "\xff"}',
+                                  b'{"id": 7, "op": "bye", "x": Infinity, "y": "\\ud800"}'])
+def test_bye_is_honoured_whatever_else_is_on_its_line(tmp_path, line):
+    a = Agent(tmp_path)
+    ans = a.raw(line)
+    assert ans["ok"] and ans["bye"] is True
+    assert a.proc.wait(timeout=10) == 0
+    assert not a.workdir.exists()
+    a.proc.stdin.close()
+    a.proc.stdout.close()
