@@ -36,6 +36,7 @@ from .onnx_convert import (
     convert_matmul, convert_pool, convert_qlinear_conv, convert_qlinear_matmul,
     convert_quantize, convert_reciprocal, convert_reduce, convert_softmax, convert_unary,
     convert_variadic)
+from .onnx_convert_resize import convert_resize
 from .onnx_convert_tensor import (
     convert_concat, convert_constant, convert_constant_of_shape, convert_flatten,
     convert_gather, convert_pad, convert_reshape, convert_shape, convert_size,
@@ -68,6 +69,7 @@ CONVERTERS: Mapping[str, Callable] = {
     "Dropout": convert_dropout, "Cast": convert_cast, "CastLike": convert_cast_like,
     "QuantizeLinear": convert_quantize, "DequantizeLinear": convert_dequantize,
     "QLinearConv": convert_qlinear_conv, "QLinearMatMul": convert_qlinear_matmul,
+    "Resize": convert_resize,               # onnx_convert_resize.py
 }
 
 SUPPORTED_ONNX_OPS = tuple(sorted(CONVERTERS))

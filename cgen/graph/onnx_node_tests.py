@@ -20,6 +20,7 @@ SHAPE_OPERANDS: Mapping[str, tuple] = {
     "Reshape": (1,), "Slice": (1, 2, 3, 4), "Squeeze": (1,), "Unsqueeze": (1,), "Pad": (1, 2, 3),
     "Split": (1,), "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,),
     "Clip": (1, 2), "Gather": (1,), "ConstantOfShape": (0,), "Dropout": (1, 2),
+    "Resize": (1, 2, 3), "Upsample": (1,),
 }
 
 

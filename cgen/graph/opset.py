@@ -20,6 +20,8 @@
                   slice(starts, ends, steps): per axis, indices range(start, end, step)
                   pad(pads=(begin..., end...), mode, value) gather(axis) (data, indices)
                   layout_transform(src, dst)
+                  resize(mode, coord, nearest_mode, cubic_a, exclude_outside, antialias,
+                         extrapolation_value, scales, sizes, roi)             (x)
 
 Axes are non-negative; shapes are static; every value has a concrete dtype.
 """
@@ -46,5 +48,6 @@ OP_PATTERNS: Mapping[str, str] = {
     "layer_norm": REDUCTION,
     "reshape": INJECTIVE, "transpose": INJECTIVE, "concat": INJECTIVE, "split": INJECTIVE,
     "slice": INJECTIVE, "pad": INJECTIVE, "gather": INJECTIVE, "layout_transform": INJECTIVE,
+    "resize": INJECTIVE,            # attributes: cgen.graph.resize_geometry
 }
 CANONICAL_OPS = tuple(OP_PATTERNS)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .graph_ir import Graph, ModelError, Node
 from .layout import pack, unpack
+from .resize_geometry import resize_reference
 from .shapes import pool_geometry
 
 _erf = np.frompyfunc(math.erf, 1, 1)
@@ -369,6 +370,7 @@ IMPLS: dict = {
     "slice": _slice,
     "pad": _pad,
     "gather": _gather,
+    "resize": lambda n, x: resize_reference(n.attr_dict, x),
     "quantize": _quantize,
     "dequantize": _dequantize,
     "qlinear_conv2d": _qlinear_conv2d,

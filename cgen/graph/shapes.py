@@ -232,6 +232,7 @@ _SHAPES: dict = {
     "reshape": _shape_reshape,
     "transpose": lambda a, ins: tuple(ins[0][0][p] for p in a["perm"]),
     "concat": _shape_concat, "slice": _shape_slice, "pad": _shape_pad, "gather": _shape_gather,
+    "resize": lambda a, ins: a["sizes"],
 }
 
 

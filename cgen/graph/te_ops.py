@@ -16,6 +16,7 @@ from ..te.tensor import Tensor
 from .graph_ir import Graph, ModelError, Node, Value
 from .opset import BINARY_OPS, UNARY_OPS
 from .kernels import ALIAS_OPS, Arg
+from .te_resize import resize_fn
 
 
 # ====================================================================== index helpers
@@ -293,6 +294,8 @@ def node_fns(node: Node, ins: list, graph: Graph, inputs: Inputs) -> list:
         return [_pad_fn(ins[0], node, a)]
     if op == "gather":
         return [_gather_fn(ins, node, a, graph, inputs)]
+    if op == "resize":
+        return [resize_fn(ins[0], node, inputs)]
     raise ModelError(f"node {node.name!r}: op {op} is not supported by the C backend",
                      "unsupported_op")
 
