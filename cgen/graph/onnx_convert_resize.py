@@ -92,3 +92,44 @@ def convert_resize(imp, n, a):
         return
     imp.emit("resize", [x], attrs, outputs=[n.output[0]])
 
+
+
+# ====================================================================== before opset 11
+# Upsample (opsets 7-9) and Resize-10 map coordinates asymmetrically (x / scale), as
+# onnxruntime runs them; onnx.version_converter turns them into Resize-11 nodes without
+# saying so, which would read as half_pixel.  The importer notes their outputs before the
+# conversion and marks the converted nodes after it.
+def legacy_resize_outputs(proto) -> set:
+    return {n.output[0] for n in proto.graph.node
+            if n.op_type in ("Upsample", "Resize") and n.domain in ("", "ai.onnx")}
+
+
+def mark_legacy_resizes(proto, outputs: set) -> None:
+    import onnx
+    for n in proto.graph.node:
+        if n.op_type == "Resize" and n.output[0] in outputs:
+            keep = [a for a in n.attribute if a.name not in ("coordinate_transformation_mode",
+                                                             "nearest_mode")]
+            del n.attribute[:]
+            n.attribute.extend(keep + [
+                onnx.helper.make_attribute("coordinate_transformation_mode", "asymmetric"),
+                onnx.helper.make_attribute("nearest_mode", "floor")])
+
+
+def convert_upsample(imp, n, a):
+    """Upsample in a model that declares opset >= 11 (the checker lets a deprecated op
+    through for some producers): X and scales, asymmetric coordinates, floor rounding."""
+    x = n.input[0]
+    scales = a.get("scales")
+    if scales is None:
+        scales = imp.const(n.input[1], "scales").reshape(-1)
+    shape = imp.v(x).shape
+    mode = _choice(imp, a, "mode", "nearest", ("nearest", "linear", "bilinear"))
+    out = [int(math.floor(d * float(s))) for d, s in zip(shape, np.asarray(scales, np.float64))]
+    if len(out) != len(shape):
+        _refuse(imp, f"scales has {len(out)} entries for rank {len(shape)}", "shape")
+    attrs = {"mode": "linear" if mode == "bilinear" else mode, "coord": "asymmetric",
+             "nearest_mode": "floor", "cubic_a": -0.75, "exclude_outside": 0, "antialias": 0,
+             "extrapolation_value": 0.0, "scales": tuple(float(s) for s in scales),
+             "sizes": tuple(out), "roi": ()}
+    imp.emit("resize", [x], attrs, outputs=[n.output[0]])

@@ -36,7 +36,8 @@ from .onnx_convert import (
     convert_matmul, convert_pool, convert_qlinear_conv, convert_qlinear_matmul,
     convert_quantize, convert_reciprocal, convert_reduce, convert_softmax, convert_unary,
     convert_variadic)
-from .onnx_convert_resize import convert_resize
+from .onnx_convert_resize import (convert_resize, convert_upsample, legacy_resize_outputs,
+                                  mark_legacy_resizes)
 from .onnx_convert_tensor import (
     convert_concat, convert_constant, convert_constant_of_shape, convert_flatten,
     convert_gather, convert_pad, convert_reshape, convert_shape, convert_size,
@@ -69,7 +70,7 @@ CONVERTERS: Mapping[str, Callable] = {
     "Dropout": convert_dropout, "Cast": convert_cast, "CastLike": convert_cast_like,
     "QuantizeLinear": convert_quantize, "DequantizeLinear": convert_dequantize,
     "QLinearConv": convert_qlinear_conv, "QLinearMatMul": convert_qlinear_matmul,
-    "Resize": convert_resize,               # onnx_convert_resize.py
+    "Resize": convert_resize, "Upsample": convert_upsample,     # onnx_convert_resize.py
 }
 
 SUPPORTED_ONNX_OPS = tuple(sorted(CONVERTERS))
@@ -82,7 +83,9 @@ def load_onnx(model, input_shapes: Mapping | None = None) -> Graph:
     if opset < MIN_OPSET:
         try:     # older models are upgraded by onnx's own converter, or refused
             from onnx import version_converter
+            legacy = legacy_resize_outputs(proto)
             proto = version_converter.convert_version(proto, MIN_OPSET)
+            mark_legacy_resizes(proto, legacy)
             opset = _check(proto, where)
         except ModelError as e:
             raise ModelError(f"ONNX model {where} uses opset {opset}; after conversion to opset "
