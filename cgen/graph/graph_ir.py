@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-DTYPES = ("float32", "int8", "uint8", "int16", "int32", "int64")
+DTYPES = ("float32", "int8", "uint8", "int16", "int32", "int64", "bool")   # bool: _Bool, 1 byte
 
 
 class ModelError(ValueError):

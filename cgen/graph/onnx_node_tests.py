@@ -21,6 +21,9 @@ SHAPE_OPERANDS: Mapping[str, tuple] = {
     "Split": (1,), "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,), "ReduceMin": (1,),
     "Clip": (1, 2), "Gather": (1,), "ConstantOfShape": (0,), "Dropout": (1, 2),
     "Resize": (1, 2, 3), "Upsample": (1,),
+    "Range": (0, 1, 2), "Expand": (1,), "Tile": (1,), "Trilu": (1,), "CumSum": (1,),
+    **{op: (1,) for op in ("ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
+                           "ReduceLogSumExp", "ReduceProd")},
 }
 
 

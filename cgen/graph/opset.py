@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from .ops_extra import EXTRA_OPS
+
 # ====================================================================== op patterns
 ELEMWISE, BROADCAST, INJECTIVE, REDUCTION, ANCHOR, OPAQUE = (
     "elementwise", "broadcast", "injective", "reduction", "anchor", "opaque")
@@ -49,5 +51,6 @@ OP_PATTERNS: Mapping[str, str] = {
     "reshape": INJECTIVE, "transpose": INJECTIVE, "concat": INJECTIVE, "split": INJECTIVE,
     "slice": INJECTIVE, "pad": INJECTIVE, "gather": INJECTIVE, "layout_transform": INJECTIVE,
     "resize": INJECTIVE,            # attributes: cgen.graph.resize_geometry
+    **{op: d.pattern for op, d in EXTRA_OPS.items()},      # ops_extra.py describes them
 }
 CANONICAL_OPS = tuple(OP_PATTERNS)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .graph_ir import Graph, ModelError, Node
 from .layout import pack, unpack
+from .ops_extra import EXTRA_OPS
 from .resize_geometry import resize_reference
 from .shapes import pool_geometry
 
@@ -375,6 +376,7 @@ IMPLS: dict = {
     "dequantize": _dequantize,
     "qlinear_conv2d": _qlinear_conv2d,
     "qlinear_matmul": _qlinear_matmul,
+    **{op: d.ref for op, d in EXTRA_OPS.items()},
 }
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .graph_ir import Graph, ModelError, Node, Value
 from .opset import BINARY_OPS, UNARY_OPS
+from .ops_extra import EXTRA_OPS
 
 
 # ====================================================================== layouts
@@ -255,6 +256,11 @@ _FLOAT_ONLY = {"sigmoid", "tanh", "hard_sigmoid", "hard_swish", "erf", "gelu", "
                "conv2d_transpose", "avg_pool2d"}
 
 
+# the core ops that only move or convert data take bool (the ops_extra ones say themselves)
+_BOOL_OK = {"identity", "cast", "reshape", "transpose", "concat", "split", "slice", "gather",
+            "layout_transform"}
+
+
 def output_types(op: str, attrs: Mapping, ins: list) -> list:
     """Logical (shape, dtype) of each output of `op` given logical (shape, dtype) inputs."""
     a = dict(attrs)
@@ -264,6 +270,10 @@ def output_types(op: str, attrs: Mapping, ins: list) -> list:
         if sum(a["sizes"]) != xs[ax]:
             raise _err(f"split sizes {a['sizes']} do not add up to {xs[ax]} on axis {ax}")
         return [(xs[:ax] + (s,) + xs[ax + 1:], ins[0][1]) for s in a["sizes"]]
+    if any(dt == "bool" for _, dt in ins) and op not in _BOOL_OK and op not in EXTRA_OPS:
+        raise ModelError(f"{op} does not take bool", "unsupported_dtype")
+    if op in EXTRA_OPS:
+        return [(tuple(int(d) for d in EXTRA_OPS[op].shape(a, ins)), EXTRA_OPS[op].dtype(a, ins))]
     rule = _SHAPES.get(op)
     if rule is None:
         raise ModelError(f"no shape rule for op {op!r}", "unsupported_op")

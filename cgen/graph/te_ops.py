@@ -15,6 +15,7 @@ from ..te.expr import INDEX, const
 from ..te.tensor import Tensor
 from .graph_ir import Graph, ModelError, Node, Value
 from .opset import BINARY_OPS, UNARY_OPS
+from .ops_extra import EXTRA_OPS
 from .kernels import ALIAS_OPS, Arg
 from .te_resize import resize_fn
 
@@ -296,6 +297,8 @@ def node_fns(node: Node, ins: list, graph: Graph, inputs: Inputs) -> list:
         return [_gather_fn(ins, node, a, graph, inputs)]
     if op == "resize":
         return [resize_fn(ins[0], node, inputs)]
+    if op in EXTRA_OPS:
+        return EXTRA_OPS[op].fn(node, ins, graph, inputs)
     raise ModelError(f"node {node.name!r}: op {op} is not supported by the C backend",
                      "unsupported_op")
 

@@ -8,7 +8,7 @@ from .expr import (Expr, Const, Var, IterVar, Binary, Compare, Logic, Not, Selec
                    is_float, is_int, reduce_identity, _unify)
 from .tensor import Tensor, PlaceholderOp, ComputeOp, placeholder, compute, reduce_axis
 
-UNARY_FLOAT = ("exp", "log", "sqrt", "tanh", "sigmoid", "erf", "floor", "rint")
+UNARY_FLOAT = ("exp", "log", "sqrt", "tanh", "sigmoid", "erf", "floor", "rint", "sin", "cos")
 
 
 def _float_call(name):
@@ -29,10 +29,20 @@ tanh = _float_call("tanh")
 sigmoid = _float_call("sigmoid")
 erf = _float_call("erf")
 floor = _float_call("floor")
+sin = _float_call("sin")
+cos = _float_call("cos")
 # round to nearest, ties to even: C rintf under the default rounding mode (ONNX requantisation)
 round_half_even = _float_call("rint")
 round_half_even.__name__ = "round_half_even"
 round_half_even.__doc__ = "Round a float32 expression to the nearest integer, ties to even (C rintf)."
+
+
+def fmod(x, y):
+    """C fmodf: x - y * trunc(x / y), computed exactly (the sign of x)."""
+    x, y = _unify(x, y)
+    if not is_float(x.dtype):
+        raise TypeError(f"te.fmod takes float32, got {x.dtype}")
+    return Call("fmod", (x, y), x.dtype)
 
 
 def abs(x):  # noqa: A001 - te namespace mirrors numpy
