@@ -235,6 +235,37 @@ def _te_reduce(X, n: Node, out: Value):
     return te.compute(oshape, lambda *i: red[i] / cnt, name="mean")
 
 
+def _bias_epilogue(conv: Node) -> tuple:
+    """A convolution's bias as the first epilogue node (none without a bias)."""
+    return (_bias_node(conv),) if len(conv.inputs) > 2 else ()
+
+
+def _reduction_compute(inputs, n: Node, out: Value):
+    A = _te_reduce(inputs.value(n.inputs[0]), n, out)
+    if isinstance(A, tuple):
+        *_, A = A
+    return A, (_layer_norm_affine(n) if n.op == "layer_norm" else ())
+
+
+def _value_compute(fn, extra=lambda n: ()):
+    """(inputs, node, output) -> (fn over the node's first two inputs, epilogue nodes)."""
+    return lambda inputs, n, out: (fn(inputs.value(n.inputs[0]), inputs.value(n.inputs[1]),
+                                      n, out), extra(n))
+
+
+# anchor op -> (inputs, node, output Value) -> (te tensor of the anchor's output, nodes
+# to run before the group's epilogue); any other op of a reduction group: _te_reduce
+ANCHOR_COMPUTES = {
+    "conv2d": _value_compute(_te_conv, _bias_epilogue),
+    "conv2d_transpose": _value_compute(_te_conv_transpose, _bias_epilogue),
+    "matmul": _value_compute(lambda a, b, n, out: _te_matmul(a, b, out)),
+    "max_pool2d": lambda inputs, n, out: (_te_pool(inputs.value(n.inputs[0]), n), ()),
+    "avg_pool2d": lambda inputs, n, out: (_te_pool(inputs.value(n.inputs[0]), n), ()),
+    "qlinear_conv2d": lambda inputs, n, out: (_te_qconv(inputs, n, out), ()),
+    "qlinear_matmul": lambda inputs, n, out: (_te_qmatmul(inputs, n, out), ()),
+}
+
+
 def _te_route(group: Group, graph: Graph, target) -> Route:
     """The group as built-in computes over its unpacked inputs."""
     def build(tgt, cfg):
@@ -245,33 +276,13 @@ def _te_route(group: Group, graph: Graph, target) -> Route:
         if group.kind in ("anchor", "reduction"):
             a_out = first.outputs[0]
             rest = group.nodes[1:]
-            if first.op == "conv2d":
-                A = _te_conv(inputs.value(first.inputs[0]), inputs.value(first.inputs[1]),
-                             first, a_out)
-                if len(first.inputs) > 2:
-                    rest = (_bias_node(first),) + tuple(rest)
-            elif first.op == "conv2d_transpose":
-                A = _te_conv_transpose(inputs.value(first.inputs[0]),
-                                       inputs.value(first.inputs[1]), first, a_out)
-                if len(first.inputs) > 2:
-                    rest = (_bias_node(first),) + tuple(rest)
-            elif first.op == "matmul":
-                A = _te_matmul(inputs.value(first.inputs[0]), inputs.value(first.inputs[1]), a_out)
-            elif first.op in ("max_pool2d", "avg_pool2d"):
-                A = _te_pool(inputs.value(first.inputs[0]), first)
-            elif first.op == "qlinear_conv2d":
-                A = _te_qconv(inputs, first, a_out)
-            elif first.op == "qlinear_matmul":
-                A = _te_qmatmul(inputs, first, a_out)
-            elif group.kind == "reduction":
-                A = _te_reduce(inputs.value(first.inputs[0]), first, a_out)
-                if isinstance(A, tuple):
-                    *_, A = A
-                if first.op == "layer_norm":
-                    rest = _layer_norm_affine(first) + tuple(rest)
-            else:
+            compute = ANCHOR_COMPUTES.get(first.op) or (
+                _reduction_compute if group.kind == "reduction" else None)
+            if compute is None:
                 raise ModelError(f"node {first.name!r}: op {first.op} is not supported by the C "
                                  "backend", "unsupported_op")
+            A, before = compute(inputs, first, a_out)
+            rest = tuple(before) + tuple(rest)
             known[a_out.name] = (lambda T, shape: lambda idx: T[regroup(idx, shape, T.shape)])(
                 A, a_out.shape)
         env = build_fns(rest, graph, inputs, known)
