@@ -46,7 +46,12 @@ ops:
   bye      -> answered, then the work directory is removed and the agent exits.
 
 Each child runs in its own process group with a wall-clock timeout that
-SIGKILLs the whole group, and with limits on CPU time, file size and address
+SIGKILLs the whole group; on Linux the agent is also its runs' subreaper
+(prctl PR_SET_CHILD_SUBREAPER through ctypes), so at timeout, at the child's
+exit and at bye every descendant is killed, even one that left the group with
+setsid (without ctypes/prctl only the group is killed).  Stdout and stderr are
+read with caps, tails kept, and a pipe held by a descendant never delays the
+answer.  A non-root run gets RLIMIT_NPROC = the user's processes + NPROC, and with limits on CPU time, file size and address
 space (at least 5 GiB under QEMU, which does not start below ~4.5 GiB; never
 RLIMIT_DATA, under which a runaway QEMU guest spins instead of dying).
 The agent writes only inside its work directory, refuses names that escape
@@ -60,6 +65,7 @@ import json
 import math
 import os
 import platform
+import selectors
 import shutil
 import signal
 import struct
@@ -579,27 +585,18 @@ class Agent:
             proc = subprocess.Popen(full, cwd=rundir, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                                     start_new_session=True, close_fds=True,
-                                    preexec_fn=_limit_child(limits))
+                                    preexec_fn=_limit_child(limits, _nproc_limit()))
         except OSError as e:
             hint = " (built for another architecture?)" if e.errno == 8 else ""
             out["error"] = {"kind": "runtime_error", "msg": "cannot execute %s: %s%s"
                             % (os.path.basename(cmd[0]), e.strerror, hint)}
             return out
         self.child = proc
-        killed = False
         try:
-            stdout, stderr = proc.communicate(timeout=remaining)
-        except subprocess.TimeoutExpired:
-            killed = True
-            _kill_group(proc.pid)
-            try:
-                stdout, stderr = proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:  # a grandchild left the group and holds the pipes
-                stdout, stderr = b"", b""
-                proc.kill()
-                proc.wait()
+            stdout, stderr, killed = _collect(proc, deadline)
         finally:
             _kill_group(proc.pid)  # leftovers of the group, if any
+            kill_descendants()     # and those that left it (setsid), found as the subreaper's
             self.child = None
         rc = proc.returncode
         out["stderr_tail"] = _tail(stderr)
@@ -696,6 +693,7 @@ class Agent:
     def close(self):
         if self.child is not None:
             _kill_group(self.child.pid)
+        kill_descendants()
         _remove(self.workdir)
 
 
@@ -713,10 +711,17 @@ def _with_tail(msg, tail):
     return msg + (": " + tail.splitlines()[-1][-300:] if tail else "")
 
 
-def _limit_child(limits):
+def _limit_child(limits, nproc=None):
     import resource
 
     def apply():
+        if nproc is not None:
+            try:
+                soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+                if hard == resource.RLIM_INFINITY or nproc < hard:
+                    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, hard))
+            except (ValueError, OverflowError, OSError):
+                pass
         for res, val in ((resource.RLIMIT_CPU, limits["cpu_s"]),
                          (resource.RLIMIT_FSIZE, limits["fsize_bytes"]),
                          (resource.RLIMIT_AS, limits["as_bytes"])):
@@ -729,6 +734,147 @@ def _limit_child(limits):
                 pass
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     return apply
+
+
+def _keep(buf, data, cap):
+    """Appends data to buf, keeping only the last cap bytes; True when something was dropped."""
+    buf += data
+    if len(buf) > cap:
+        del buf[:len(buf) - cap]
+        return True
+    return False
+
+
+def _collect(proc, deadline):
+    """Reads the child's stdout (up to STDOUT_BYTES, tail kept) and stderr (TAIL_BYTES, tail)
+    until both reach end of file, the child exits with its pipes held by a descendant, or the
+    deadline; -> (stdout, stderr, killed at the deadline).  Never buffers a flood whole and
+    never waits on a pipe held by a process that left the group."""
+    bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
+    caps = {proc.stdout: STDOUT_BYTES, proc.stderr: TAIL_BYTES}
+    killed = False
+    grace = None            # after the child exited: how long its pipes may stay open
+    with selectors.DefaultSelector() as sel:
+        for f in bufs:
+            sel.register(f, selectors.EVENT_READ)
+        while sel.get_map():
+            now = time.monotonic()
+            if grace is None and now >= deadline:
+                killed = True
+                _kill_group(proc.pid)
+                proc.kill()
+                proc.wait()
+                kill_descendants()
+                grace = now + 1.0
+            if grace is not None and now >= grace:
+                break
+            for key, _ in sel.select(min((grace or deadline) - now, 0.1)):
+                data = os.read(key.fd, 1 << 16)
+                if data:
+                    _keep(bufs[key.fileobj], data, caps[key.fileobj])
+                else:
+                    sel.unregister(key.fileobj)
+            if grace is None and sel.get_map() and proc.poll() is not None:
+                kill_descendants()      # whoever holds the pipes dies with the run
+                grace = time.monotonic() + 1.0
+    for f in bufs:
+        f.close()
+    proc.wait()
+    return bytes(bufs[proc.stdout]), bytes(bufs[proc.stderr]), killed
+
+
+def _subreaper():
+    """Makes the agent the subreaper of its runs (Linux >= 3.4), so a descendant that leaves
+    its process group (setsid) and is orphaned becomes the agent's child, where kill_descendants
+    finds it.  Without ctypes or prctl, only the run's process group is killed."""
+    global SUBREAPER
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        SUBREAPER = libc.prctl(36, 1, 0, 0, 0) == 0     # PR_SET_CHILD_SUBREAPER
+    except (ImportError, OSError, AttributeError):
+        SUBREAPER = False
+    return SUBREAPER
+
+
+SUBREAPER = False
+
+
+def _children(pid):
+    """The direct children of pid, from /proc/PID/task/*/children, else from a /proc scan."""
+    out = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    try:
+        for t in tasks:
+            with open("/proc/%d/task/%s/children" % (pid, t)) as f:
+                out.extend(int(x) for x in f.read().split())
+        return out
+    except (OSError, ValueError):
+        pass
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            stat = _read("/proc/%s/stat" % d)
+            try:
+                if stat and int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+            except (IndexError, ValueError):
+                pass
+    return out
+
+
+def kill_descendants():
+    """SIGKILLs every descendant of the agent and reaps it; the agent runs one child at a time,
+    so its descendants are the run's (with SUBREAPER, also those that escaped with setsid)."""
+    me = os.getpid()
+    for _ in range(100):
+        todo, seen = [me], []
+        while todo:
+            for c in _children(todo.pop()):
+                if c not in seen:
+                    seen.append(c)
+                    todo.append(c)
+        if not seen:
+            break
+        for pid in seen:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        _reap()
+    _reap()
+
+
+def _reap():
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _nproc_limit():
+    """RLIMIT_NPROC for a run: the agent user's processes now plus NPROC, so a fork bomb stops
+    without starving the user's other processes; None (no limit) for root, which ignores it."""
+    uid = os.getuid()
+    if uid == 0:
+        return None
+    n = 0
+    try:
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    if os.stat("/proc/" + d).st_uid == uid:
+                        n += 1
+                except OSError:
+                    pass
+    except OSError:
+        return None
+    return n + NPROC
 
 
 def _kill_group(pid):
@@ -765,6 +911,7 @@ def main(argv=None):
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     proto_in = sys.stdin.buffer
+    _subreaper()
     agent = Agent(args.root)
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(s, _terminate)

@@ -147,3 +147,52 @@ def test_bye_is_honoured_whatever_else_is_on_its_line(tmp_path, line):
     assert not a.workdir.exists()
     a.proc.stdin.close()
     a.proc.stdout.close()
+
+
+# ---------------------------------------------------------------- 3. a kill that reaches everything
+def _alive_with(token: str) -> list:
+    """Pids of processes whose command line names token (a path unique to one test)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if token.encode() in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def _setsid_script(marker: Path, then: str) -> bytes:
+    # The grandchild leaves the process group and holds stdout and stderr open.
+    return (SH + f"setsid sh -c 'sleep 4; touch {marker}' &\n{then}\n".encode())
+
+
+@pytest.mark.parametrize("how", ["exit", "timeout"])
+def test_setsid_grandchildren_die_with_the_run_and_never_delay_the_reply(agent, tmp_path, how):
+    import time
+    marker = tmp_path / f"escaped-{how}"
+    assert agent.put("g", _setsid_script(marker, "exit 0" if how == "exit" else "sleep 30"),
+                     executable=True)["ok"]
+    t0 = time.monotonic()
+    ans = agent.ask({"id": 1, "op": "run", "exe": "g", "argv": [],
+                     "timeout": 10.0 if how == "exit" else 1.0})
+    took = time.monotonic() - t0
+    assert ans["ok"], ans
+    assert (ans["error"] is None) == (how == "exit"), ans
+    assert took < 3.0, took                            # a held pipe does not delay the reply
+    time.sleep(0.3)
+    assert _alive_with(str(marker)) == []              # no process behind
+    time.sleep(4.5)
+    assert not marker.exists()
+
+
+def test_a_flood_of_output_keeps_the_agent_small(agent):
+    assert agent.put("flood", SH + b"head -c 100000000 /dev/zero; head -c 50000000 /dev/zero >&2\n",
+                     executable=True)["ok"]
+    ans = agent.ask({"id": 1, "op": "run", "exe": "flood", "argv": [], "timeout": 60})
+    assert ans["ok"], ans
+    hwm = [ln for ln in open(f"/proc/{agent.proc.pid}/status") if ln.startswith("VmHWM:")]
+    assert int(hwm[0].split()[1]) < 60 * 1024, hwm            # KiB: no whole-output buffering
+    assert len(ans["stderr_tail"]) <= agent.info["limits"]["tail_bytes"]
+    assert agent.serves()
