@@ -67,9 +67,12 @@ def test_before_opset_11_linear_is_asymmetric(op, opset):
 @pytest.mark.parametrize("op,opset", [("Upsample", 9), ("Resize", 10)])
 def test_before_opset_11_matches_onnxruntime(op, opset):
     ort = pytest.importorskip("onnxruntime")
-    for mode, scales in (("linear", [1, 1, 2, 2]), ("nearest", [1, 1, 3, 2]),
-                         ("nearest", [1, 1, 1.5, 2.5])):
-        shape = [1, 2, 4, 5]
+    cases = [("linear", [1, 1, 2, 2]), ("nearest", [1, 1, 3, 2]), ("nearest", [1, 1, 1.5, 2.5])]
+    if op == "Resize":          # (onnxruntime's Upsample refuses scales below 1)
+        cases += [("nearest", [1, 1, 0.6, 0.5]), ("nearest", [1, 1, 0.75, 1.5]),
+                  ("linear", [1, 1, 0.6, 1.7])]
+    for mode, scales in cases:
+        shape = [1, 2, 7, 9]
         out = [int(np.floor(d * s)) for d, s in zip(shape, scales)]
         model = _resize_model(shape, out, opset, op, scales=scales, mode=mode)
         x = _x(shape)

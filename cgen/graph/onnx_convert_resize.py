@@ -61,7 +61,8 @@ def convert_resize(imp, n, a):
     mode = "linear" if mode == "bilinear" else mode
     coords = COORDS if imp.opset == 11 else tuple(c for c in COORDS if c != "tf_half_pixel_for_nn")
     coord = _choice(imp, a, "coordinate_transformation_mode", "half_pixel", coords)
-    nearest = _choice(imp, a, "nearest_mode", "round_prefer_floor", NEAREST_MODES)
+    nearest = _choice(imp, a, "nearest_mode", "round_prefer_floor",
+                      NEAREST_MODES + (("simple",) if coord == "asymmetric" else ()))
     antialias = int(a.get("antialias", 0))
     if antialias and mode == "nearest":
         _refuse(imp, "antialias with mode='nearest'")
@@ -98,7 +99,8 @@ def convert_resize(imp, n, a):
 # Upsample (opsets 7-9) and Resize-10 map coordinates asymmetrically (x / scale), as
 # onnxruntime runs them; onnx.version_converter turns them into Resize-11 nodes without
 # saying so, which would read as half_pixel.  The importer notes their outputs before the
-# conversion and marks the converted nodes after it.
+# conversion and marks the converted nodes after it: asymmetric, and nearest_mode "simple"
+# (cgen's name for their rounding: floor when an axis grows, ceil when it shrinks).
 def legacy_resize_outputs(proto) -> set:
     return {n.output[0] for n in proto.graph.node
             if n.op_type in ("Upsample", "Resize") and n.domain in ("", "ai.onnx")}
@@ -113,12 +115,12 @@ def mark_legacy_resizes(proto, outputs: set) -> None:
             del n.attribute[:]
             n.attribute.extend(keep + [
                 onnx.helper.make_attribute("coordinate_transformation_mode", "asymmetric"),
-                onnx.helper.make_attribute("nearest_mode", "floor")])
+                onnx.helper.make_attribute("nearest_mode", "simple")])
 
 
 def convert_upsample(imp, n, a):
     """Upsample in a model that declares opset >= 11 (the checker lets a deprecated op
-    through for some producers): X and scales, asymmetric coordinates, floor rounding."""
+    through for some producers): X and scales, asymmetric coordinates, "simple" rounding."""
     x = n.input[0]
     scales = a.get("scales")
     if scales is None:
@@ -129,7 +131,7 @@ def convert_upsample(imp, n, a):
     if len(out) != len(shape):
         _refuse(imp, f"scales has {len(out)} entries for rank {len(shape)}", "shape")
     attrs = {"mode": "linear" if mode == "bilinear" else mode, "coord": "asymmetric",
-             "nearest_mode": "floor", "cubic_a": -0.75, "exclude_outside": 0, "antialias": 0,
+             "nearest_mode": "simple", "cubic_a": -0.75, "exclude_outside": 0, "antialias": 0,
              "extrapolation_value": 0.0, "scales": tuple(float(s) for s in scales),
              "sizes": tuple(out), "roi": ()}
     imp.emit("resize", [x], attrs, outputs=[n.output[0]])

@@ -9,7 +9,9 @@ Attributes of `resize` (all explicit, full rank):
     mode              nearest | linear | cubic
     coord             half_pixel | half_pixel_symmetric | pytorch_half_pixel | align_corners
                       | asymmetric | tf_half_pixel_for_nn | tf_crop_and_resize
-    nearest_mode      round_prefer_floor | round_prefer_ceil | floor | ceil
+    nearest_mode      round_prefer_floor | round_prefer_ceil | floor | ceil | simple (the
+                      rule before opset 11, as onnxruntime runs it: floor on an axis that
+                      grows, ceil on one that shrinks)
     cubic_a, exclude_outside, antialias, extrapolation_value
     scales            per axis, the scale the coordinates are mapped with
     sizes             the output shape
@@ -66,7 +68,9 @@ def _source_coords(coord: str, n_in: int, n_out: int, scale: float, roi) -> np.n
     raise ValueError(f"coordinate_transformation_mode {coord!r}")
 
 
-def _nearest(x: np.ndarray, mode: str) -> np.ndarray:
+def _nearest(x: np.ndarray, mode: str, scale: float) -> np.ndarray:
+    if mode == "simple":
+        mode = "floor" if scale >= 1 else "ceil"
     lo = np.floor(x)
     frac = x - lo
     up = {"round_prefer_floor": frac > 0.5, "round_prefer_ceil": frac >= 0.5,
@@ -105,7 +109,7 @@ def axis_taps(attrs, axis: int, n_in: int) -> AxisTaps | None:
             raise ValueError("the positions inside the crop are not contiguous")
         valid = (lo, hi) if (lo, hi) != (0, n_out) else None
     if mode == "nearest":
-        idx = np.clip(_nearest(x, attrs["nearest_mode"]), 0, n_in - 1)[:, None]
+        idx = np.clip(_nearest(x, attrs["nearest_mode"], scale), 0, n_in - 1)[:, None]
         w = np.ones_like(idx, dtype=np.float64)
     else:
         support = 1 if mode == "linear" else 2
