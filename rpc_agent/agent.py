@@ -58,6 +58,7 @@ The agent writes only inside its work directory, refuses names that escape
 it, and removes it on `bye`, on end of input and on SIGTERM/SIGHUP/SIGINT.
 """
 import argparse
+import fcntl
 import base64
 import binascii
 import hashlib
@@ -68,6 +69,7 @@ import platform
 import selectors
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -343,11 +345,21 @@ class Agent:
         self.workdir = os.path.realpath(tempfile.mkdtemp(prefix="cgen-agent-", dir=root))
         self.files = os.path.join(self.workdir, "files")
         self.runs = os.path.join(self.workdir, "runs")
-        os.mkdir(self.files, 0o700)
-        os.mkdir(self.runs, 0o700)
-        # Who owns this directory, so a host can tell it is stale if the agent gets SIGKILLed.
-        with open(os.path.join(self.workdir, "agent.json"), "w") as f:
+        # Every later open, copy, list and remove goes through this descriptor (and those
+        # opened from it with O_NOFOLLOW), never through a path a candidate may have relinked.
+        self.wfd = os.open(self.workdir, O_DIR)
+        os.mkdir("files", 0o700, dir_fd=self.wfd)
+        os.mkdir("runs", 0o700, dir_fd=self.wfd)
+        # Held while the agent lives: an agent that starts later and can take it knows this
+        # directory is stale (see reap_stale); agent.json is for hosts that reap (by pid).
+        self.lock = os.open("agent.lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_SAFE, 0o600,
+                            dir_fd=self.wfd)
+        _flock(self.lock, False)
+        fd = os.open("agent.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_SAFE, 0o600,
+                     dir_fd=self.wfd)
+        with os.fdopen(fd, "w") as f:
             json.dump({"pid": os.getpid(), "start": process_start(os.getpid())}, f)
+        self.sizes = {}    # stored name -> size: copies read no more than this
         self.run_count = 0
         self.last_run_end = 0.0
         self.child = None  # the running child, killed on exit
@@ -369,9 +381,20 @@ class Agent:
 
     def stored(self, name):
         p = self.path_in(self.files, name)
-        if not os.path.isfile(p):
+        if name not in self.sizes:
             raise BadRequest("no file %r was put" % name)
         return p
+
+    def base_fd(self, base):
+        """A descriptor of files/ or runs/; one a candidate replaced by a link is put back."""
+        try:
+            return os.open(base, O_DIR, dir_fd=self.wfd)
+        except OSError:
+            _rmtree_at(self.wfd, base)
+            os.mkdir(base, 0o700, dir_fd=self.wfd)
+            if base == "files":
+                self.sizes.clear()
+            return os.open(base, O_DIR, dir_fd=self.wfd)
 
     # ------------------------------------------------------------ ops
     def op_hello(self, req):
@@ -403,41 +426,92 @@ class Agent:
                              % (req["name"], want, hashlib.sha256(data).hexdigest()))
         offset = _num(req, "offset", 0, 0, MAX_PUT_BYTES, integral=True)
         executable = _bool(req, "executable", False)
-        parent = os.path.dirname(path)
-        os.makedirs(parent, 0o700, exist_ok=True)
-        if offset:
-            size = os.path.getsize(path) if os.path.isfile(path) else -1
-            if size != offset:
-                raise BadRequest("put %s: append at offset %d but the file has %d bytes"
-                                 % (req["name"], offset, size))
-            with open(path, "ab") as f:
-                f.write(data)
-        else:
-            if os.path.lexists(path) and (os.path.islink(path) or not os.path.isfile(path)):
-                raise BadRequest("put %s: not a regular file" % req["name"])
-            tmp = path + ".part"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        os.chmod(path, 0o700 if executable else 0o600)
-        return {"size": os.path.getsize(path), "sha256": _sha256(path)}
+        name = req["name"]
+        if offset + len(data) > MAX_PUT_BYTES:
+            raise BadRequest("put %s: %d bytes is over the %d-byte cap of a file"
+                             % (name, offset + len(data), MAX_PUT_BYTES))
+        stored = sum(v for k, v in self.sizes.items() if k != name) + offset + len(data)
+        if stored > SESSION_DISK_BYTES:
+            raise BadRequest("put %s: the session's disk quota of %d bytes would be exceeded"
+                             % (name, SESSION_DISK_BYTES))
+        parts = _parts(name)
+        ffd = self.base_fd("files")
+        try:
+            pfd = _opendir_at(ffd, parts[:-1], create=True)
+        finally:
+            os.close(ffd)
+        leaf = parts[-1]
+        try:
+            if offset:
+                try:
+                    fd = os.open(leaf, os.O_RDWR | os.O_APPEND | O_SAFE, dir_fd=pfd)
+                except OSError:
+                    fd, size = None, -1
+                else:
+                    st = os.fstat(fd)
+                    size = st.st_size if stat.S_ISREG(st.st_mode) else -1
+                if size != offset:
+                    if fd is not None:
+                        os.close(fd)
+                    raise BadRequest("put %s: append at offset %d but the file has %d bytes"
+                                     % (name, offset, size))
+            else:
+                try:
+                    if stat.S_ISDIR(os.lstat(leaf, dir_fd=pfd).st_mode):
+                        raise BadRequest("put %s: not a regular file" % name)
+                except FileNotFoundError:
+                    pass
+                tmp = leaf + ".part"
+                fd = _create_at(pfd, tmp)
+            try:
+                _write_all(fd, data)
+                os.fchmod(fd, 0o700 if executable else 0o600)
+                size = os.fstat(fd).st_size
+                digest = _sha256_fd(fd)
+            finally:
+                os.close(fd)
+            if not offset:
+                os.replace(tmp, leaf, src_dir_fd=pfd, dst_dir_fd=pfd)
+        finally:
+            os.close(pfd)
+        self.sizes[name] = size
+        return {"size": size, "sha256": digest}
 
     def op_cleanup(self, req):
         names = req.get("names")
         removed = 0
         if names is None:
-            for base in (self.files, self.runs):
-                for entry in os.listdir(base):
-                    _remove(os.path.join(base, entry))
-                    removed += 1
+            for base in ("files", "runs"):
+                fd = self.base_fd(base)
+                try:
+                    entries = os.listdir(fd)
+                    removed += sum(_rmtree_at(fd, e) for e in entries)
+                finally:
+                    os.close(fd)
+            self.sizes.clear()
         else:
             if not isinstance(names, list):
                 raise BadRequest("names must be a list")
             for n in names:
-                p = self.path_in(self.files, n)
-                if os.path.lexists(p):
-                    _remove(p)
-                    removed += 1
+                self.path_in(self.files, n)
+            ffd = self.base_fd("files")
+            try:
+                for n in names:
+                    parts = _parts(n)
+                    try:
+                        pfd = _opendir_at(ffd, parts[:-1])
+                    except OSError:
+                        continue
+                    try:
+                        os.lstat(parts[-1], dir_fd=pfd)
+                    except OSError:
+                        continue
+                    finally:
+                        removed += _rmtree_at(pfd, parts[-1])
+                        os.close(pfd)
+                    self.sizes.pop(n, None)
+            finally:
+                os.close(ffd)
         return {"removed": removed}
 
     def op_run(self, req):
@@ -490,30 +564,38 @@ class Agent:
         if wait > 0:
             time.sleep(wait)
         self.run_count += 1
-        rundir = os.path.join(self.runs, str(self.run_count))
-        os.mkdir(rundir, 0o700)
+        rname = str(self.run_count)
+        rundir = os.path.join(self.runs, rname)
+        runs_fd = self.base_fd("runs")
+        try:
+            os.mkdir(rname, 0o700, dir_fd=runs_fd)
+            rfd = os.open(rname, O_DIR, dir_fd=runs_fd)
+        except OSError:
+            os.close(runs_fd)
+            raise
         try:
             copies = {}
-            for (_, name), src in zip(pairs, sources):
+            for _, name in pairs:
                 if name in copies:
                     raise BadRequest("two files of this run are named %r" % name)
-                dst = self.path_in(rundir, name)
-                os.makedirs(os.path.dirname(dst), 0o700, exist_ok=True)
-                copies[name] = dst
+                copies[name] = self.path_in(rundir, name)
             for a in argv:
                 if a.startswith("@") and a[1:] not in copies:
                     raise BadRequest("argv item %r names no file of this run" % a)
             args = [copies[a[1:]] if a.startswith("@") else a for a in argv]
             child_env = dict(os.environ)
             child_env.update(env)
-            res = self.measure(prefix + [exe], args, sources, list(copies.values()),
+            self.rfd = rfd
+            res = self.measure(prefix + [exe], args, [src for src, _ in pairs], list(copies),
                                outputs, rundir, repeat, number, min_repeat_ms, timeout,
                                limits, child_env, ret)
             res["limits"] = limits          # the limits in force (client's, capped)
             return res
         finally:
             self.last_run_end = time.monotonic()
-            _remove(rundir)
+            os.close(rfd)
+            _rmtree_at(runs_fd, rname)
+            os.close(runs_fd)
 
     # ------------------------------------------------------------ running
     def limits(self, req, timeout, emulated):
@@ -549,14 +631,22 @@ class Agent:
         res = self.invoke(cmd, timing + args, sources, copies, rundir, repeat, deadline, timeout,
                           limits, env)
         outs = {}
+        budget = MAX_OUTPUT_BYTES
         if res["error"] is None:
             for name in outputs:
-                p = self.path_in(rundir, name)
-                if not os.path.isfile(p):
-                    res["error"] = {"kind": "runtime_error", "msg": "output file %r was not written" % name}
+                self.path_in(rundir, name)
+                try:
+                    data = _read_at(self.rfd, name, budget)
+                except OSError as e:
+                    res["error"] = {"kind": "runtime_error",
+                                    "msg": "output file %r was not written (%s)" % (name, e.strerror or e)}
                     break
-                with open(p, "rb") as f:
-                    data = f.read()
+                except _TooBig as e:
+                    res["error"] = {"kind": "runtime_error",
+                                    "msg": "output %r is %d bytes: over the %d-byte cap of a run's outputs"
+                                    % (name, e.args[0], MAX_OUTPUT_BYTES)}
+                    break
+                budget -= len(data)
                 o = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                 if ret == "data":
                     o["data"] = base64.b64encode(data).decode("ascii")
@@ -573,11 +663,20 @@ class Agent:
 
     def invoke(self, cmd, args, sources, copies, rundir, repeat, deadline, timeout, limits, env):
         """One child process on fresh copies of the inputs; a dict with error None or {kind, msg}."""
-        for src, dst in zip(sources, copies):
-            shutil.copyfile(src, dst)
+        out = {"times": [], "exit_status": None, "signal": None, "stderr_tail": "", "error": None}
+        try:
+            ffd = self.base_fd("files")
+            try:
+                for src, dst in zip(sources, copies):
+                    _copy_at(ffd, src, self.rfd, dst, self.sizes.get(src, -1))
+            finally:
+                os.close(ffd)
+        except (OSError, _TooBig) as e:
+            out["error"] = {"kind": "runtime_error", "msg": "cannot copy the inputs into the run "
+                            "directory (changed by the candidate?): %s" % (e,)}
+            return out
         full = cmd + args
         remaining = deadline - time.monotonic()
-        out = {"times": [], "exit_status": None, "signal": None, "stderr_tail": "", "error": None}
         if remaining <= 0:
             out["error"] = {"kind": "run_timeout", "msg": "no answer within %g s" % timeout}
             return out
@@ -734,6 +833,199 @@ def _limit_child(limits, nproc=None):
                 pass
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     return apply
+
+
+# ---------------------------------------------------------------- files, by descriptor
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+O_SAFE = os.O_NOFOLLOW | O_CLOEXEC
+O_DIR = os.O_RDONLY | os.O_DIRECTORY | O_SAFE
+
+
+class _TooBig(Exception):
+    """A file larger than it may be (args: its size)."""
+
+
+def _flock(fd, try_only):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if try_only else 0))
+        return True
+    except OSError:
+        return False
+
+
+def _parts(name):
+    return [p for p in os.path.normpath(name).split("/") if p not in ("", ".")]
+
+
+def _opendir_at(fd, parts, create=False):
+    """A new descriptor of fd/parts..., each step opened with O_NOFOLLOW (a link is an error)."""
+    cur = os.dup(fd)
+    try:
+        for p in parts:
+            if create:
+                try:
+                    os.mkdir(p, 0o700, dir_fd=cur)
+                except FileExistsError:
+                    pass
+            nxt = os.open(p, O_DIR, dir_fd=cur)
+            os.close(cur)
+            cur = nxt
+    except BaseException:
+        os.close(cur)
+        raise
+    return cur
+
+
+def _create_at(dfd, name):
+    """A fresh regular file dfd/name (O_EXCL); whatever had that name (a planted link) is
+    unlinked first, never followed."""
+    try:
+        return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | O_SAFE, 0o600, dir_fd=dfd)
+    except FileExistsError:
+        os.unlink(name, dir_fd=dfd)
+        return os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | O_SAFE, 0o600, dir_fd=dfd)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _sha256_fd(fd):
+    h = hashlib.sha256()
+    off = 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, off)
+        if not chunk:
+            return h.hexdigest()
+        h.update(chunk)
+        off += len(chunk)
+
+
+def _open_file_at(dfd, name):
+    """(descriptor, size) of the regular file dfd/name, opened without following any link."""
+    parts = _parts(name)
+    pfd = _opendir_at(dfd, parts[:-1])
+    try:
+        fd = os.open(parts[-1], os.O_RDONLY | O_SAFE | getattr(os, "O_NONBLOCK", 0), dir_fd=pfd)
+    finally:
+        os.close(pfd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise OSError(21, "not a regular file", name)
+    return fd, st.st_size
+
+
+def _read_at(dfd, name, cap):
+    fd, size = _open_file_at(dfd, name)
+    try:
+        if size > cap:
+            raise _TooBig(size)
+        chunks, left = [], size
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _copy_at(sfd, src, dfd, dst, size):
+    """Copies the stored file sfd/src (which must still have the size it was put with) to a
+    fresh file dfd/dst, never following a link on either side, never past size bytes."""
+    fd, have = _open_file_at(sfd, src)
+    try:
+        if have != size:
+            raise _TooBig("stored file %r has %d bytes, was put with %d" % (src, have, size))
+        parts = _parts(dst)
+        pfd = _opendir_at(dfd, parts[:-1], create=True)
+        try:
+            out = _create_at(pfd, parts[-1])
+        finally:
+            os.close(pfd)
+        try:
+            off = 0
+            while off < size:
+                try:
+                    n = os.sendfile(out, fd, off, size - off)
+                except OSError:
+                    n = os.write(out, os.pread(fd, min(size - off, 1 << 20), off))
+                if n <= 0:
+                    break
+                off += n
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+
+
+def _open_dir_fixing(pfd, name):
+    """Opens the directory pfd/name (no link), first giving the owner rwx back if a candidate
+    took it away (chmod 000), so its entries can be removed."""
+    try:
+        fd = os.open(name, O_DIR, dir_fd=pfd)
+    except PermissionError:
+        path_fd = os.open(name, getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | O_SAFE,
+                          dir_fd=pfd)
+        try:
+            os.chmod("/proc/self/fd/%d" % path_fd, 0o700)
+        finally:
+            os.close(path_fd)
+        fd = os.open(name, O_DIR, dir_fd=pfd)
+    if stat.S_IMODE(os.fstat(fd).st_mode) & 0o700 != 0o700:
+        os.fchmod(fd, 0o700)
+    return fd
+
+
+def _rmtree_at(pfd, name):
+    """Removes pfd/name and all below it through descriptors: a link is removed as a link, never
+    followed; permissions are fixed first; no recursion.  True when it is gone."""
+    try:
+        if not stat.S_ISDIR(os.lstat(name, dir_fd=pfd).st_mode):
+            os.unlink(name, dir_fd=pfd)
+            return True
+        stack = [(os.dup(pfd), name, _open_dir_fixing(pfd, name))]
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    tried = set()
+    while stack:
+        parent, nm, fd = stack[-1]
+        child = None
+        with os.scandir(fd) as it:
+            for e in it:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        key = (e.inode(), nm)
+                        if key not in tried:
+                            tried.add(key)
+                            child = (os.dup(fd), e.name, _open_dir_fixing(fd, e.name))
+                            break
+                    else:
+                        os.unlink(e.name, dir_fd=fd)
+                except OSError:
+                    pass
+        if child is not None:
+            stack.append(child)
+            continue
+        stack.pop()
+        os.close(fd)
+        try:
+            os.rmdir(nm, dir_fd=parent)
+        except OSError:
+            pass
+        os.close(parent)
+    try:
+        os.lstat(name, dir_fd=pfd)
+        return False
+    except FileNotFoundError:
+        return True
 
 
 def _keep(buf, data, cap):

@@ -196,3 +196,81 @@ def test_a_flood_of_output_keeps_the_agent_small(agent):
     assert int(hwm[0].split()[1]) < 60 * 1024, hwm            # KiB: no whole-output buffering
     assert len(ans["stderr_tail"]) <= agent.info["limits"]["tail_bytes"]
     assert agent.serves()
+
+
+# ---------------------------------------------------------------- 4. symlink-safe files
+@pytest.fixture
+def outside(tmp_path):
+    d = tmp_path / "outside"
+    d.mkdir()
+    (d / "precious").write_bytes(b"keep me")
+    return d
+
+
+def _untouched(outside: Path):
+    assert sorted(p.name for p in outside.iterdir()) == ["precious"]
+    assert (outside / "precious").read_bytes() == b"keep me"
+
+
+def test_put_through_a_planted_part_link_writes_nothing_outside(agent, outside):
+    os.symlink(outside / "precious", agent.workdir / "files" / "y.part")
+    ans = agent.put("y", b"client data")
+    _untouched(outside)
+    assert ans["ok"] and ans["size"] == len(b"client data")
+    assert agent.put("y", b"more") ["ok"]
+    _untouched(outside)
+
+
+def test_an_input_copy_replaced_by_a_link_between_repeats(agent, outside):
+    target = outside / "precious"
+    script = SH + (b'for a; do f="$a"; done\nrm -f "$f"\nln -s ' + str(target).encode()
+                   + b' "$f"\necho 1e-3\n')
+    assert agent.put("swap", script, executable=True)["ok"]
+    assert agent.put("in", b"client data")["ok"]
+    ans = agent.ask({"id": 1, "op": "run", "exe": "swap", "files": ["in"], "repeat": 1,
+                     "min_repeat_ms": 1, "timeout": 20})
+    assert ans["ok"], ans
+    assert ans["calibration_runs"] >= 1
+    _untouched(outside)
+    assert agent.serves()
+
+
+def test_files_replaced_by_a_link_then_cleanup_removes_nothing_outside(agent, outside):
+    assert agent.put("a", b"1")["ok"]
+    files = agent.workdir / "files"
+    (files / "a").unlink()
+    files.rmdir()
+    os.symlink(outside, files)
+    agent.ask({"id": 1, "op": "cleanup"})
+    agent.ask({"id": 2, "op": "cleanup", "names": ["precious"]})
+    _untouched(outside)
+    assert agent.put("b", b"2")["ok"] or True
+    _untouched(outside)
+    assert agent.serves()
+
+
+def test_runs_replaced_by_a_link_makes_no_run_directory_outside(agent, outside):
+    assert agent.put("x", SH + b"pwd -P >&2\nexit 1\n", executable=True)["ok"]
+    runs = agent.workdir / "runs"
+    runs.rmdir()
+    os.symlink(outside, runs)
+    ans = agent.ask({"id": 1, "op": "run", "exe": "x", "argv": []})
+    assert ans["ok"] is False or str(outside) not in ans["stderr_tail"], ans
+    _untouched(outside)
+    assert agent.serves()
+
+
+def test_a_stored_file_replaced_by_a_link_to_dev_zero_is_not_copied_unbounded(agent):
+    # (not run against the old agent: its re-copy fills the disk)
+    import time
+    script = SH + (b'for a; do f="$a"; done\nz="$(dirname "$f")/../../files/in"\n'
+                   b'rm -f "$z"\nln -s /dev/zero "$z"\necho 1e-3\n')
+    assert agent.put("swap", script, executable=True)["ok"]
+    assert agent.put("in", b"1234")["ok"]
+    t0 = time.monotonic()
+    ans = agent.ask({"id": 1, "op": "run", "exe": "swap", "files": ["in"], "repeat": 1,
+                     "min_repeat_ms": 1, "timeout": 30})
+    assert time.monotonic() - t0 < 5
+    assert os.path.islink(agent.workdir / "files" / "in")        # the swap did happen
+    assert ans["ok"] is False or ans["error"] is not None, ans
+    assert agent.serves()
