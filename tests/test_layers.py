@@ -22,13 +22,6 @@ PACKAGES = ("cgen", "targets", "rpc_agent")
 ALLOWED = {("cgen.te", "cgen.schedule")}
 MAX_LINES = 700
 LONG_BY_DESIGN = {"rpc_agent/agent.py"}        # shipped to devices as one file
-# being split by other work in progress; each must come under the budget
-BEING_SPLIT = {"cgen/graph/lowering.py", "cgen/graph/onnx_frontend.py", "cgen/graph/passes.py"}
-# cycles inside this package are being broken by work in progress (shape inference moving
-# out of graph.passes, the backend-test harness out of graph.onnx_frontend)
-CYCLES_BEING_BROKEN = "cgen.graph"
-# drives the tuner, so it belongs above cgen.ops (in cgen.autotune); to be moved there
-OPS_TO_TUNER_BEING_MOVED = {"cgen.ops.tophub_regen"}
 
 
 def _modules() -> dict:
@@ -145,20 +138,9 @@ def _cycle_report(edges, cycles) -> str:
     return "import cycles:\n" + "\n".join(lines)
 
 
-def _being_broken(comp) -> bool:
-    return all(m == CYCLES_BEING_BROKEN or m.startswith(CYCLES_BEING_BROKEN + ".") for m in comp)
-
-
 def test_no_import_cycle():
     edges, _ = _graph()
-    cycles = [c for c in _cycles(edges) if not _being_broken(c)]
-    assert not cycles, _cycle_report(edges, cycles)
-
-
-@pytest.mark.xfail(strict=False, reason=f"cycles inside {CYCLES_BEING_BROKEN} are being broken")
-def test_no_import_cycle_in_packages_being_restructured():
-    edges, _ = _graph()
-    cycles = [c for c in _cycles(edges) if _being_broken(c)]
+    cycles = _cycles(edges)
     assert not cycles, _cycle_report(edges, cycles)
 
 
@@ -183,15 +165,7 @@ def _ops_to_tuner(edges) -> list:
 
 def test_ops_do_not_import_the_tuner():
     edges, _ = _graph()
-    bad = [_where(edges, a, b) for a, b in _ops_to_tuner(edges) if a not in OPS_TO_TUNER_BEING_MOVED]
-    assert not bad, "cgen.ops imports cgen.autotune:\n" + "\n".join(bad)
-
-
-@pytest.mark.xfail(strict=False, reason="to be moved to cgen.autotune: "
-                   + ", ".join(sorted(OPS_TO_TUNER_BEING_MOVED)))
-def test_ops_modules_being_moved_do_not_import_the_tuner():
-    edges, _ = _graph()
-    bad = [_where(edges, a, b) for a, b in _ops_to_tuner(edges) if a in OPS_TO_TUNER_BEING_MOVED]
+    bad = [_where(edges, a, b) for a, b in _ops_to_tuner(edges)]
     assert not bad, "cgen.ops imports cgen.autotune:\n" + "\n".join(bad)
 
 
@@ -223,13 +197,7 @@ def _long_modules() -> dict:
 
 
 def test_no_module_over_the_budget():
-    long = {k: v for k, v in _long_modules().items() if k not in BEING_SPLIT}
-    assert not long, f"modules over {MAX_LINES} lines: {long}"
-
-
-@pytest.mark.xfail(strict=False, reason="being split by work in progress: " + ", ".join(sorted(BEING_SPLIT)))
-def test_modules_being_split_are_under_the_budget():
-    long = {k: v for k, v in _long_modules().items() if k in BEING_SPLIT}
+    long = _long_modules()
     assert not long, f"modules over {MAX_LINES} lines: {long}"
 
 

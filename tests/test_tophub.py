@@ -9,7 +9,7 @@ import pytest
 
 from cgen.ops import tophub
 from cgen.ops.registry import templates
-from cgen.ops.tophub_regen import write_entry
+from cgen.autotune.tophub_regen import write_entry
 
 GEMM = {"op": "gemm", "dtype": "float32"}
 
@@ -121,7 +121,7 @@ def test_regen_confirm_ranks_configs_by_cpu_time_per_call():
     if not {"avx2", "fma"} <= _cpu_flags():
         pytest.skip("this machine cannot run x86-avx2 code")
     from cgen.autotune.task import parse_workload
-    from cgen.ops.tophub_regen import confirm
+    from cgen.autotune.tophub_regen import confirm
     task = parse_workload("gemm:24,40,16", "x86-avx2")
     sp = task.space()
     configs = [sp.get(0), task.template.default(task.workload, task.target)]

@@ -1,6 +1,6 @@
 """Regenerate the shipped best-known configs (cgen.ops.tophub) by measurement.
 
-    python -m cgen.ops.tophub_regen --target x86-avx2 --workload gemm:512,512,512 \\
+    python -m cgen.autotune.tophub_regen --target x86-avx2 --workload gemm:512,512,512 \\
         [--trials 64] [--finalists 4] [--rounds 5] [--log DIR]
 
 Per (target, workload): the tuner (cgen.autotune, pre-trained first batch,
@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import tophub
+from ..ops import tophub
 
 
 def cpu_name() -> str:
@@ -74,7 +74,7 @@ def confirm(task, configs, rounds: int, min_s: float = 0.2, seed: int = 0) -> li
     reference, each measured `rounds` times round-robin (a neighbour's burst slows one
     round of each config, not one config)."""
     import numpy as np
-    from ..autotune.measure import build_candidate, check_outputs
+    from .measure import build_candidate, check_outputs
     tpl, wl, tgt = task.template, task.workload, task.target
     inputs = tpl.inputs(wl, np.random.default_rng(seed))
     reference = tpl.reference(wl, inputs)
@@ -107,8 +107,8 @@ def confirm(task, configs, rounds: int, min_s: float = 0.2, seed: int = 0) -> li
 
 def tune_one(task, measurer, log: Path, args) -> tuple:
     """(best config, its cost, how it was measured) for one task."""
-    from ..autotune.pretrained import load_pretrained
-    from ..autotune.tuner import Tuner
+    from .pretrained import load_pretrained
+    from .tuner import Tuner
     unit = measurer.cost_unit
     space = task.space()
     tuner = Tuner(task, measurer, log, seed=args.seed, batch_size=args.batch,
@@ -176,7 +176,7 @@ def _knobs(text: str) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cgen.ops.tophub_regen", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m cgen.autotune.tophub_regen", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", action="append", required=True,
                    help="a built-in target (repeatable); its table is its ISA family's")
@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
     from targets import resolve
-    from ..autotune.task import WorkloadError, parse_workload
+    from .task import WorkloadError, parse_workload
     try:
         targets = [resolve(t) for t in args.target]
         tasks = [(t, parse_workload(w, t)) for t in targets for w in args.workload]
@@ -212,10 +212,10 @@ def main(argv=None) -> int:
             print(f"tophub_regen: error: target {tgt.name} has no table name", file=sys.stderr)
             return 2
         if args.cost == "icount":
-            from ..autotune.icount_measure import IcountMeasurer
+            from .icount_measure import IcountMeasurer
             measurer = IcountMeasurer()
         else:
-            from ..autotune.measure import Measurer
+            from .measure import Measurer
             measurer = Measurer(repeat=3, min_repeat_ms=20)
         with measurer:
             best, cost, how = tune_one(task, measurer, args.log / f"{tgt.name}.jsonl", args)
