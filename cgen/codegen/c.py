@@ -25,11 +25,13 @@ SUFFIX = {"float32": "f32", "int8": "i8", "uint8": "u8", "int16": "i16", "int32"
 NARROW = ("int8", "uint8", "int16")
 MATH = {"exp": "expf", "log": "logf", "sqrt": "sqrtf", "tanh": "tanhf", "erf": "erff",
         "floor": "floorf", "rint": "rintf", "sin": "sinf", "cos": "cosf",
-        "fmod": "fmodf"}
+        "fmod": "fmodf", **{f: f + "f" for f in ("tan", "asin", "acos", "atan", "sinh", "cosh",
+                                                  "asinh", "acosh", "atanh")}}
 C_KEYWORDS = set("""auto break case char const continue default do double else enum extern float
 for goto if inline int long register restrict return short signed sizeof static struct switch
 typedef union unsigned void volatile while _Bool _Complex _Imaginary main
-expf logf sqrtf tanhf erff floorf rintf sinf cosf fmodf fabsf malloc free cg_status NAN INFINITY INT64_C INT8_MIN INT16_MIN
+expf logf sqrtf tanhf erff floorf rintf sinf cosf fmodf tanf asinf acosf atanf sinhf coshf asinhf acoshf
+atanhf fabsf malloc free cg_status NAN INFINITY INT64_C INT8_MIN INT16_MIN
 INT32_MIN INT64_MIN cg_ws""".split())
 STACK_LIMIT = 16 * 1024
 WS_ALIGN = 64

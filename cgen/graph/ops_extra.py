@@ -6,17 +6,17 @@ ones.
 
     elementwise   floor ceil round sign sin cos elu(alpha) selu(alpha, gamma) softplus
                   softsign mish thresholded_relu(alpha) celu(alpha) shrink(bias, lambd)
-                  not isnan isinf(detect_positive, detect_negative)            (x)
+                  not isnan isinf(detect_positive, detect_negative) swish(alpha)
+                  tan asin acos atan sinh cosh asinh acosh atanh              (x)
     broadcast     less greater equal less_equal greater_equal -> bool          (a, b)
                   and or xor (bool)   mod(fmod)   prelu (x, slope)
                   where (cond, a, b)
     injective     expand(shape) tile(repeats) trilu(upper, k)
-                  cumsum(axis, exclusive, reverse)  reduce_prod(axes, keepdims)
-                  (the last two unrolled over the reduced axis: at most UNROLL_MAX terms)
+                  cumsum / cumprod(axis, exclusive, reverse)  reduce_prod(axes, keepdims)
+                  (the last three unrolled over the reduced axis: at most UNROLL_MAX terms)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
 from typing import Callable, Mapping
 
@@ -25,61 +25,9 @@ import numpy as np
 from .. import te
 from ..te.expr import const
 from .graph_ir import ModelError
-
-UNROLL_MAX = 256     # terms of an unrolled cumsum / reduce_prod per output element
-
-
-@dataclass(frozen=True)
-class OpDef:
-    pattern: str          # opset pattern name (elementwise, broadcast, injective)
-    shape: Callable       # (attrs, [(shape, dtype)]) -> shape
-    dtype: Callable       # (attrs, [(shape, dtype)]) -> dtype; ModelError for a bad input dtype
-    ref: Callable         # (node, *arrays) -> array
-    fn: Callable          # (node, ins, graph, inputs) -> [idx -> Expr]
-
-
-def _err(msg: str, kind: str = "unsupported_dtype") -> ModelError:
-    return ModelError(msg, kind)
-
-
-# ====================================================================== shapes and dtypes
-def _bshape(*shapes) -> tuple:
-    nd = max(len(s) for s in shapes)
-    out = []
-    for dims in zip(*[(1,) * (nd - len(s)) + tuple(s) for s in shapes]):
-        big = {d for d in dims if d != 1}
-        if len(big) > 1:
-            raise _err(f"shapes {', '.join(str(tuple(s)) for s in shapes)} do not broadcast",
-                       "shape")
-        out.append(big.pop() if big else 1)
-    return tuple(out)
-
-
-def _same(a, ins):
-    return ins[0][0]
-
-
-def _bcast(a, ins):
-    return _bshape(*(s for s, _ in ins))
-
-
-def _takes(*dtypes, out=None):
-    """dtype rule: every input in `dtypes` (and all alike); the output `out` or the input's."""
-    def rule(a, ins):
-        for _, dt in ins:
-            if dt not in dtypes:
-                raise _err(f"takes {', '.join(dtypes)}, got {dt}")
-        if len({dt for _, dt in ins}) > 1:
-            raise _err(f"operand dtypes differ ({', '.join(dt for _, dt in ins)})")
-        return out or ins[0][1]
-    return rule
-
-
-FLOAT = ("float32",)
-SIGNED = ("float32", "int8", "int16", "int32", "int64")
-NUMERIC = SIGNED + ("uint8",)
-ALL = NUMERIC + ("bool",)
-
+from .ops_def import (ALL, FLOAT, NUMERIC, SIGNED, UNROLL_MAX, OpDef, _bcast, _bshape, _err,
+                      _f, _idx_bcast, _nary, _same, _takes, _unary, check_unroll)
+from .ops_index import INDEX_OPS
 
 def _where_dtype(a, ins):
     if ins[0][1] != "bool":
@@ -94,32 +42,6 @@ def _reduced(a, ins):
     if a["keepdims"]:
         return tuple(1 if d in a["axes"] else n for d, n in enumerate(s))
     return tuple(n for d, n in enumerate(s) if d not in a["axes"])
-
-
-# ====================================================================== te helpers
-def _f(v, dtype="float32"):
-    return const(v, dtype)
-
-
-def _idx_bcast(idx, shape, oshape):
-    off = len(oshape) - len(shape)
-    return tuple(0 if n == 1 else idx[off + d] for d, n in enumerate(shape))
-
-
-def _unary(expr: Callable):
-    def fn(node, ins, graph, inputs):
-        f, a = ins[0], node.attr_dict
-        return [lambda idx: expr(f(idx), a)]
-    return fn
-
-
-def _nary(expr: Callable):
-    """A broadcast op of any arity: expr(attrs, *operand exprs)."""
-    def fn(node, ins, graph, inputs):
-        oshape, a = node.outputs[0].shape, node.attr_dict
-        shapes = [v.shape for v in node.inputs]
-        return [lambda idx: expr(a, *(f(_idx_bcast(idx, s, oshape)) for f, s in zip(ins, shapes)))]
-    return fn
 
 
 def _ceil(x):
@@ -181,10 +103,14 @@ def _trilu_fn(node, ins, graph, inputs):
     return [fn]
 
 
-def _cumsum_fn(node, ins, graph, inputs):
+def _cumulative_fn(node, ins, graph, inputs):
+    """cumsum / cumprod: per element, the terms of its prefix (suffix) combined, the others
+    replaced by the identity."""
     f, a, dt = ins[0], node.attr_dict, node.outputs[0].dtype
     ax, n = a["axis"], node.inputs[0].shape[a["axis"]]
-    _check_unroll(node, n)
+    check_unroll(node, n)
+    prod = node.op == "cumprod"
+    ident = const(1 if prod else 0, dt)
 
     def fn(idx):
         acc = None
@@ -194,8 +120,8 @@ def _cumsum_fn(node, ins, graph, inputs):
                 keep = idx[ax] < k if a["exclusive"] else idx[ax] <= k
             else:
                 keep = idx[ax] > k if a["exclusive"] else idx[ax] >= k
-            term = te.if_then_else(keep, f(src), const(0, dt))
-            acc = term if acc is None else acc + term
+            term = te.if_then_else(keep, f(src), ident)
+            acc = term if acc is None else (acc * term if prod else acc + term)
         return acc
     return [fn]
 
@@ -204,7 +130,7 @@ def _reduce_prod_fn(node, ins, graph, inputs):
     f, a, dt = ins[0], node.attr_dict, node.outputs[0].dtype
     s, axes = node.inputs[0].shape, a["axes"]
     ext = [s[d] for d in axes]
-    _check_unroll(node, int(np.prod(ext, dtype=np.int64)))
+    check_unroll(node, int(np.prod(ext, dtype=np.int64)))
 
     def fn(idx):
         kept = [i for d, i in enumerate(idx) if not a["keepdims"] or d not in axes]
@@ -217,12 +143,6 @@ def _reduce_prod_fn(node, ins, graph, inputs):
             acc = acc * f(tuple(src))
         return acc
     return [fn]
-
-
-def _check_unroll(node, n: int):
-    if n > UNROLL_MAX:
-        raise ModelError(f"node {node.name!r} ({node.op}): {n} terms per output; cgen unrolls "
-                         f"at most {UNROLL_MAX}", "unsupported_attr")
 
 
 # ====================================================================== references
@@ -240,12 +160,14 @@ def _ref_mod(n, x, y):
     return np.where(y == 0, 0, r).astype(x.dtype)
 
 
-def _ref_cumsum(n, x):
-    ax = n.attr("axis")
+def _ref_cumulative(n, x):
+    ax, prod = n.attr("axis"), n.op == "cumprod"
     y = np.flip(x, ax) if n.attr("reverse") else x
-    c = np.cumsum(y, axis=ax, dtype=x.dtype)
-    if n.attr("exclusive"):
-        c = c - y
+    if n.attr("exclusive"):          # shift by one, the identity first
+        pad = np.ones_like(np.take(y, [0], axis=ax)) if prod else np.zeros_like(
+            np.take(y, [0], axis=ax))
+        y = np.concatenate([pad, np.take(y, range(y.shape[ax] - 1), axis=ax)], axis=ax)
+    c = (np.cumprod if prod else np.cumsum)(y, axis=ax, dtype=x.dtype)
     return np.flip(c, ax) if n.attr("reverse") else c
 
 
@@ -284,6 +206,10 @@ def _ref_isinf(n, x):
 
 
 # ====================================================================== the table
+_NP_TRIG = {"tan": "tan", "asin": "arcsin", "acos": "arccos", "atan": "arctan", "sinh": "sinh",
+            "cosh": "cosh", "asinh": "arcsinh", "acosh": "arccosh", "atanh": "arctanh"}
+
+
 def _elem(dtypes, ref, expr, out=None):
     return OpDef("elementwise", _same, _takes(*dtypes, out=out), ref, _unary(expr))
 
@@ -340,7 +266,13 @@ EXTRA_OPS: Mapping[str, OpDef] = {
     "tile": OpDef("injective", lambda a, ins: tuple(n * r for n, r in zip(ins[0][0], a["repeats"])),
                   _takes(*ALL), _ref_tile, _tile_fn),
     "trilu": OpDef("injective", _same, _takes(*ALL), _ref_trilu, _trilu_fn),
-    "cumsum": OpDef("injective", _same, _takes(*NUMERIC), _ref_cumsum, _cumsum_fn),
+    "cumsum": OpDef("injective", _same, _takes(*NUMERIC), _ref_cumulative, _cumulative_fn),
+    "cumprod": OpDef("injective", _same, _takes(*NUMERIC), _ref_cumulative, _cumulative_fn),
+    **{op: _elem(FLOAT, _ff(lambda a, x, op=op: getattr(np, _NP_TRIG[op])(x)),
+                 lambda x, a, op=op: getattr(te, op)(x)) for op in _NP_TRIG},
+    "swish": _elem(FLOAT, _ff(lambda a, x: x / (1 + np.exp(-a["alpha"] * x))),
+                   lambda x, a: x * te.sigmoid(x * _f(a["alpha"]))),
     "reduce_prod": OpDef("injective", _reduced, _takes(*NUMERIC), _ref_reduce_prod,
                          _reduce_prod_fn),
+    **INDEX_OPS,
 }

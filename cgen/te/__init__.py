@@ -8,7 +8,8 @@ from .expr import (Expr, Const, Var, IterVar, Binary, Compare, Logic, Not, Selec
                    is_float, is_int, reduce_identity, _unify)
 from .tensor import Tensor, PlaceholderOp, ComputeOp, placeholder, compute, reduce_axis
 
-UNARY_FLOAT = ("exp", "log", "sqrt", "tanh", "sigmoid", "erf", "floor", "rint", "sin", "cos")
+UNARY_FLOAT = ("exp", "log", "sqrt", "tanh", "sigmoid", "erf", "floor", "rint", "sin", "cos",
+               "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh")
 
 
 def _float_call(name):
@@ -31,6 +32,15 @@ erf = _float_call("erf")
 floor = _float_call("floor")
 sin = _float_call("sin")
 cos = _float_call("cos")
+tan = _float_call("tan")
+asin = _float_call("asin")
+acos = _float_call("acos")
+atan = _float_call("atan")
+sinh = _float_call("sinh")
+cosh = _float_call("cosh")
+asinh = _float_call("asinh")
+acosh = _float_call("acosh")
+atanh = _float_call("atanh")
 # round to nearest, ties to even: C rintf under the default rounding mode (ONNX requantisation)
 round_half_even = _float_call("rint")
 round_half_even.__name__ = "round_half_even"
