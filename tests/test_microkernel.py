@@ -14,7 +14,7 @@ import pytest
 from cgen import te
 from cgen.codegen import isa as I
 from cgen.tensorize.kernels import gemm_intrin, tile_definition
-from cgen.tensorize.microkernel import blis_kernel, tile_dispatch, tile_kernel
+from cgen.tensorize.microkernel import blis_kernel, blis_rows, tile_dispatch, tile_kernel
 from targets import compile_c, resolve
 from tests.util import assert_matches
 
@@ -60,6 +60,11 @@ def _families(isa):
                  False, True, True),
         "blis_packed": (lambda n, MR, NR: blis_kernel(n, isa, MR, NR, unroll=3, a_unit=True),
                         True, True, True),
+        # A read in place by the GEMM template: k contiguous, no a_sk parameter
+        "blis_k1": (lambda n, MR, NR: blis_kernel(n, isa, MR, NR, unroll=2, prefetch=4, a_unit=False,
+                                                  a_k_unit=True), False, True, True),
+        "blis_rows": (lambda n, MR, NR: blis_rows(n, isa, MR, NR, unroll=2, prefetch=4, a_unit=False,
+                                                  a_k_unit=True), False, False, True),
     }
     if isa.lane_fma:
         out["lanes"] = (lambda n, MR, NR: tile_kernel(n, isa, MR, NR, a_read="lanes"), True, True, True)
@@ -114,7 +119,8 @@ def test_generated_tiles_match_numpy(kbuild, row, family, MR, NR):
     make, a_unit, fixed_rows, fixed_cols = _families(isa)[family]
     rng = np.random.default_rng(7)
     name = f"cg_t_{family}_{MR}x{NR}"
-    intr = tile_definition(name, make(name, MR, NR), MR, NR, fixed_rows, fixed_cols, a_unit)
+    intr = tile_definition(name, make(name, MR, NR), MR, NR, fixed_rows, fixed_cols, a_unit,
+                           a_k_unit=family in ("blis_k1", "blis_rows"))
     # whole tiles unless the kernel takes the counts (then a row / column tail too);
     # K = 23 leaves an unrolled kernel's remainder steps
     M = 2 * MR + (0 if fixed_rows else MR - 1 if MR > 1 else 0)

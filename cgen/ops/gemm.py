@@ -31,7 +31,7 @@ from ..codegen.isa import kernel_isa
 from ..tensorize import gemm_intrin, gemm_shape
 from ..tensorize.intrin import KernelSource, TensorizeError, from_compute
 from ..tensorize.kernels import tile_definition
-from ..tensorize.microkernel import blis_kernel
+from ..tensorize.microkernel import blis_kernel, blis_rows
 from targets import resolve
 
 
@@ -84,12 +84,15 @@ def kernel_shape(target, MR: int = 0) -> tuple:
     return MR, isa.gemm_tile[1]
 
 
-def micro_kernel(target, MR: int = 0, unroll: int = 1, prefetch: int = 0, a_unit: bool = True):
+def micro_kernel(target, MR: int = 0, unroll: int = 1, prefetch: int = 0, a_unit: bool = True,
+                 rows: bool = False):
     """The TensorIntrin of an MR x NR GEMM tile: C[i, j] += sum_k A[i, k] * B[k, j].
 
     MR = 0 is the target's shipped kernel (cgen.tensorize.gemm_intrin); a
     positive MR is a `blis_kernel` of the ISA row (x86 AVX2 / AVX-512); with a_unit, A must
-    be contiguous along i (packed), else rows of A are a_si apart."""
+    be contiguous along i (packed), else rows of A are a_si apart (and k contiguous).
+    `rows`: the kernel takes the number of rows (<= MR) first, so a row tail runs a
+    generated kernel too (`blis_rows`), not the scalar loops."""
     tgt = resolve(target)
     if MR == 0:
         return gemm_intrin(tgt)
@@ -97,16 +100,20 @@ def micro_kernel(target, MR: int = 0, unroll: int = 1, prefetch: int = 0, a_unit
     if unroll < 1 or prefetch < 0:
         raise ValueError(f"micro_kernel: unroll must be >= 1 and prefetch >= 0, got {unroll}, {prefetch}")
     if MR == 1:
-        a_unit = True
-    name = f"cg_gemm_{MR}x{NR}_u{unroll}_p{prefetch}{'' if a_unit else '_s'}_{tgt.isa}"
+        a_unit, rows = True, False
+    name = (f"cg_gemm_{MR}x{NR}_u{unroll}_p{prefetch}{'' if a_unit else '_s'}{'_r' if rows else ''}"
+            f"_{tgt.isa}")
     B = te.placeholder((1, NR), "float32", name="B")
     k = te.reduce_axis((0, 1), name="k")
-    src = blis_kernel(name, _row(tgt), MR, NR, unroll, prefetch, a_unit)
+    # A read in place is row-major: its k stride is 1, specialised into the kernel
+    src = (blis_rows if rows else blis_kernel)(name, _row(tgt), MR, NR, unroll, prefetch, a_unit,
+                                               a_k_unit=not a_unit)
     if MR == 1:  # a unit-extent i loop is simplified away: the definition has no i
         A = te.placeholder((1,), "float32", name="A")
         C = te.compute((NR,), lambda j: te.sum(A[k] * B[k, j], axis=k), name="C")
         return from_compute(name, C, {"j": NR}, {("b", "j"), ("c", "j")}, KernelSource(name, src))
-    return tile_definition(name, src, MR, NR, a_unit=a_unit)
+    return tile_definition(name, src, MR, NR, fixed_rows=not rows, a_unit=a_unit,
+                           a_k_unit=not a_unit)
 
 
 def shipped_a_unit(target) -> bool:
@@ -299,8 +306,9 @@ def packed_matmul(spec: MatmulSpec, target="host", cfg: GemmConfig = GemmConfig(
     a_in_place = (not cfg.pack_a and a_rows_ok
                   and (spec.trans_a or cfg.MR > 0 or not shipped_a_unit(tgt)))
     a_unit = spec.trans_a or not a_in_place
-    intrin = micro_kernel(tgt, cfg.MR, cfg.unroll, cfg.prefetch, a_unit=a_unit) if cfg.MR \
-        else gemm_intrin(tgt)
+    # in place, a row tail (M no multiple of MR) is a short tile of the generated kernel
+    intrin = micro_kernel(tgt, cfg.MR, cfg.unroll, cfg.prefetch, a_unit=a_unit,
+                          rows=direct and M % MR != 0) if cfg.MR else gemm_intrin(tgt)
     batch = spec.batch
     MC = max(MR, cfg.MC // MR * MR)
     NC = max(NR, cfg.NC // NR * NR)

@@ -21,16 +21,19 @@ def _gemm_row(target):
 
 
 def tile_definition(name: str, source: str, MR: int, NR: int, fixed_rows: bool = True,
-                    fixed_cols: bool = True, a_unit: bool = False) -> TensorIntrin:
+                    fixed_cols: bool = True, a_unit: bool = False,
+                    a_k_unit: bool = False) -> TensorIntrin:
     """The intrinsic of an MR x NR GEMM tile: C[i, j] += sum_k A[i, k] * B[k, j], B and C
-    contiguous along j; `a_unit`: A contiguous along i (packed); a fixed extent is the
-    tile's, else the kernel takes the count (M, N) first."""
+    contiguous along j; `a_unit`: A contiguous along i (packed); `a_k_unit`: along k (A
+    read in place); a fixed extent is the tile's, else the kernel takes the count (M, N)
+    first."""
     A = te.placeholder((MR, 1), "float32", name="A")
     B = te.placeholder((1, NR), "float32", name="B")
     k = te.reduce_axis((0, 1), name="k")
     C = te.compute((MR, NR), lambda i, j: te.sum(A[i, k] * B[k, j], axis=k), name="C")
     fixed = ({"i": MR} if fixed_rows else {}) | ({"j": NR} if fixed_cols else {})
-    unit = {("b", "j"), ("c", "j")} | ({("a", "i")} if a_unit else set())
+    unit = ({("b", "j"), ("c", "j")} | ({("a", "i")} if a_unit else set())
+            | ({("a", "k")} if a_k_unit else set()))
     return from_compute(name, C, fixed, unit, KernelSource(name, source))
 
 

@@ -203,12 +203,14 @@ class Ops:
         return cast(isa.mask_type, X(c_ast.TernaryOp(node(count >= isa.lanes), node(full), node(part))))
 
 
-def _params(rows_a: bool, rows_c: bool, a_stride: bool, extents=("K",), mask_type=None):
+def _params(rows_a: bool, rows_c: bool, a_stride: bool, extents=("K",), mask_type=None,
+            a_k_stride: bool = True):
     out = [("int64_t", e, "value") for e in extents] + [("float", "A", "in")]
     if a_stride and rows_a:
         out.append(("int64_t", "a_si", "value"))
-    out += [("int64_t", "a_sk", "value"), ("float", "B", "in"), ("int64_t", "b_sk", "value"),
-            ("float", "C", "out")]
+    if a_k_stride:
+        out.append(("int64_t", "a_sk", "value"))
+    out += [("float", "B", "in"), ("int64_t", "b_sk", "value"), ("float", "C", "out")]
     if rows_c:
         out.append(("int64_t", "c_si", "value"))
     if mask_type is not None:
@@ -321,10 +323,12 @@ def tile_dispatch(name: str, isa, MR: int, NR: int, prefetch: int = 0, masked: b
 
 # ----------------------------------------------------------------------------- "zero" accumulation
 def blis_kernel(name: str, isa, MR: int, NR: int, unroll: int = 1, prefetch: int = 0,
-                a_unit: bool = True) -> str:
+                a_unit: bool = True, a_k_unit: bool = False) -> str:
     """C += A @ B on an MR x NR tile, accumulators from zero (see the module docstring).
     a_unit: A packed (rows contiguous), else rows a_si apart; a one-row kernel has no
-    row strides at all (its definition has no i)."""
+    row strides at all (its definition has no i).  a_k_unit: A contiguous along k (A
+    read in place, row-major): no a_sk parameter, so the compiler keeps one register
+    per row offset instead of spilling them when the tile is tall."""
     _check_tile(isa, MR, NR, "rows")
     if unroll < 1 or prefetch < 0:
         raise ValueError(f"microkernel: unroll must be >= 1 and prefetch >= 0, got {unroll}, {prefetch}")
@@ -339,6 +343,9 @@ def blis_kernel(name: str, isa, MR: int, NR: int, unroll: int = 1, prefetch: int
 
     def arow(r):
         return (r if a_unit else r * X("a_si")) if r else 0
+
+    def ak(u):
+        return u if a_k_unit else u * X("a_sk")
     body = [decl("int64_t", "k", 0)]
     body += [decl(vt, f"c{q}_{r}_{v}", ops.zero()) for q in range(sets) for r in range(MR)
              for v in range(nv)]
@@ -349,20 +356,20 @@ def blis_kernel(name: str, isa, MR: int, NR: int, unroll: int = 1, prefetch: int
             out += [ops.prefetch(B + X(c_ast.BinaryOp("+", node(u), node(pf))) * X("b_sk") + line // 4)
                     for line in lines]
         for r in range(MR):
-            acc = [decl(vt, "a", ops.set1(A[u * X("a_sk") + arow(r)]))]
+            acc = [decl(vt, "a", ops.set1(A[ak(u) + arow(r)]))]
             acc += [assign(f"c{q}_{r}_{v}", ops.fma(f"c{q}_{r}_{v}", "a", f"b{u}_{v}")) for v in range(nv)]
             out.append(block(acc))
         return out
 
     def loop(width, margin, dist):
         inner = [s for u in range(width) for s in step(u, u % sets, dist)]
-        inner += [assign(A, width * X("a_sk"), "+="), assign(B, width * X("b_sk"), "+=")]
+        inner += [assign(A, ak(width), "+="), assign(B, width * X("b_sk"), "+=")]
         body.append(c_ast.For(None, node(k + (width + margin) <= "K"), assign(k, width, "+="), block(inner)))
     loop(unroll, max(prefetch, C_PREFETCH_STEPS), prefetch)
     body += [ops.prefetch(C + crow(r) + line // 4) for r in range(MR) for line in lines]
     if unroll > 1:
         loop(unroll, 0, 0)
-    tail = step(0, 0, 0) + [assign(A, "a_sk", "+="), assign(B, "b_sk", "+=")]
+    tail = step(0, 0, 0) + [assign(A, ak(1), "+="), assign(B, "b_sk", "+=")]
     body.append(c_ast.For(None, node(k < "K"), c_ast.UnaryOp("++", node(k)), block(tail)))
     for r in range(MR):
         for v in range(nv):
@@ -370,5 +377,25 @@ def blis_kernel(name: str, isa, MR: int, NR: int, unroll: int = 1, prefetch: int
             for q in range(1, sets):
                 acc = ops.add(acc, f"c{q}_{r}_{v}")
             body.append(ops.store(ops.add(ops.load(C, crow(r), v * W), acc), C, crow(r), v * W))
-    params = _params(MR > 1, MR > 1, not a_unit)
+    params = _params(MR > 1, MR > 1, not a_unit, a_k_stride=not a_k_unit)
     return function(name, params, body)
+
+
+def blis_rows(name: str, isa, MR: int, NR: int, unroll: int = 1, prefetch: int = 0,
+              a_unit: bool = True, a_k_unit: bool = False) -> str:
+    """`blis_kernel` taking the number of rows M <= MR first: M = MR runs the full tile,
+    fewer rows (the last tile of a matrix whose rows are no multiple of MR) a kernel of
+    just those rows (unrolled alike, B not prefetched: it is rare), M <= 0 nothing; so a
+    row tail needs no scalar code."""
+    out, cases = [], []
+    for r in range(1, MR + 1):
+        vname = f"{name}_r{r}"
+        out.append(blis_kernel(vname, isa, r, NR, unroll, prefetch if r == MR else 0,
+                               a_unit, a_k_unit))
+        args = [p[1] for p in _params(r > 1, r > 1, not a_unit, a_k_stride=not a_k_unit)]
+        cases.append(c_ast.Case(node(r), [node(call(vname, *args)), c_ast.Break()]))
+    body = [c_ast.Switch(node("M"), c_ast.Compound(cases[::-1] + [c_ast.Default([c_ast.Break()])]))]
+    params = _params(True, True, not a_unit, ("M", "K"), a_k_stride=not a_k_unit)
+    out.append(function(name, params, body))
+    return "\n".join(out)
+
