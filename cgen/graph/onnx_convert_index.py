@@ -1,5 +1,5 @@
 """Per-op converters for index ops (GatherElements, GatherND, ScatterND, ScatterElements,
-OneHot, EyeLike, Hardmax), the normalisations RMSNormalization and LpNormalization,
+OneHot, EyeLike, Hardmax), the normalisations RMS-, Lp-, MeanVariance- and LRN,
 DynamicQuantizeLinear, CumProd, Swish and the trigonometric family (see
 onnx_convert_more.py for the first batch)."""
 from __future__ import annotations
@@ -128,6 +128,43 @@ def _inp_out(n, i: int) -> bool:
     return i < len(n.output) and bool(n.output[i])
 
 
+def convert_mvn(imp, n, a):
+    """(x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9), as the op's ONNX function."""
+    x = n.input[0]
+    r = len(imp.v(x).shape)
+    axes = tuple(sorted(_axis(imp, int(d), r) for d in a.get("axes", [0, 2, 3])))
+    red = {"axes": axes, "keepdims": 1}
+    mean = imp.emit("reduce_mean", [x], red, tag="mean")[0]
+    msq = imp.emit("reduce_mean", [imp.emit("mul", [x, x], tag="square")[0]], red, tag="msq")[0]
+    var = imp.emit("sub", [msq, imp.emit("mul", [mean, mean], tag="mean2")[0]], tag="var")[0]
+    e = imp.add_const(np.asarray(1e-9, np.float32), f"{n.output[0]}__eps")
+    sd = imp.emit("add", [imp.emit("sqrt", [var], tag="std")[0], e], tag="std_eps")[0]
+    imp.emit("div", [imp.emit("sub", [x, mean], tag="centered")[0], sd], outputs=[n.output[0]])
+
+
+def convert_lrn(imp, n, a):
+    """x / (bias + alpha / size * window sum of x^2 over channels) ^ beta; the window sum is
+    an average pool (padding counted) over (C, rest) times size."""
+    x = n.input[0]
+    s = imp.v(x).shape
+    size = int(a["size"])
+    alpha, beta, bias = (float(a.get(k, d)) for k, d in (("alpha", 1e-4), ("beta", 0.75),
+                                                         ("bias", 1.0)))
+    sq = imp.emit("mul", [x, x], tag="square")[0]
+    rest = int(np.prod(s[2:], dtype=np.int64))
+    t = imp.reshape(sq, (s[0], 1, s[1], rest), tag="channels")
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    avg = imp.emit("avg_pool2d", [t], {"kernel": (size, 1), "strides": (1, 1),
+                                       "pads": (lo, 0, hi, 0), "dilations": (1, 1),
+                                       "ceil_mode": 0, "count_include_pad": 1}, tag="window")[0]
+    avg = imp.reshape(avg, s, tag="back")
+    k = imp.add_const(np.asarray(alpha, np.float32), f"{n.output[0]}__alpha")
+    b = imp.add_const(np.asarray(bias, np.float32), f"{n.output[0]}__bias")
+    p = imp.add_const(np.asarray(beta, np.float32), f"{n.output[0]}__beta")
+    d = imp.emit("add", [imp.emit("mul", [avg, k], tag="scaled")[0], b], tag="base")[0]
+    imp.emit("div", [x, imp.emit("pow", [d, p], tag="denominator")[0]], outputs=[n.output[0]])
+
+
 def convert_cumprod(imp, n, a):
     r = len(imp.v(n.input[0]).shape)
     ax = _axis(imp, int(imp.const(n.input[1], "axis").reshape(())), r)
@@ -138,6 +175,8 @@ def convert_cumprod(imp, n, a):
 INDEX_CONVERTERS = {
     "GatherElements": convert_gather_elements, "GatherND": convert_gather_nd,
     "ScatterND": convert_scatter(False), "ScatterElements": convert_scatter(True),
+    "Scatter": convert_scatter(True),      # opset < 11: upgraded to ScatterElements on load
+    "MeanVarianceNormalization": convert_mvn, "LRN": convert_lrn,
     "OneHot": convert_one_hot, "EyeLike": convert_eye_like, "Hardmax": convert_hardmax,
     "RMSNormalization": convert_rms_norm, "LpNormalization": convert_lp_norm,
     "DynamicQuantizeLinear": convert_dynamic_quantize, "CumProd": convert_cumprod,
