@@ -55,7 +55,17 @@ answer.  A non-root run gets RLIMIT_NPROC = the user's processes + NPROC, and wi
 space (at least 5 GiB under QEMU, which does not start below ~4.5 GiB; never
 RLIMIT_DATA, under which a runaway QEMU guest spins instead of dying).
 The agent writes only inside its work directory, refuses names that escape
-it, and removes it on `bye`, on end of input and on SIGTERM/SIGHUP/SIGINT.
+it, and removes it on `bye`, on end of input and on SIGTERM/SIGHUP/SIGINT
+(those signals blocked while it does; permissions a candidate took away are
+restored first).  Inside it every open, copy, list and remove goes through
+directory descriptors with O_NOFOLLOW and O_EXCL temporaries, and an input is
+copied only up to the size it was put with: a link planted by a candidate is
+never followed.  Budgets (hello's "limits"): a run's bytes in its directory
+(limits.disk_bytes) and the session's stored bytes plus the run's, measured
+every CHECK_S during a run; outputs returned (limits.output_bytes); kept
+stdout/stderr; an over-budget run is a runtime_error.  At start the agent
+removes the work directories of dead agents of its user (agent.lock not held
+by anyone).
 """
 import argparse
 import fcntl
@@ -103,6 +113,7 @@ MAX_OUTPUT_BYTES = 256 * MiB      # output files one run may return
 TAIL_BYTES = 64 * 1024            # kept of a child's stdout/stderr beyond the timing lines
 STDOUT_BYTES = 4 * MiB            # kept of a child's stdout (the timing lines)
 NPROC = 256                       # processes one run may have at once (when the agent can tell)
+CHECK_S = 0.25                    # how often a running run's disk use is measured
 
 
 class _Bad(object):
@@ -606,9 +617,22 @@ class Agent:
         fsize = _num(req, "fsize_bytes", GiB, 1, caps["fsize_bytes"], cap=True)
         as_bytes = _num(req, "as_bytes", default_as_bytes(emulated), 1 << 20, caps["as_bytes"],
                         cap=True)
+        disk = _num(req, "disk_bytes", RUN_DISK_BYTES, 1, RUN_DISK_BYTES, cap=True)
+        output = _num(req, "output_bytes", MAX_OUTPUT_BYTES, 0, MAX_OUTPUT_BYTES, cap=True)
         if emulated:
             as_bytes = max(as_bytes, QEMU_MIN_AS_BYTES)
-        return {"cpu_s": int(math.ceil(cpu)), "fsize_bytes": int(fsize), "as_bytes": int(as_bytes)}
+        return {"cpu_s": int(math.ceil(cpu)), "fsize_bytes": int(fsize), "as_bytes": int(as_bytes),
+                "disk_bytes": int(disk), "output_bytes": int(output)}
+
+    def disk_over(self, limits):
+        """Why the run directory is over its quota (per run, or with the stored files over the
+        session's), else None."""
+        room = min(limits["disk_bytes"], SESSION_DISK_BYTES - sum(self.sizes.values()))
+        used = _tree_bytes(self.rfd, room + 1)
+        if used > room:
+            which = "run's" if room == limits["disk_bytes"] else "session's"
+            return "the run wrote more than the %s disk quota of %d bytes" % (which, room)
+        return None
 
     def measure(self, cmd, args, sources, copies, outputs, rundir, repeat, number,
                 min_repeat_ms, timeout, limits, env, ret):
@@ -631,7 +655,7 @@ class Agent:
         res = self.invoke(cmd, timing + args, sources, copies, rundir, repeat, deadline, timeout,
                           limits, env)
         outs = {}
-        budget = MAX_OUTPUT_BYTES
+        budget = limits["output_bytes"]
         if res["error"] is None:
             for name in outputs:
                 self.path_in(rundir, name)
@@ -644,7 +668,7 @@ class Agent:
                 except _TooBig as e:
                     res["error"] = {"kind": "runtime_error",
                                     "msg": "output %r is %d bytes: over the %d-byte cap of a run's outputs"
-                                    % (name, e.args[0], MAX_OUTPUT_BYTES)}
+                                    % (name, e.args[0], limits["output_bytes"])}
                     break
                 budget -= len(data)
                 o = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -692,13 +716,17 @@ class Agent:
             return out
         self.child = proc
         try:
-            stdout, stderr, killed = _collect(proc, deadline)
+            stdout, stderr, killed = _collect(proc, deadline, lambda: self.disk_over(limits))
         finally:
             _kill_group(proc.pid)  # leftovers of the group, if any
             kill_descendants()     # and those that left it (setsid), found as the subreaper's
             self.child = None
         rc = proc.returncode
         out["stderr_tail"] = _tail(stderr)
+        over = killed if isinstance(killed, str) else self.disk_over(limits)
+        if over:
+            out["error"] = {"kind": "runtime_error", "msg": over}
+            return out
         if killed:
             out["signal"] = "SIGKILL"
             out["error"] = {"kind": "run_timeout", "msg": "no answer within %g s (killed)" % timeout}
@@ -789,11 +817,39 @@ class Agent:
             wfile.write(text.encode("utf-8") + b"\n")
             wfile.flush()
 
-    def close(self):
-        if self.child is not None:
-            _kill_group(self.child.pid)
-        kill_descendants()
-        _remove(self.workdir)
+    def close(self, final=False):
+        """Kills what is left of the run and removes the work directory, with SIGTERM, SIGHUP
+        and SIGINT blocked so a second signal cannot interrupt the removal (final: they stay
+        blocked, the agent is exiting)."""
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, EXIT_SIGNALS)
+        try:
+            if self.child is not None:
+                _kill_group(self.child.pid)
+            kill_descendants()
+            if self.wfd is None:
+                return
+            for e in os.listdir(self.wfd):
+                if e != "agent.lock":
+                    _rmtree_at(self.wfd, e)
+            parent, base = os.path.split(self.workdir)
+            try:
+                pfd = os.open(parent, O_DIR)
+            except OSError:
+                pfd = None
+            if pfd is not None:
+                try:     # the directory itself, unless a candidate renamed another one here
+                    if os.lstat(base, dir_fd=pfd).st_ino == os.fstat(self.wfd).st_ino:
+                        os.unlink("agent.lock", dir_fd=self.wfd)
+                        os.rmdir(base, dir_fd=pfd)
+                except OSError:
+                    pass
+                os.close(pfd)
+            os.close(self.lock)
+            os.close(self.wfd)
+            self.wfd = None
+        finally:
+            if not final:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _bad_id(rid):
@@ -1028,6 +1084,30 @@ def _rmtree_at(pfd, name):
         return True
 
 
+def _tree_bytes(fd, stop):
+    """Bytes allocated under the directory fd (links not followed); counting stops past stop."""
+    total, stack = 0, [os.dup(fd)]
+    try:
+        while stack and total < stop:
+            d = stack.pop()
+            try:
+                with os.scandir(d) as it:
+                    for e in it:
+                        try:
+                            st = e.stat(follow_symlinks=False)
+                            total += max(st.st_size, st.st_blocks * 512)
+                            if stat.S_ISDIR(st.st_mode):
+                                stack.append(os.open(e.name, O_DIR, dir_fd=d))
+                        except OSError:
+                            pass
+            finally:
+                os.close(d)
+    finally:
+        for d in stack:
+            os.close(d)
+    return total
+
+
 def _keep(buf, data, cap):
     """Appends data to buf, keeping only the last cap bytes; True when something was dropped."""
     buf += data
@@ -1037,22 +1117,27 @@ def _keep(buf, data, cap):
     return False
 
 
-def _collect(proc, deadline):
+def _collect(proc, deadline, check=None):
     """Reads the child's stdout (up to STDOUT_BYTES, tail kept) and stderr (TAIL_BYTES, tail)
     until both reach end of file, the child exits with its pipes held by a descendant, or the
-    deadline; -> (stdout, stderr, killed at the deadline).  Never buffers a flood whole and
+    deadline; -> (stdout, stderr, killed: True at the deadline, or check()'s message when the
+    periodic check (the disk quota, every CHECK_S) said to stop the run).  Never buffers a flood whole and
     never waits on a pipe held by a process that left the group."""
     bufs = {proc.stdout: bytearray(), proc.stderr: bytearray()}
     caps = {proc.stdout: STDOUT_BYTES, proc.stderr: TAIL_BYTES}
     killed = False
     grace = None            # after the child exited: how long its pipes may stay open
+    next_check = time.monotonic() + CHECK_S
     with selectors.DefaultSelector() as sel:
         for f in bufs:
             sel.register(f, selectors.EVENT_READ)
         while sel.get_map():
             now = time.monotonic()
-            if grace is None and now >= deadline:
-                killed = True
+            if grace is None and check is not None and now >= next_check:
+                next_check = now + CHECK_S
+                killed = check() or False
+            if grace is None and (now >= deadline or killed):
+                killed = killed or True
                 _kill_group(proc.pid)
                 proc.kill()
                 proc.wait()
@@ -1060,7 +1145,7 @@ def _collect(proc, deadline):
                 grace = now + 1.0
             if grace is not None and now >= grace:
                 break
-            for key, _ in sel.select(min((grace or deadline) - now, 0.1)):
+            for key, _ in sel.select(max(0.0, min((grace or deadline) - now, 0.1))):
                 data = os.read(key.fd, 1 << 16)
                 if data:
                     _keep(bufs[key.fileobj], data, caps[key.fileobj])
@@ -1176,14 +1261,59 @@ def _kill_group(pid):
         pass
 
 
-def _remove(path):
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def reap_stale(root):
+    """Removes the work directories under root left by dead agents of this user: those whose
+    agent.lock nobody holds (or, from agents without one, whose agent.json names a dead
+    process).  A directory with neither is an agent starting up, and is left alone."""
+    try:
+        rfd = os.open(root, O_DIR)
+    except OSError:
+        return 0
+    n = 0
+    try:
+        for name in os.listdir(rfd):
+            if not name.startswith("cgen-agent-"):
+                continue
+            try:
+                st = os.lstat(name, dir_fd=rfd)
+                if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                    continue
+                dfd = os.open(name, O_DIR, dir_fd=rfd)
+            except OSError:
+                continue
+            try:
+                stale = _is_stale(dfd)
+            finally:
+                os.close(dfd)
+            if stale:
+                n += _rmtree_at(rfd, name)
+    finally:
+        os.close(rfd)
+    return n
+
+
+def _is_stale(dfd):
+    try:
+        lock = os.open("agent.lock", os.O_RDONLY | O_SAFE, dir_fd=dfd)
+    except OSError:
+        lock = None
+    if lock is not None:
         try:
-            os.unlink(path)
-        except OSError:
-            pass
+            return _flock(lock, True)
+        finally:
+            os.close(lock)
+    try:
+        fd = os.open("agent.json", os.O_RDONLY | O_SAFE, dir_fd=dfd)
+        with os.fdopen(fd) as f:
+            owner = json.loads(f.read(4096))
+        pid, start = int(owner["pid"]), owner.get("start")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    now = process_start(pid)
+    return now is None or (start is not None and now != start)
 
 
 def _terminate(signum, frame):
@@ -1204,15 +1334,16 @@ def main(argv=None):
     os.dup2(2, 1)
     proto_in = sys.stdin.buffer
     _subreaper()
+    reap_stale(args.root or tempfile.gettempdir())
     agent = Agent(args.root)
-    for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    for s in EXIT_SIGNALS:
         signal.signal(s, _terminate)
     try:
         agent.serve(proto_in, proto_out)
     except (Terminated, BrokenPipeError):
         pass
     finally:
-        agent.close()
+        agent.close(final=True)
     return 0
 
 

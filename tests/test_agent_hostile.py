@@ -274,3 +274,81 @@ def test_a_stored_file_replaced_by_a_link_to_dev_zero_is_not_copied_unbounded(ag
     assert os.path.islink(agent.workdir / "files" / "in")        # the swap did happen
     assert ans["ok"] is False or ans["error"] is not None, ans
     assert agent.serves()
+
+
+# ---------------------------------------------------------------- 5. budgets and clean exits
+def test_a_run_over_its_disk_quota_is_stopped(agent):
+    import time
+    fill = SH + b"i=0\nwhile :; do head -c 200000 /dev/zero > f$i; i=$((i+1)); done\n"
+    assert agent.put("fill", fill, executable=True)["ok"]
+    t0 = time.monotonic()
+    ans = agent.ask({"id": 1, "op": "run", "exe": "fill", "argv": [], "timeout": 30,
+                     "limits": {"disk_bytes": 4 << 20}})
+    assert ans["ok"] and ans["error"]["kind"] == "runtime_error", ans
+    assert "disk quota" in ans["error"]["msg"] and time.monotonic() - t0 < 10
+    assert agent.serves()
+
+
+def test_outputs_over_the_cap_are_an_error_not_read(agent):
+    assert agent.put("big", SH + b"head -c 3000000 /dev/zero > out\n", executable=True)["ok"]
+    ans = agent.ask({"id": 1, "op": "run", "exe": "big", "argv": [], "outputs": ["out"],
+                     "limits": {"output_bytes": 1 << 20}})
+    assert ans["ok"] and ans["error"]["kind"] == "runtime_error" and "cap" in ans["error"]["msg"], ans
+    assert ans["outputs"] == {}
+    ans = agent.ask({"id": 1, "op": "run", "exe": "big", "argv": [], "outputs": ["out"],
+                     "return_outputs": "sha256"})
+    assert ans["error"] is None and ans["outputs"]["out"]["size"] == 3000000
+
+
+def test_a_chmod_000_directory_is_removed_on_bye(tmp_path):
+    # (as root, which ignores permissions, this passes without the fix; the fix is for boards
+    # where the agent runs as a user)
+    a = Agent(tmp_path)
+    assert a.put("locker", SH + b"mkdir -p d/e && touch d/e/f && chmod 000 d/e d\nexit 0\n",
+                 executable=True)["ok"]
+    files = a.workdir / "files"
+    (files / "keep").mkdir()
+    (files / "keep" / "x").write_bytes(b"1")
+    os.chmod(files / "keep", 0)
+    ans = a.ask({"id": 1, "op": "run", "exe": "locker", "argv": []})
+    assert ans["ok"] and ans["error"] is None, ans
+    assert a.ask({"id": 2, "op": "bye"})["ok"]
+    assert a.proc.wait(timeout=10) == 0
+    a.close()
+    assert not a.workdir.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_sigterms_do_not_interrupt_the_removal(tmp_path):
+    import signal
+    import time
+    a = Agent(tmp_path)
+    big = a.workdir / "files" / "big"
+    big.mkdir()
+    for i in range(20000):
+        (big / str(i)).write_bytes(b"")
+    a.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.02)
+    a.proc.send_signal(signal.SIGTERM)
+    assert a.proc.wait(timeout=60) == 0
+    a.close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_work_directories_of_dead_agents_are_removed_at_start(tmp_path):
+    dead = Agent(tmp_path)
+    (dead.workdir / "files" / "x").write_bytes(b"1")
+    dead.proc.kill()
+    dead.proc.wait(timeout=10)
+    dead.close()
+    assert dead.workdir.exists()
+    (tmp_path / "cgen-agent-starting").mkdir()          # no lock, no agent.json yet: left alone
+    live = Agent(tmp_path)
+    try:
+        assert not dead.workdir.exists()
+        assert (tmp_path / "cgen-agent-starting").is_dir()
+        other = Agent(tmp_path)                          # a live agent's directory stays
+        assert live.workdir.is_dir()
+        other.close()
+    finally:
+        live.close()
