@@ -201,14 +201,25 @@ def default_as_bytes(emulated):
     return int(limit)
 
 
+_LIMITS = {}
+
+
 def agent_limits():
-    """The agent's maxima and budgets (bytes, seconds, processes), announced in hello."""
+    """The agent's maxima and budgets (bytes, seconds, processes), announced in hello (computed
+    once: reading /proc/meminfo on every run costs the measurement overhead)."""
+    if not _LIMITS:
+        _LIMITS.update(_agent_limits())
+    return dict(_LIMITS)
+
+
+def _agent_limits():
     return {"max_line_bytes": MAX_LINE_BYTES, "max_put_bytes": MAX_PUT_BYTES,
             "run_disk_bytes": RUN_DISK_BYTES, "session_disk_bytes": SESSION_DISK_BYTES,
             "max_output_bytes": MAX_OUTPUT_BYTES, "tail_bytes": TAIL_BYTES,
             "cpu_s": MAX_CPU_S, "fsize_bytes": MAX_FSIZE_BYTES,
             "as_bytes": max(default_as_bytes(True), meminfo().get("MemTotal", 0)),
-            "nproc": NPROC}
+            "nproc": NPROC, "default_as_bytes": default_as_bytes(False),
+            "default_as_bytes_emulated": default_as_bytes(True)}
 
 
 def hello_info(workdir):
@@ -615,8 +626,8 @@ class Agent:
         caps = agent_limits()
         cpu = _num(req, "cpu_s", min(math.ceil(timeout) + 1, MAX_CPU_S), 1, caps["cpu_s"], cap=True)
         fsize = _num(req, "fsize_bytes", GiB, 1, caps["fsize_bytes"], cap=True)
-        as_bytes = _num(req, "as_bytes", default_as_bytes(emulated), 1 << 20, caps["as_bytes"],
-                        cap=True)
+        as_bytes = _num(req, "as_bytes", caps["default_as_bytes_emulated" if emulated else
+                                             "default_as_bytes"], 1 << 20, caps["as_bytes"], cap=True)
         disk = _num(req, "disk_bytes", RUN_DISK_BYTES, 1, RUN_DISK_BYTES, cap=True)
         output = _num(req, "output_bytes", MAX_OUTPUT_BYTES, 0, MAX_OUTPUT_BYTES, cap=True)
         if emulated:
