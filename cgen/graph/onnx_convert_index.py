@@ -165,6 +165,19 @@ def convert_lrn(imp, n, a):
     imp.emit("div", [x, imp.emit("pow", [d, p], tag="denominator")[0]], outputs=[n.output[0]])
 
 
+def convert_topk(imp, n, a):
+    x = n.input[0]
+    s = imp.v(x).shape
+    ax = _axis(imp, int(a.get("axis", -1)), len(s))
+    k = int(imp.const(n.input[1], "K").reshape(-1)[0]) if imp.opset >= 10 else int(a["k"])
+    if not 0 < k <= s[ax]:
+        _refuse(imp, f"K={k} for an axis of {s[ax]}", "shape")
+    if not a.get("sorted", 1):
+        _refuse(imp, "sorted=0")
+    imp.emit("topk", [x], {"axis": ax, "k": k, "largest": int(a.get("largest", 1))},
+             outputs=[o or imp.fresh(f"{n.name}__unused") for o in n.output[:2]])
+
+
 def convert_cumprod(imp, n, a):
     r = len(imp.v(n.input[0]).shape)
     ax = _axis(imp, int(imp.const(n.input[1], "axis").reshape(())), r)
@@ -176,7 +189,7 @@ INDEX_CONVERTERS = {
     "GatherElements": convert_gather_elements, "GatherND": convert_gather_nd,
     "ScatterND": convert_scatter(False), "ScatterElements": convert_scatter(True),
     "Scatter": convert_scatter(True),      # opset < 11: upgraded to ScatterElements on load
-    "MeanVarianceNormalization": convert_mvn, "LRN": convert_lrn,
+    "TopK": convert_topk, "MeanVarianceNormalization": convert_mvn, "LRN": convert_lrn,
     "OneHot": convert_one_hot, "EyeLike": convert_eye_like, "Hardmax": convert_hardmax,
     "RMSNormalization": convert_rms_norm, "LpNormalization": convert_lp_norm,
     "DynamicQuantizeLinear": convert_dynamic_quantize, "CumProd": convert_cumprod,

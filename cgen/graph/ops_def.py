@@ -18,7 +18,14 @@ class OpDef:
     shape: Callable       # (attrs, [(shape, dtype)]) -> shape
     dtype: Callable       # (attrs, [(shape, dtype)]) -> dtype; ModelError for a bad input dtype
     ref: Callable         # (node, *arrays) -> array
-    fn: Callable          # (node, ins, graph, inputs) -> [idx -> Expr]
+    fn: Callable          # (node, ins, graph, inputs) -> [idx -> Expr], one per output
+    outputs: Callable | None = None   # (attrs, ins) -> [(shape, dtype)] when not one output
+
+    def types(self, a, ins) -> list:
+        """(shape, dtype) of each output."""
+        if self.outputs is not None:
+            return [(tuple(int(d) for d in s), dt) for s, dt in self.outputs(a, ins)]
+        return [(tuple(int(d) for d in self.shape(a, ins)), self.dtype(a, ins))]
 
 
 def _err(msg: str, kind: str = "unsupported_dtype") -> ModelError:

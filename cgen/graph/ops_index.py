@@ -6,6 +6,8 @@ OpDef is used):
     scatter                (data, updates, map) data with updates written where `map` (a
                                                 constant int64: flat index into updates, or -1)
     one_hot(axis, depth)   (indices, values)    values[1] where index == position, else [0]
+    topk(axis, k, largest) (x) -> (values, int64 indices), sorted, ties to the lower index
+                           (unrolled ranks: n * n <= UNROLL_MAX terms for an axis of n)
 
 Negative indices count from the end of their axis.  Scatter indices must be constants:
 the frontend turns them into `map` (ScatterND and ScatterElements without reduction).
@@ -17,8 +19,8 @@ from typing import Mapping
 import numpy as np
 
 from .. import te
-from ..te.expr import INDEX
-from .ops_def import ALL, NUMERIC, OpDef, _err
+from ..te.expr import INDEX, const
+from .ops_def import ALL, NUMERIC, OpDef, _err, check_unroll
 
 
 def _as_index(e, n: int):
@@ -153,6 +155,63 @@ def _one_hot_dtype(a, ins):
     return ins[1][1]
 
 
+# ------------------------------------------------------------------ topk
+def _topk_types(a, ins):
+    s, dt = ins[0]
+    if dt not in NUMERIC:
+        raise _err(f"x is {dt}")
+    out = tuple(a["k"] if d == a["axis"] else n for d, n in enumerate(s))
+    return [(out, dt), (out, "int64")]
+
+
+def _topk_fn(node, ins, graph, inputs):
+    """Per element i of the axis its rank (how many come before it: larger, or equal with a
+    smaller index; smaller when not `largest`); output p is the element of rank p."""
+    f, a = ins[0], node.attr_dict
+    ax, n = a["axis"], node.inputs[0].shape[a["axis"]]
+    check_unroll(node, n * n)
+    dt = node.outputs[0].dtype
+
+    def at(idx, j):
+        return f(tuple(j if d == ax else i for d, i in enumerate(idx)))
+
+    def ranks(idx):
+        xs = [at(idx, j) for j in range(n)]
+        out = []
+        for i in range(n):
+            r = None
+            for j in range(n):
+                if j == i:
+                    continue
+                ahead = xs[j] > xs[i] if a["largest"] else xs[j] < xs[i]
+                if j < i:
+                    ahead = ahead | te.equal(xs[j], xs[i])
+                t = te.if_then_else(ahead, const(1, INDEX), const(0, INDEX))
+                r = t if r is None else r + t
+            out.append(const(0, INDEX) if r is None else r)
+        return xs, out
+
+    def pick(values: bool):
+        def fn(idx):
+            xs, rk = ranks(idx)
+            acc = None
+            for i in range(n):
+                v = xs[i] if values else const(i, INDEX)
+                t = te.if_then_else(te.equal(rk[i], idx[ax]), v, const(0, dt if values else INDEX))
+                acc = t if acc is None else acc + t
+            return acc
+        return fn
+    return [pick(True), pick(False)]
+
+
+def _ref_topk(n, x):
+    ax, k = n.attr("axis"), n.attr("k")
+    key = -x if n.attr("largest") else x
+    order = np.argsort(key, axis=ax, kind="stable")
+    ind = np.take(order, range(k), axis=ax)
+    return np.take_along_axis(x, ind, axis=ax), ind.astype(np.int64)
+
+
 INDEX_OPS: Mapping[str, OpDef] = {
     "gather_elements": OpDef("injective", lambda a, ins: ins[1][0], _index_dtype,
                              _ref_gather_elements, _gather_elements_fn),
@@ -160,5 +219,6 @@ INDEX_OPS: Mapping[str, OpDef] = {
                        _gather_nd_fn),
     "scatter": OpDef("injective", lambda a, ins: ins[0][0], _scatter_dtype, _ref_scatter,
                      _scatter_fn),
+    "topk": OpDef("injective", None, None, _ref_topk, _topk_fn, _topk_types),
     "one_hot": OpDef("injective", _one_hot_shape, _one_hot_dtype, _ref_one_hot, _one_hot_fn),
 }

@@ -23,6 +23,9 @@
                   resize(mode, coord, nearest_mode, cubic_a, exclude_outside, antialias,
                          extrapolation_value, scales, sizes, roi)             (x)
 
+    more          ops_extra.py / ops_index.py: comparisons, logic, where, rounding, trig,
+                  activations, mod, expand, tile, trilu, cumsum, gather/scatter, topk, ...
+
 Axes are non-negative; shapes are static; every value has a concrete dtype.
 """
 from __future__ import annotations

@@ -273,7 +273,7 @@ def output_types(op: str, attrs: Mapping, ins: list) -> list:
     if any(dt == "bool" for _, dt in ins) and op not in _BOOL_OK and op not in EXTRA_OPS:
         raise ModelError(f"{op} does not take bool", "unsupported_dtype")
     if op in EXTRA_OPS:
-        return [(tuple(int(d) for d in EXTRA_OPS[op].shape(a, ins)), EXTRA_OPS[op].dtype(a, ins))]
+        return EXTRA_OPS[op].types(a, ins)
     rule = _SHAPES.get(op)
     if rule is None:
         raise ModelError(f"no shape rule for op {op!r}", "unsupported_op")
