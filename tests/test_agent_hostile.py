@@ -7,6 +7,8 @@ import base64
 import hashlib
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,11 +21,17 @@ SH = b"#!/bin/sh\n"
 
 
 class Agent:
-    """One agent subprocess spoken to line by line (raw bytes, so any line can be sent)."""
+    """One agent subprocess spoken to line by line (raw bytes, so any line can be sent); with
+    ssh, the same agent reached through a real sshd on loopback (same file system)."""
 
-    def __init__(self, root):
-        self.proc = subprocess.Popen([sys.executable, "-I", "-S", str(AGENT), "--root", str(root)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    def __init__(self, root, ssh=None):
+        cmd = [sys.executable, "-I", "-S", str(AGENT), "--root", str(root)]
+        if ssh is not None:
+            cmd = ["ssh", "-T", "-p", str(ssh.port), "-i", str(ssh.user_key), "-o", "BatchMode=yes",
+                   "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={ssh.known_hosts}",
+                   "-o", "IdentitiesOnly=yes", "-F", "/dev/null", f"{ssh.user}@127.0.0.1",
+                   " ".join(shlex.quote(c) for c in cmd)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.info = self.ask({"id": 0, "op": "hello"})
         self.workdir = Path(self.info["workdir"])
 
@@ -51,9 +59,20 @@ class Agent:
         self.proc.stdout.close()
 
 
-@pytest.fixture
-def agent(tmp_path):
-    a = Agent(tmp_path)
+@pytest.fixture(params=["local", "ssh"])
+def agent(request, tmp_path):
+    ssh = None
+    if request.param == "ssh":
+        from tests.test_ssh import SSHD, SshServer
+        if not os.path.exists(SSHD) or shutil.which("ssh") is None:
+            pytest.skip("needs openssh-server and ssh (ci/setup.sh installs them)")
+        if os.geteuid() != 0 and not os.path.isdir("/run/sshd"):
+            pytest.skip("sshd needs /run/sshd")
+        (tmp_path / "sshd").mkdir()
+        ssh = SshServer(tmp_path / "sshd")
+        ssh.start()
+        request.addfinalizer(ssh.stop)
+    a = Agent(tmp_path, ssh)
     try:
         yield a
     finally:
@@ -192,7 +211,7 @@ def test_a_flood_of_output_keeps_the_agent_small(agent):
                      executable=True)["ok"]
     ans = agent.ask({"id": 1, "op": "run", "exe": "flood", "argv": [], "timeout": 60})
     assert ans["ok"], ans
-    hwm = [ln for ln in open(f"/proc/{agent.proc.pid}/status") if ln.startswith("VmHWM:")]
+    hwm = [ln for ln in open(f"/proc/{agent.info['pid']}/status") if ln.startswith("VmHWM:")]
     assert int(hwm[0].split()[1]) < 60 * 1024, hwm            # KiB: no whole-output buffering
     assert len(ans["stderr_tail"]) <= agent.info["limits"]["tail_bytes"]
     assert agent.serves()
