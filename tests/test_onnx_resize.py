@@ -1,6 +1,6 @@
 """Resize and Upsample beyond the ONNX backend node cases (those run compiled in
 test_onnx_backend_compiled.py): models from before opset 11 keep their asymmetric
-coordinates, integer tensors, an FPN-style neck against onnxruntime, named ARM targets,
+coordinates, integer tensors, an FPN-style neck against onnxruntime on x86, ARM and Cortex-M,
 and the one-line refusals."""
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def _fpn_neck():
     return h.make_model(g, opset_imports=[h.make_opsetid("", 13)])
 
 
-@pytest.mark.parametrize("target", ["x86-avx2", "aarch64", "armv7"])
+@pytest.mark.parametrize("target", ["x86-avx2", "aarch64", "armv7", "cortex-m4"])
 def test_fpn_neck_matches_onnxruntime(target):
     ort = pytest.importorskip("onnxruntime")
     from tests.test_onnx_backend_compiled import need_target
