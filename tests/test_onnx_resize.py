@@ -5,7 +5,6 @@ and the one-line refusals."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto
 from onnx import helper as h

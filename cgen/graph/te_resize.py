@@ -79,8 +79,8 @@ def resize_fn(f, node, inputs):
             total = term if total is None else total + term
         if not floating and any(fw is not None for _, cols, _ in axes for _, fw in cols):
             info = np.iinfo(dtype)
-            total = te.maximum(te.minimum(te.round_half_even(total), const(float(info.max), "float32")),
-                               const(float(info.min), "float32"))
+            hi, lo = const(float(info.max), "float32"), const(float(info.min), "float32")
+            total = te.maximum(te.minimum(te.round_half_even(total), hi), lo)
             total = te.cast(dtype, total)
         conds = []
         for d, _, valid in axes:
