@@ -1186,6 +1186,7 @@ def _subreaper():
 
 
 SUBREAPER = False
+OWN_PROCESS = False     # set by main(): every child of this process is a run's
 
 
 def _children(pid):
@@ -1215,7 +1216,11 @@ def _children(pid):
 
 def kill_descendants():
     """SIGKILLs every descendant of the agent and reaps it; the agent runs one child at a time,
-    so its descendants are the run's (with SUBREAPER, also those that escaped with setsid)."""
+    so its descendants are the run's (with SUBREAPER, also those that escaped with setsid).
+    Only in the agent's own process (main): an Agent used as a library must not kill or reap
+    its host's other children."""
+    if not OWN_PROCESS:
+        return
     me = os.getpid()
     for _ in range(100):
         todo, seen = [me], []
@@ -1344,6 +1349,8 @@ def main(argv=None):
     proto_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     proto_in = sys.stdin.buffer
+    global OWN_PROCESS
+    OWN_PROCESS = True
     _subreaper()
     reap_stale(args.root or tempfile.gettempdir())
     agent = Agent(args.root)
