@@ -18,14 +18,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 AGENT = ROOT / "rpc_agent" / "agent.py"
 SH = b"#!/bin/sh\n"
+SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 class Agent:
     """One agent subprocess spoken to line by line (raw bytes, so any line can be sent); with
     ssh, the same agent reached through a real sshd on loopback (same file system)."""
 
-    def __init__(self, root, ssh=None):
-        cmd = [sys.executable, "-I", "-S", str(AGENT), "--root", str(root)]
+    def __init__(self, root, ssh=None, user=()):
+        cmd = list(user) + [user and SYSTEM_PYTHON or sys.executable, "-I", "-S", str(AGENT),
+                            "--root", str(root)]
         if ssh is not None:
             cmd = ["ssh", "-T", "-p", str(ssh.port), "-i", str(ssh.user_key), "-o", "BatchMode=yes",
                    "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={ssh.known_hosts}",
@@ -371,3 +373,48 @@ def test_stale_work_directories_of_dead_agents_are_removed_at_start(tmp_path):
         other.close()
     finally:
         live.close()
+
+
+@pytest.fixture
+def unprivileged():
+    """(prefix that runs the agent as an unprivileged user, a root it may write): the agent as
+    root ignores permissions and RLIMIT_NPROC, so as root the agent runs as nobody (setpriv)."""
+    import tempfile
+    root = Path(tempfile.mkdtemp(prefix="cgen-hostile-"))
+    os.chmod(root, 0o777)
+    try:
+        if os.geteuid() != 0:
+            yield (), root
+        elif shutil.which("setpriv") and os.path.exists(SYSTEM_PYTHON):
+            yield ("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"), root
+        else:
+            pytest.skip("as root, needs setpriv and /usr/bin/python3 to run the agent unprivileged")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_unprivileged_chmod_000_is_removed_and_nproc_is_limited(unprivileged):
+    user, root = unprivileged
+    try:
+        a = Agent(root, user=user)
+    except (AssertionError, json.JSONDecodeError):
+        pytest.skip("the agent file is not readable by the unprivileged user")
+    try:
+        assert a.put("nproc", SH + b"grep 'Max processes' /proc/self/limits >&2\nexit 5\n",
+                     executable=True)["ok"]
+        ans = a.ask({"id": 1, "op": "run", "exe": "nproc", "argv": []})
+        assert ans["error"]["kind"] == "runtime_error", ans
+        n = ans["stderr_tail"].split()[2]                  # Max processes SOFT HARD processes
+        everyone = sum(d.isdigit() for d in os.listdir("/proc"))
+        assert n.isdigit() and int(n) <= everyone + a.info["limits"]["nproc"], ans  # the user's + NPROC
+        locker = SH + (b"mkdir -p d/e ../../files/locked/in && touch d/e/f ../../files/locked/in/f\n"
+                       b"chmod 000 d/e d ../../files/locked/in ../../files/locked\n")
+        assert a.put("locker", locker, executable=True)["ok"]
+        ans = a.ask({"id": 2, "op": "run", "exe": "locker", "argv": []})
+        assert ans["ok"] and ans["error"] is None, ans
+        assert a.ask({"id": 3, "op": "bye"})["ok"]
+        assert a.proc.wait(timeout=20) == 0
+    finally:
+        a.close()
+    assert not a.workdir.exists()
+    assert list(root.iterdir()) == []
