@@ -178,6 +178,47 @@ def convert_topk(imp, n, a):
              outputs=[o or imp.fresh(f"{n.name}__unused") for o in n.output[:2]])
 
 
+# cosine-sum windows: w[i] = sum_k c_k cos(2 pi k i / N), N = size (periodic) or size - 1
+_WINDOWS = {"HannWindow": (0.5, -0.5), "HammingWindow": (25 / 46, -21 / 46),
+            "BlackmanWindow": (0.42, -0.5, 0.08)}
+
+
+def convert_window(op: str):
+    def conv(imp, n, a):
+        size = int(imp.const(n.input[0], "size").reshape(()))
+        dt = check_dtype(_np_dtype_name(a.get("output_datatype", 1)), f"{imp.where_node()}: "
+                         "output_datatype")
+        N = size if a.get("periodic", 1) else size - 1
+        i = np.arange(size, dtype=np.float64)
+        w = sum(c * np.cos(2 * np.pi * k * i / N) for k, c in enumerate(_WINDOWS[op]))
+        imp.set_const(n.output[0], w.astype(np.float32).astype(dt))
+    return conv
+
+
+def convert_center_crop_pad(imp, n, a):
+    """A centred slice where the target is smaller, a centred zero pad where larger (the
+    odd element goes to the end in both)."""
+    x = n.input[0]
+    s = imp.v(x).shape
+    r = len(s)
+    want = [int(d) for d in imp.const(n.input[1], "shape").reshape(-1)]
+    axes = [_axis(imp, int(d), r) for d in a.get("axes", range(r))]
+    if len(axes) != len(want):
+        _refuse(imp, f"shape {want} does not match axes {axes}", "shape")
+    starts, ends, begin, end = [0] * r, list(s), [0] * r, [0] * r
+    for ax, w in zip(axes, want):
+        if w < s[ax]:
+            starts[ax] = (s[ax] - w) // 2
+            ends[ax] = starts[ax] + w
+        else:
+            begin[ax] = (w - s[ax]) // 2
+            end[ax] = w - s[ax] - begin[ax]
+    y = imp.emit("slice", [x], {"starts": tuple(starts), "ends": tuple(ends),
+                                "steps": (1,) * r}, tag="crop")[0]
+    imp.emit("pad", [y], {"pads": tuple(begin + end), "mode": "constant", "value": 0},
+             outputs=[n.output[0]])
+
+
 def convert_cumprod(imp, n, a):
     r = len(imp.v(n.input[0]).shape)
     ax = _axis(imp, int(imp.const(n.input[1], "axis").reshape(())), r)
@@ -189,7 +230,8 @@ INDEX_CONVERTERS = {
     "GatherElements": convert_gather_elements, "GatherND": convert_gather_nd,
     "ScatterND": convert_scatter(False), "ScatterElements": convert_scatter(True),
     "Scatter": convert_scatter(True),      # opset < 11: upgraded to ScatterElements on load
-    "TopK": convert_topk, "MeanVarianceNormalization": convert_mvn, "LRN": convert_lrn,
+    **{op: convert_window(op) for op in _WINDOWS},
+    "TopK": convert_topk, "CenterCropPad": convert_center_crop_pad, "MeanVarianceNormalization": convert_mvn, "LRN": convert_lrn,
     "OneHot": convert_one_hot, "EyeLike": convert_eye_like, "Hardmax": convert_hardmax,
     "RMSNormalization": convert_rms_norm, "LpNormalization": convert_lp_norm,
     "DynamicQuantizeLinear": convert_dynamic_quantize, "CumProd": convert_cumprod,

@@ -22,7 +22,8 @@ SHAPE_OPERANDS: Mapping[str, tuple] = {
     "Clip": (1, 2), "Gather": (1,), "ConstantOfShape": (0,), "Dropout": (1, 2),
     "Resize": (1, 2, 3), "Upsample": (1,),
     "Range": (0, 1, 2), "Expand": (1,), "Tile": (1,), "Trilu": (1,), "CumSum": (1,),
-    "CumProd": (1,), "OneHot": (1,), "TopK": (1,),
+    "CumProd": (1,), "OneHot": (1,), "TopK": (1,), "CenterCropPad": (1,),
+    **{op: (0,) for op in ("HannWindow", "HammingWindow", "BlackmanWindow")},
     "ScatterND": (1,), "ScatterElements": (1,), "Scatter": (1,),     # cgen needs scatter indices constant
     **{op: (1,) for op in ("ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
                            "ReduceLogSumExp", "ReduceProd")},
