@@ -33,7 +33,12 @@ typedef union unsigned void volatile while _Bool _Complex _Imaginary main
 expf logf sqrtf tanhf erff floorf rintf sinf cosf fmodf tanf asinf acosf atanf sinhf coshf asinhf acoshf
 atanhf fabsf malloc free cg_status NAN INFINITY INT64_C INT8_MIN INT16_MIN
 INT32_MIN INT64_MIN cg_ws""".split())
-STACK_LIMIT = 16 * 1024
+# Bytes a kernel's local buffer may take on the stack before it goes to the heap (a
+# standalone kernel) or to the workspace (a model).  One table, two uses: a standalone
+# kernel has no workspace, so a generous limit saves mallocs; in a model every byte off
+# the stack is counted in the memory report and the workspace, which is what an MCU
+# budget must see, so only small tiles stay on the stack there.
+STACK_LIMIT = {"kernel": 16 * 1024, "model": 1024}
 WS_ALIGN = 64
 
 # Helper bodies are fixed C (no generated expressions inside), one per helper name.
@@ -110,7 +115,7 @@ class _Names:
 
 class CEmitter:
     def __init__(self, func: PrimFunc, isa=None, kernels=(), openmp=False, workspace=False,
-                 stack_limit: int = STACK_LIMIT, static: bool = False):
+                 stack_limit: int = STACK_LIMIT["kernel"], static: bool = False):
         self.workspace = workspace      # heap-sized buffers live in a caller's workspace
         self.stack_limit = stack_limit  # bytes a local buffer may take on the stack
         self.static = static            # a file-local function (one of a model's kernels)

@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 from pycparser import c_ast
 
-from ..codegen.c import C_KEYWORDS, C_TYPES, emit_unit
+from ..codegen.c import C_KEYWORDS, C_TYPES, STACK_LIMIT as C_STACK_LIMIT, emit_unit
 from ..codegen.isa import isa_for
 from .entry import Call, Param, buffer, entry_point, no_scratch, workspace_at
 from .graph_ir import Graph, ModelError
 from .kernels import kernel_target
 from .memory import ALIGN, Interval, greedy_by_size, plan
 
-STACK_LIMIT = 1024          # bytes a kernel's local buffer may take on the stack
+STACK_LIMIT = C_STACK_LIMIT["model"]   # see codegen.c.STACK_LIMIT
 WORKSPACE_ALIGN = 16        # alignment the caller's workspace must have
 
 

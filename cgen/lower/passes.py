@@ -111,7 +111,7 @@ def hoist_allocations(s: Stmt) -> Stmt:
             return x
         if isinstance(x, For) and x.kind == "parallel":
             return hoist_into(x)
-        if isinstance(x, Allocate) and x.buffer.nbytes > STACK_LIMIT:
+        if isinstance(x, Allocate) and x.buffer.nbytes > STACK_LIMIT["kernel"]:
             found.append(x.buffer)
             return strip(x.body, found)
         return map_children(x, lambda y: strip(y, found))
