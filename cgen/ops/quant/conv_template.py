@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import te
+from ..common import parallel_knobs
 from ..space import ConfigSpace, Knob, split_choices
 from ...tensorize.int8_microkernel import tile_mrs, tile_shape
 from targets import resolve
@@ -68,9 +69,7 @@ class QConv2dTemplate:
                  Knob("unroll", (0, 1, 2)),
                  Knob("col_at", ("tile", "root")),
                  Knob("tile_k", (0,) + tuple(k for k in (256, 512, 1024) if k < g["K"]))]
-        if tgt.can_thread:
-            knobs.append(Knob("parallel", (False, True)))
-        return ConfigSpace(tuple(knobs))
+        return ConfigSpace(tuple(knobs + parallel_knobs(tgt)))
 
     def build(self, wl: dict, target, config):
         tgt = resolve(target)
@@ -297,9 +296,7 @@ class QDepthwiseConv2dTemplate(QConv2dTemplate):
                  Knob("tile_x", split_choices(g["OW"], 64)),
                  Knob("unroll", (0, 1, 2)),
                  Knob("pad_at", ("root", "channel"))]
-        if tgt.can_thread:
-            knobs.append(Knob("parallel", (False, True)))
-        return ConfigSpace(tuple(knobs))
+        return ConfigSpace(tuple(knobs + parallel_knobs(tgt)))
 
     def build(self, wl: dict, target, config):
         c = config_dict(config)

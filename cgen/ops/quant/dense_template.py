@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ... import te
+from ..common import parallel_knobs
 from ..space import ConfigSpace, Knob, split_choices
 from ...tensorize.int8_microkernel import tile_mrs, tile_shape
 from targets import resolve
@@ -43,9 +44,7 @@ class QDenseTemplate:
                  Knob("micro_m", (1, 2, 4)),
                  Knob("micro_n", (1, 2, 4)),
                  Knob("unroll", (False, True))]
-        if tgt.can_thread:
-            knobs.append(Knob("parallel", (False, True)))
-        return ConfigSpace(tuple(knobs))
+        return ConfigSpace(tuple(knobs + parallel_knobs(tgt)))
 
     def build(self, wl: dict, target, config):
         tgt = resolve(target)
