@@ -243,6 +243,13 @@ class _DepthwiseBase:
     def flops(self, wl: dict) -> int:
         return depthwise_flops(wl)
 
+    def _space(self, wl: dict, target, tiles: list, tile: bool) -> ConfigSpace:
+        """The tile knobs given, then the taps, padding and threading knobs both layouts share."""
+        knobs = tiles + [Knob("taps", ("expr", "reduce"))]
+        if any(wl["pad"]):
+            knobs.append(Knob("pad_at", self._pad_choices(tile=tile)))
+        return ConfigSpace(tuple(knobs + parallel_knobs(target)))
+
     @staticmethod
     def _pad_choices(tile: bool) -> tuple:
         return (("band", "plane", "tile", "inline", "root") if tile
@@ -284,13 +291,9 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
     def space(self, wl: dict, target) -> ConfigSpace:
         check_op(wl, self.name)
         OH, OW = out_size(wl)
-        knobs = [Knob("tile_y", split_choices(OH, 8)),
-                 Knob("tile_x", vec_choices(OW, resolve(target).lanes(), 64)),
-                 Knob("taps", ("expr", "reduce"))]
-        if any(wl["pad"]):
-            knobs.append(Knob("pad_at", self._pad_choices(tile=False)))
-        knobs += parallel_knobs(target)
-        return ConfigSpace(tuple(knobs))
+        return self._space(wl, target, [Knob("tile_y", split_choices(OH, 8)),
+                                        Knob("tile_x", vec_choices(OW, resolve(target).lanes(), 64))],
+                           tile=False)
 
     def default(self, wl: dict, target):
         lanes = resolve(target).lanes()
@@ -336,12 +339,8 @@ class DepthwiseNCHWcTemplate(_DepthwiseBase):
     def space(self, wl: dict, target) -> ConfigSpace:
         check_op(wl, self.name)
         OH, OW = out_size(wl)
-        knobs = [Knob("tile_y", split_choices(OH, 4)), Knob("tile_x", split_choices(OW, 8)),
-                 Knob("taps", ("expr", "reduce"))]
-        if any(wl["pad"]):
-            knobs.append(Knob("pad_at", self._pad_choices(tile=True)))
-        knobs += parallel_knobs(target)
-        return ConfigSpace(tuple(knobs))
+        return self._space(wl, target, [Knob("tile_y", split_choices(OH, 4)),
+                                        Knob("tile_x", split_choices(OW, 8))], tile=True)
 
     def default(self, wl: dict, target):
         (t, l, b, r) = wl["pad"]

@@ -281,6 +281,19 @@ def pack_b(B, block: int):
     return out
 
 
+def _micro_tiles(s, stage, order, outer, kc, ic, jr, ir, inner, intrin, panels):
+    """The block and micro-tile loop order of `stage`, its kernel call (intrin None: plain
+    loops) and the loops the packed panels are made at, in the order given (each
+    (buffer or None, axis))."""
+    tile = (jr, ir) if order == "ji" else (ir, jr)
+    s[stage].reorder(*outer, kc, ic, *tile, *inner)
+    if intrin is not None:
+        s[stage].tensorize(inner[0], intrin)
+    for buf, axis in panels:
+        if buf is not None:
+            s[buf].compute_at(s[stage], axis)
+
+
 def packed_matmul(spec: MatmulSpec, target="host", cfg: GemmConfig = GemmConfig()):
     """(schedule, args): args = [A, B, (bias), (R), C] computing the spec with the packed GEMM.
 
@@ -361,14 +374,8 @@ def packed_matmul(spec: MatmulSpec, target="host", cfg: GemmConfig = GemmConfig(
         kc, kk = s[C].split(ck, cfg.KC)
         ic, i1 = s[C].split(ci, MC)
         ir, ii = s[C].split(i1, MR)
-        tile = [jr, ir] if cfg.order == "ji" else [ir, jr]
-        s[C].reorder(*cax[:-2], jc, kc, ic, *tile, kk, ii, jj)
-        if use_kernel:
-            s[C].tensorize(kk, intrin)
-        if Bp is not None:
-            s[Bp].compute_at(s[C], kc)
-        if Ap is not None:
-            s[Ap].compute_at(s[C], ic)
+        _micro_tiles(s, C, cfg.order, (*cax[:-2], jc), kc, ic, jr, ir, (kk, ii, jj),
+                     intrin if use_kernel else None, ((Bp, kc), (Ap, ic)))
         if cfg.parallel and tgt.can_thread:
             s[C].parallel(s[C].leaf_axes[0])
         return s, inputs + [C]
@@ -396,14 +403,8 @@ def packed_matmul(spec: MatmulSpec, target="host", cfg: GemmConfig = GemmConfig(
     kc, kk = s[Cacc].split(ck, cfg.KC)
     c_ic, ci1 = s[Cacc].split(ci, MC)
     ir, ii = s[Cacc].split(ci1, MR)
-    tile = [jr, ir] if cfg.order == "ji" else [ir, jr]
-    s[Cacc].reorder(*cax[:-2], kc, c_ic, *tile, kk, ii, jj)
-    if use_kernel:
-        s[Cacc].tensorize(kk, intrin)
-    if Ap is not None:
-        s[Ap].compute_at(s[Cacc], c_ic)
-    if Bp is not None:
-        s[Bp].compute_at(s[Cacc], kc)
+    _micro_tiles(s, Cacc, cfg.order, tuple(cax[:-2]), kc, c_ic, jr, ir, (kk, ii, jj),
+                 intrin if use_kernel else None, ((Ap, c_ic), (Bp, kc)))
     if cfg.parallel and tgt.can_thread:
         s[C].parallel(s[C].leaf_axes[0])
     return s, inputs + [C]
