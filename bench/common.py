@@ -109,14 +109,22 @@ def _per_call(fn, number: int) -> float:
     return (time.perf_counter() - t0) / number
 
 
+MAX_CALLS = 1 << 20
+
+
 def calibrate(fn, min_repeat_s: float) -> int:
-    """Calls per repeat so that one repeat lasts at least min_repeat_s."""
+    """Calls per repeat so that one repeat lasts at least min_repeat_s (MAX_CALLS at most).
+
+    A probe can read as about zero (a CPU clock's tick is coarser than a short run), so
+    the count grows at most 100x a step and never past MAX_CALLS: an estimate from a
+    zero reading once asked for 2e8 calls, minutes of one run."""
     number = 1
     while True:
         t = _per_call(fn, number)
-        if t * number >= min_repeat_s or number >= 1 << 20:
+        if t * number >= min_repeat_s or number >= MAX_CALLS:
             return number
-        number = max(number * 2, math.ceil(min_repeat_s / max(t, 1e-9)))
+        want = math.ceil(min_repeat_s / max(t, 1e-9))
+        number = min(max(number * 2, want), number * 100, MAX_CALLS)
 
 
 @contextlib.contextmanager

@@ -135,3 +135,21 @@ def test_cpu_clock_rows_say_so():
     assert r["timing"]["clock"] == "cpu" and len(r["timing"]["cgen_times"]) == 2
     assert r["cgen_s"] > 0 and r["peer_s"] > 0
     assert r["ratio"] == pytest.approx(r["peer_s"] / r["cgen_s"], rel=1e-9)
+
+
+def test_calibrate_grows_by_bounded_steps_from_a_zero_reading():
+    """A CPU clock reads 0 for short runs: the count must not jump to min_repeat / 1e-9."""
+    from bench import common
+
+    class Clock:  # a 4 ms tick: anything shorter reads as zero
+        asked = []
+
+        def per_call(self, number):
+            self.asked.append(number)
+            return (number * 2e-6 // 4e-3) * 4e-3 / number
+
+    n = common.calibrate(Clock(), 0.2)
+    steps = Clock.asked
+    assert all(b <= 100 * a for a, b in zip(steps, steps[1:])), steps
+    assert max(steps) <= common.MAX_CALLS
+    assert n * 2e-6 >= 0.2 or n == common.MAX_CALLS
