@@ -81,6 +81,12 @@ Layout of the vector, `feature_length(L, B) = L * (14 + 4 * B) + 12` float32:
     depth        depth of the main path (raw, before truncation)
     main_share   share of the program's cost (as above) under the main nest's
                  outermost loop, 0..1 (1 when the program has no loop)
+    parallel_share share of the program's cost under a parallel loop, 0..1 (a
+                 parallel loop outside the main path, e.g. an epilogue nest, is
+                 seen only here)
+    loop_trips   log2(1 + loop iterations executed, every loop of the program:
+                 the loop overhead, which tells apart tilings of nests off the
+                 main path)
 
 `itervar_features` is meant for `lower(..., optimize=False)`.  On a fully
 lowered PrimFunc it still gives a vector of the same length (vector loads and
@@ -108,7 +114,8 @@ OPS = ("fadd", "fmul", "fdiv", "fother", "int")
 LOOP_FEATURES = ("extent", "level", "above", "below") + KINDS + OPS
 BUFFER_FEATURES = ("count", "bytes", "reuse", "stride")
 GLOBAL_FEATURES = ("flops", "int_ops", "accesses", "outside", "local_bytes", "kernel_calls",
-                   "prefetches", "guards", "loops", "nests", "depth", "main_share")
+                   "prefetches", "guards", "loops", "nests", "depth", "main_share",
+                   "parallel_share", "loop_trips")
 
 _FLOAT_OP = {"+": 0, "-": 0, "*": 1, "/": 2}
 # counters of _scan: the five OPS, the last of them split in two: value integer
@@ -465,9 +472,16 @@ def itervar_features(func: PrimFunc, max_loops: int = LOOPS, max_buffers: int = 
 
     # whole program
     flops = int_ops = accesses = outside = 0
-    total_cost = main_cost = 0
+    total_cost = main_cost = parallel_cost = 0
+    trips = {}                         # loop -> iterations it executes
     top = path[0] if path else None
     for s in sites:
+        if any(w.kind[L] == "parallel" for L in s.stack):
+            parallel_cost += s.cost
+        reach = 1
+        for L in s.stack:
+            reach *= ext[L]
+            trips[L] = reach
         flops += s.trips * (s.ops[0] + s.ops[1] + s.ops[2] + s.ops[3])
         int_ops += s.trips * (s.ops[4] + s.ops[5])
         n = s.trips * sum(a.lanes for a in s.accesses)
@@ -481,7 +495,9 @@ def itervar_features(func: PrimFunc, max_loops: int = LOOPS, max_buffers: int = 
     out[g:] = [_log(flops), _log(int_ops), _log(accesses), _log(outside), _log(w.local_bytes),
                _log(w.kernel_calls), _log(w.prefetches), _log(w.guards), _log(len(ext)),
                float(w.nests), float(len(path)),
-               main_cost / total_cost if total_cost and top is not None else 1.0]
+               main_cost / total_cost if total_cost and top is not None else 1.0,
+               parallel_cost / total_cost if total_cost else 0.0,
+               _log(sum(trips.values()))]
     return out
 
 
