@@ -9,8 +9,7 @@ filter.  The stages are te computes:
     D    B^T d, per tile, row of the transform, patch column and channel
     V    (B^T d) B, as V[e][t][c]: e = the alpha*alpha transform points, t the tiles
     M    the batched GEMM  M[e][t][f] = sum_c V[e][t][c] * U[e][c][f]  (register-tile
-         micro-kernel: rows = tiles, columns = oc_bn output channels in chunks that fit
-         the registers; on every SIMD target and in every config of the space)
+         micro-kernel: rows = tiles, columns = oc_bn output channels)
     O    A^T M, per tile, output row, transform column and channel
     Yc   O A, the output in NCHW[oc_bn]c;  Y the NCHW output (layout "NCHW")
 
