@@ -5,7 +5,7 @@ from __future__ import annotations
 from targets import resolve
 from .gemm import Conv2dGemmTemplate, gemm_default_mr
 from .nchwc import Conv2dNCHWcTemplate, nchwc_default_blocks
-from .winograd import Conv2dWinogradTemplate, winograd_default_blocks, winograd_has_tile
+from .winograd import Conv2dWinogradTemplate, winograd_default_blocks
 from .workload import conv2d_workload, out_size
 
 
@@ -49,7 +49,7 @@ def conv2d_template_for(workload: dict, target="host") -> tuple:
         if prepacked:
             opts.setdefault("oc_bn", gemm_default_mr(base, tgt))
         return tmpl, tmpl.workload(*shape, **opts)
-    if winograd_wins(base) and winograd_has_tile({**base, "oc_bn": opts.get("oc_bn")}, tgt):
+    if winograd_wins(base):
         tmpl = Conv2dWinogradTemplate()
         m, ib, ob = winograd_default_blocks(base, tgt)
         if base["layout"] == "NCHWc":

@@ -34,7 +34,7 @@ from targets import resolve
 from .nchwc import oc_block_pref
 from ..common import check_op, config_dict, parallel_knobs
 from .packing import blocked_input
-from .tile import masked_tiles_ok, tile_intrin
+from .tile import tile_intrin, tile_kernel_shape_ok
 from .workload import (_variants, block_choices, block_lanes, conv2d_workload, conv_flops, default_block,
                        out_size, random_conv_io, reference_in_layout, register_budget)
 
@@ -50,8 +50,6 @@ _MATS = {
         [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]),
 }
 TILES = (2, 4)
-MRS = (2, 3, 4, 6, 7, 8, 10, 12, 14)   # register-tile rows (a row-count variant takes tails)
-MAX_TILE_VECS = 4                      # vectors per register-tile row the generator offers
 L2_BYTES = 2 * 1024 * 1024   # the default config's cache model (one core's L2)
 
 
@@ -175,42 +173,6 @@ def _divisor_le(n: int, k: int) -> int:
     return max(d for d in range(1, min(n, k) + 1) if n % d == 0)
 
 
-def has_tiles(target) -> bool:
-    """Whether the target has register-tile GEMM kernels (every SIMD target; portable C
-    and Cortex-M run the GEMM as plain loops)."""
-    return bool(resolve(target).vector_registers)
-
-
-def oc_block_tiles(target, oc_bn: int) -> bool:
-    """Whether oc_bn output channels can be the columns of a register tile: any count
-    under lane masks (AVX-512), whole vectors otherwise."""
-    tgt = resolve(target)
-    return masked_tiles_ok(tgt) or oc_bn % tgt.lanes("float32") == 0
-
-
-def winograd_has_tile(wl: dict, target) -> bool:
-    """Whether some channel block of this workload runs the GEMM on a register tile (the
-    template offers only such blocks on SIMD targets)."""
-    if not has_tiles(target):
-        return True
-    fg = wl["F"] // wl["groups"]
-    blocks = (wl["oc_bn"],) if wl.get("oc_bn") is not None else block_choices(fg)
-    return any(oc_block_tiles(target, b) for b in blocks)
-
-
-def tile_plan(target, oc_bn: int, mr: int) -> tuple:
-    """(NR, masked) of the GEMM's register tile for mr rows: the columns of oc_bn split
-    into chunks of NR, the most whole vectors (dividing oc_bn's) whose mr x NR
-    accumulators, B vectors and A broadcast fit the register file; `masked`: the last
-    vector under a lane mask (oc_bn not whole vectors, ISAs with masks)."""
-    tgt = resolve(target)
-    lanes, regs = tgt.lanes("float32"), register_budget(tgt)
-    vecs = -(-oc_bn // lanes)
-    nv = max(d for d in range(1, min(vecs, MAX_TILE_VECS) + 1)
-             if vecs % d == 0 and (d == 1 or mr * d + d + 1 <= regs))
-    return nv * lanes, oc_bn % lanes != 0
-
-
 def winograd_default_blocks(wl: dict, target) -> tuple:
     """(tile m, ic_bn, oc_bn) a graph would choose on this target."""
     tgt = resolve(target)
@@ -258,23 +220,13 @@ class Conv2dWinogradTemplate:
         tiles = (wl["tile"],) if wl["tile"] is not None else TILES
         ic = (wl["ic_bn"],) if wl["ic_bn"] is not None else block_choices(wl["C"])
         oc = (wl["oc_bn"],) if wl["oc_bn"] is not None else block_choices(fg)
-        if has_tiles(tgt):
-            # the batched GEMM always runs on a register tile: only blocks that can be
-            # its columns
-            oc = tuple(b for b in oc if oc_block_tiles(tgt, b))
-            if not oc:
-                pinned = "" if wl["oc_bn"] is None else f" (oc_bn {wl['oc_bn']})"
-                raise ValueError(f"{self.name}: no output-channel block of F/groups = {fg}"
-                                 f"{pinned} is whole {tgt.name} vectors: no register tile")
         tw_max = -(-OW // min(tiles))
         knobs = [Knob("tile", tiles), Knob("ic_bn", ic), Knob("oc_bn", oc),
                  # a block: bx tiles along a tile row, or by whole tile rows when bx covers one
                  Knob("bx", tuple(sorted({b for b in (1, 2, 4, 7, 8, 14, 16) if b < tw_max}
                                          | {tw_max}))),
                  Knob("by", (1, 2, 4, 7, 8)),
-                 # every config runs the GEMM on a register tile ("micro" stays a knob so
-                 # tuning logs and the pretrained models keep their feature names)
-                 Knob("mr", MRS), Knob("micro", (True,)),
+                 Knob("mr", (1, 2, 3, 4, 6, 7, 8, 10, 12, 14)), Knob("micro", (True, False)),
                  Knob("prefetch", (0, 8, 16)), Knob("order", ("e_f_t", "e_t_f"))]
         knobs += parallel_knobs(tgt)
         return ConfigSpace(tuple(knobs))
@@ -287,8 +239,8 @@ class Conv2dWinogradTemplate:
         OH, OW = out_size(wl)
         TW = -(-OW // m)
         lanes, regs = block_lanes(tgt), register_budget(tgt)
-        nv = tile_plan(tgt, oc_bn, 1)[0] // lanes if has_tiles(tgt) else max(1, oc_bn // lanes)
-        fit = max(1, min(max(MRS), (regs - nv - 1) // nv))
+        nv = max(1, oc_bn // lanes)
+        fit = max(1, min(14, (regs - nv - 1) // nv))
         TH = -(-OH // m)
         cg, F = wl["C"] // wl["groups"], wl["F"]
         u_bytes = (m + 2) ** 2 * cg * F * 4
@@ -310,9 +262,7 @@ class Conv2dWinogradTemplate:
             tb = min(blocks, key=lambda t: (abs(t - fit), -t))
         pf = 8      # every block streams all of U (from L2 at best): prefetch it
         bxc, byc = blocks[tb]
-        # rows per register tile: the block's tiles in the fewest register tiles, evenly
-        # (7 tiles with room for 6 rows: 4 + 3, not 6 + 1); the last one takes the rest
-        mr = -(-tb // -(-tb // fit))
+        mr = max(d for d in range(1, fit + 1) if tb % d == 0)
         want = {"tile": m, "ic_bn": wl["ic_bn"] or ic_bn, "oc_bn": oc_bn, "bx": bxc, "by": byc,
                 "mr": mr, "micro": True, "prefetch": pf, "order": "e_f_t", "parallel": False}
         return sp.nearest(want)
@@ -343,9 +293,7 @@ class Conv2dWinogradTemplate:
         # TW, by divides TH; and the register tile's rows divide the block
         bx = _divisor_le(TW, c["bx"])
         by = _divisor_le(TH, c["by"]) if bx == TW else 1
-        # a register tile never has more rows than the block has tiles; when mr does not
-        # divide the block the tile's row-count variant takes the rest
-        mr = min(mr, bx * by)
+        mr = _divisor_le(bx * by, mr)
         ins, S, out = winograd_compute(wl, m, ic_bn, oc_bn)
         s = te.create_schedule(out)
         par = bool(c.get("parallel", False)) and tgt.can_thread
@@ -402,18 +350,13 @@ class Conv2dWinogradTemplate:
         mn, me, mt, mfb, mo = mst.op.axis
         (mk,) = mst.op.reduce_axis
         mto, mti = mst.split(mt, factor=mr)
-        nr, masked = tile_plan(tgt, oc_bn, mr) if has_tiles(tgt) else (oc_bn, False)
-        # columns in chunks of nr (the tile's width); a last partial chunk is masked
-        mco, mci = mst.split(mo, factor=nr) if nr < oc_bn else (None, mo)
-        cols = [mco] if mco is not None else []
         if c["order"] == "e_f_t":
-            mst.reorder(mn, me, mfb, *cols, mto, mk, mti, mci)
+            mst.reorder(mn, me, mfb, mto, mk, mti, mo)
         else:
-            mst.reorder(mn, me, mto, mfb, *cols, mk, mti, mci)
-        mst.vectorize(mci)
-        if has_tiles(tgt):
-            mst.tensorize(mk, tile_intrin(tgt, mr, nr, c.get("prefetch", 0), masked=masked,
-                                          rows=(bx * by) % mr != 0))
+            mst.reorder(mn, me, mto, mfb, mk, mti, mo)
+        mst.vectorize(mo)
+        if c["micro"] and mr > 1 and tile_kernel_shape_ok(tgt, mr, oc_bn):
+            mst.tensorize(mk, tile_intrin(tgt, mr, oc_bn, c.get("prefetch", 0)))
         mst.compute_at(ost, on)
         # V for the block; D per tile
         vst = s[S["V"]]
