@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from targets.cpu_clock import cpu_seconds_per_call, fixed_cpu_seconds
+
 # One core's FP32 FMA peak on the development machine (REFERENCE.md: 32 FLOP/cycle
 # x ~3.65 GHz).  Only a default for x86 AVX2/AVX-512 hosts; pass --peak-gflops
 # with your own machine's figure (FLOP/cycle x GHz) elsewhere.
@@ -74,23 +76,12 @@ class CpuTimer:
     def __call__(self):
         self.per_call(1)
 
-    def _cpu(self, number: int) -> float:
-        import subprocess
-        proc = subprocess.Popen([str(self.exe), "--time", "1", str(number), *self.files],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(proc.pid, 0)
-        err = proc.stderr.read().decode(errors="replace")
-        proc.stderr.close()
-        if status != 0:
-            raise RuntimeError(f"{self.exe} failed (status {status}): {err[:300]}")
-        return usage.ru_utime + usage.ru_stime
-
     def per_call(self, number: int) -> float:
         # the process also reads and writes its files and calls the kernel once untimed:
         # that fixed part (a run with NUMBER 0, the median of three) is subtracted
         if self._base is None:
-            self._base = statistics.median(self._cpu(0) for _ in range(3))
-        return max(self._cpu(number) - self._base, 1e-9) / number
+            self._base = fixed_cpu_seconds(self.exe, self.files)
+        return cpu_seconds_per_call(self.exe, self.files, number, self._base)
 
     def __enter__(self):
         return self

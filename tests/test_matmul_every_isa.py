@@ -105,25 +105,15 @@ def test_defaults_tensorize(target):
         assert_tensorized(t, wl, tgt)
 
 
+@pytest.mark.parametrize("seed,count", [(11, 1), pytest.param(12, 25, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("target", TARGETS)
-def test_sampled_configs_of_every_space_tensorize(target):
-    """Every config of the spaces is legal: a seeded sample here (the slow test walks more)."""
+def test_sampled_configs_of_every_space_tensorize(target, seed, count):
+    """Every config of the spaces is legal: a seeded sample (the slow case walks more)."""
     tgt = model_target(target)
-    rng = np.random.default_rng(11)
+    rng = np.random.default_rng(seed)
     for t, wl in _cases(tgt):
         sp = t.space(wl, tgt)
-        for c in sp.sample(rng, 1):
-            assert_tensorized(t, wl, tgt, c)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("target", TARGETS)
-def test_many_configs_of_every_space_tensorize(target):
-    tgt = model_target(target)
-    rng = np.random.default_rng(12)
-    for t, wl in _cases(tgt):
-        sp = t.space(wl, tgt)
-        for c in sp.sample(rng, 25):
+        for c in sp.sample(rng, count):
             assert_tensorized(t, wl, tgt, c)
 
 

@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from targets.cpu_clock import cpu_seconds_per_call, fixed_cpu_seconds
 
 from ..ops import tophub
 
@@ -49,24 +49,6 @@ def single_thread_candidates(space) -> list | None:
     if "parallel" not in space.names():
         return None
     return [c.index for c in space if not c["parallel"]]
-
-
-def _cpu(exe, files, number: int) -> float:
-    proc = subprocess.Popen([str(exe), "--time", "1", str(number), *map(str, files)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    if status != 0:
-        raise RuntimeError(f"{exe} failed (status {status}): {err[:300]}")
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_seconds_per_call(exe, files, number: int, base: float) -> float:
-    """CPU seconds per call of a harness executable (`exe --time 1 NUMBER FILE...`): the
-    child's user + system time, so time spent descheduled by other jobs does not count,
-    less `base`, the CPU time of a run with NUMBER 0 (file I/O, one untimed call)."""
-    return max(_cpu(exe, files, number) - base, 1e-9) / number
 
 
 def confirm(task, configs, rounds: int, min_s: float = 0.2, seed: int = 0) -> list:
@@ -94,7 +76,7 @@ def confirm(task, configs, rounds: int, min_s: float = 0.2, seed: int = 0) -> li
                 files.append(Path(tmp) / f"c{c.index}_{k}")
                 np.ascontiguousarray(a).tofile(files[-1])
             exe = mod.executable()
-            base = statistics.median(_cpu(exe, files, 0) for _ in range(3))
+            base = fixed_cpu_seconds(exe, files)
             first = cpu_seconds_per_call(exe, files, 1, base)
             runs.append((c, exe, files, base, max(1, int(min_s / max(first, 1e-6)))))
         costs = {c.index: [] for c, *_ in runs}
