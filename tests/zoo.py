@@ -96,9 +96,54 @@ def _examples_small_cnn():
     return model, {model.graph.input[0].name: x}
 
 
+def mobilenet_v2_stem(size: int = 96, opset: int = 13, classes: int = 10):
+    """The first stages of a MobileNetV2 (width 0.35, MCUNet-style) at size x size, then a
+    pooled classifier: conv3x3/s2 + BN + ReLU6; a t=1 block (depthwise + pointwise); t=6
+    inverted residual blocks 8->16 (s2), 16->16 (residual), 16->24 (s2), 24->24 (residual);
+    GlobalAveragePool + Gemm.  The high-resolution first layers dominate the activation peak
+    (the case patch-based inference is for, cgen.graph.patch)."""
+    r = fe.rng(11)
+    N = h.make_node
+    inits = {"six": np.array(6.0, np.float32), "zero": np.array(0.0, np.float32)}
+    nodes = []
+
+    def conv(x, y, cin, cout, k=1, s=1, group=1, relu=True):
+        name = f"{y}_conv"
+        inits[f"{name}_w"] = fe.w(r, cout, cin // group, k, k)
+        inits.update(fe.bn_params(r, cout, f"{y}_bn"))
+        nodes.append(N("Conv", [x, f"{name}_w"], [f"{y}_c"], pads=[k // 2] * 4, strides=[s, s],
+                       group=group, name=name))
+        nodes.append(fe.bn(f"{y}_c", f"{y}_b" if relu else y, f"{y}_bn"))
+        if relu:
+            nodes.append(N("Clip", [f"{y}_b", "zero", "six"], [y], name=f"{y}_relu6"))
+        return y
+
+    def block(x, y, cin, cout, t, s):
+        e = conv(x, f"{y}_e", cin, cin * t) if t != 1 else x
+        d = conv(e, f"{y}_d", cin * t, cin * t, 3, s, group=cin * t)
+        p = conv(d, f"{y}_p" if s == 1 and cin == cout else y, cin * t, cout, relu=False)
+        if s == 1 and cin == cout:
+            nodes.append(N("Add", [x, p], [y], name=f"{y}_add"))
+        return y
+
+    a = conv("x", "stem", 3, 16, 3, 2)
+    a = block(a, "b1", 16, 8, 1, 1)
+    a = block(a, "b2", 8, 16, 6, 2)
+    a = block(a, "b3", 16, 16, 6, 1)
+    a = block(a, "b4", 16, 24, 6, 2)
+    a = block(a, "b5", 24, 24, 6, 1)
+    inits["fc_w"], inits["fc_b"] = fe.w(r, classes, 24), fe.w(r, classes, scale=0.1)
+    nodes += [N("GlobalAveragePool", [a], ["pool"], name="pool"),
+              N("Flatten", ["pool"], ["flat"], name="flatten"),
+              N("Gemm", ["flat", "fc_w", "fc_b"], ["y"], transB=1, name="fc")]
+    model = fe.make_model(nodes, {"x": (1, 3, size, size)}, ["y"], inits, opset)
+    return model, {"x": r.standard_normal((1, 3, size, size)).astype(np.float32)}
+
+
 ZOO = {**tm.MODELS,
        "conv_bn_relu": fe.conv_bn_relu, "qdq_conv": fe.qdq_conv,
-       "small_cnn": _examples_small_cnn, "encoder_block": encoder_block}
+       "small_cnn": _examples_small_cnn, "encoder_block": encoder_block,
+       "mobilenet_v2_stem_96": mobilenet_v2_stem}
 
 
 def snapshot(out_dir, targets=TARGETS) -> list:
