@@ -12,6 +12,7 @@ import re
 import numpy as np
 from pycparser import c_ast, c_generator
 
+from ..te import BITWISE
 from ..te.expr import (Binary, Call, Cast, Compare, Const, Expr, Logic, Not, Select, Var,
                        INDEX, is_float)
 from ..lower.ir import (Address, Allocate, Broadcast, Buffer, CallKernel, Evaluate, For,
@@ -49,12 +50,20 @@ HELPERS = {
     "max": "static inline {T} cg_max_{S}({T} a, {T} b) {{ return a > b ? a : b; }}",
     "abs": "static inline {T} cg_abs_{S}({T} a) {{ return a < 0 ? ({T})(0 - a) : a; }}",
     "sigmoid": "static inline float cg_sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }",
+    # te.bitwise: through unsigned arithmetic, so no shift or overflow is undefined
+    **{op: "static inline {T} cg_%s_{S}({T} a, {T} b) {{ return ({T})(a %s b); }}" % (op, c)
+       for op, c in (("bitand", "&"), ("bitor", "|"), ("bitxor", "^"))},
+    "bitnot": "static inline {T} cg_bitnot_{S}({T} a) {{ return ({T})~a; }}",
+    "shl": "static inline {T} cg_shl_{S}({T} a, {T} b) {{ return (b < 0 || b >= (int)(8 * sizeof({T}))) ? ({T})0 : ({T})((unsigned long long)a << b); }}",
+    "shr": "static inline {T} cg_shr_{S}({T} a, {T} b) {{ return (b < 0 || b >= (int)(8 * sizeof({T}))) ? ({T})(a < 0 ? -1 : 0) : ({T})(a >> b); }}",
 }
 # Unsigned values: C's / and % already floor, and `a < 0` would trip -Wtype-limits.
 UNSIGNED_HELPERS = {
     "floordiv": "static inline {T} cg_floordiv_{S}({T} a, {T} b) {{ return ({T})(a / b); }}",
     "floormod": "static inline {T} cg_floormod_{S}({T} a, {T} b) {{ return ({T})(a % b); }}",
     "abs": "static inline {T} cg_abs_{S}({T} a) {{ return a; }}",
+    "shl": "static inline {T} cg_shl_{S}({T} a, {T} b) {{ return b >= 8 ? ({T})0 : ({T})(a << b); }}",
+    "shr": "static inline {T} cg_shr_{S}({T} a, {T} b) {{ return b >= 8 ? ({T})0 : ({T})(a >> b); }}",
 }
 
 
@@ -190,8 +199,8 @@ class CEmitter:
                 if is_float(e.dtype):
                     return self.call("fabsf", *args)
                 return self.call(self.helper("abs", e.dtype), *args)
-            if e.name == "sigmoid":
-                return self.call(self.helper("sigmoid", e.dtype), *args)
+            if e.name in ("sigmoid",) + BITWISE:
+                return self.call(self.helper(e.name, e.dtype), *args)
             return self.call(MATH[e.name], *args)
         raise TypeError(f"codegen: unsupported expression {type(e).__name__}")
 

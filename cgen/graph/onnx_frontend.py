@@ -37,6 +37,7 @@ from .onnx_convert import (
     convert_quantize, convert_reciprocal, convert_reduce, convert_softmax, convert_unary,
     convert_variadic)
 from .onnx_convert_index import INDEX_CONVERTERS
+from .onnx_convert_integer import INTEGER_CONVERTERS
 from .onnx_convert_more import MORE_CONVERTERS
 from .onnx_convert_resize import (convert_resize, convert_upsample, legacy_resize_outputs,
                                   mark_legacy_resizes)
@@ -73,7 +74,7 @@ CONVERTERS: Mapping[str, Callable] = {
     "QuantizeLinear": convert_quantize, "DequantizeLinear": convert_dequantize,
     "QLinearConv": convert_qlinear_conv, "QLinearMatMul": convert_qlinear_matmul,
     "Resize": convert_resize, "Upsample": convert_upsample,     # onnx_convert_resize.py
-    **MORE_CONVERTERS, **INDEX_CONVERTERS,
+    **MORE_CONVERTERS, **INDEX_CONVERTERS, **INTEGER_CONVERTERS,
 }
 
 SUPPORTED_ONNX_OPS = tuple(sorted(CONVERTERS))

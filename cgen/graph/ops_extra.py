@@ -28,6 +28,7 @@ from .graph_ir import ModelError
 from .ops_def import (ALL, FLOAT, NUMERIC, SIGNED, UNROLL_MAX, OpDef, _bcast, _bshape, _err,
                       _f, _idx_bcast, _nary, _same, _takes, _unary, check_unroll)
 from .ops_index import INDEX_OPS
+from .ops_integer import INTEGER_OPS
 
 def _where_dtype(a, ins):
     if ins[0][1] != "bool":
@@ -275,4 +276,5 @@ EXTRA_OPS: Mapping[str, OpDef] = {
     "reduce_prod": OpDef("injective", _reduced, _takes(*NUMERIC), _ref_reduce_prod,
                          _reduce_prod_fn),
     **INDEX_OPS,
+    **INTEGER_OPS,
 }

@@ -251,9 +251,13 @@ def _out_dtype(op: str, a: dict, ins: list) -> str:
     return ins[0][1]
 
 
-_FLOAT_ONLY = {"sigmoid", "tanh", "hard_sigmoid", "hard_swish", "erf", "gelu", "exp", "log", "sqrt",
-               "leaky_relu", "softmax", "log_softmax", "layer_norm", "batch_norm", "conv2d",
-               "conv2d_transpose", "avg_pool2d"}
+# The dtypes a core op compiles, for every operand (an op not listed takes any): what is
+# refused here is one line at import, never a C compile error.  matmul: the GEMM templates
+# and their portable C accumulate in float32 (integer products are matmul_integer).
+_COMPILES = {op: ("float32",) for op in (
+    "sigmoid", "tanh", "hard_sigmoid", "hard_swish", "erf", "gelu", "exp", "log", "sqrt",
+    "leaky_relu", "softmax", "log_softmax", "layer_norm", "batch_norm", "conv2d",
+    "conv2d_transpose", "avg_pool2d", "matmul")}
 
 
 # the core ops that only move or convert data take bool (the ops_extra ones say themselves)
@@ -277,8 +281,10 @@ def output_types(op: str, attrs: Mapping, ins: list) -> list:
     rule = _SHAPES.get(op)
     if rule is None:
         raise ModelError(f"no shape rule for op {op!r}", "unsupported_op")
-    if op in _FLOAT_ONLY and ins[0][1] != "float32":
-        raise ModelError(f"{op} takes float32, got {ins[0][1]}", "unsupported_dtype")
+    bad = [dt for _, dt in ins if dt not in _COMPILES.get(op, (dt,))]
+    if bad:
+        raise ModelError(f"{op} takes {', '.join(_COMPILES[op])}, got {bad[0]}",
+                         "unsupported_dtype")
     if op in BINARY_OPS and ins[0][1] != ins[1][1]:
         raise _err(f"{op}: operand dtypes differ ({ins[0][1]} and {ins[1][1]})")
     shape = tuple(int(d) for d in rule(a, ins))

@@ -12,6 +12,7 @@ from ..te.expr import const
 from .graph_ir import Graph, ModelError, Node, Value
 from .fuse import Group
 from .kernels import Route
+from .te_integer import INTEGER_ANCHOR_COMPUTES
 from .te_ops import Inputs, _bcast, _clip, build_fns, regroup
 from .te_schedule import simple_schedule
 
@@ -263,6 +264,7 @@ ANCHOR_COMPUTES = {
     "avg_pool2d": lambda inputs, n, out: (_te_pool(inputs.value(n.inputs[0]), n), ()),
     "qlinear_conv2d": lambda inputs, n, out: (_te_qconv(inputs, n, out), ()),
     "qlinear_matmul": lambda inputs, n, out: (_te_qmatmul(inputs, n, out), ()),
+    **INTEGER_ANCHOR_COMPUTES,
 }
 
 

@@ -55,6 +55,21 @@ def fmod(x, y):
     return Call("fmod", (x, y), x.dtype)
 
 
+BITWISE = ("bitand", "bitor", "bitxor", "bitnot", "shl", "shr")
+
+
+def bitwise(op: str, x, y=None):
+    """Integer bit operations, C helpers with ONNX semantics: bitand, bitor, bitxor,
+    bitnot (one operand), shl and shr (a count outside [0, width) shifts every bit out:
+    0, or the sign for shr of a negative value; shl wraps)."""
+    if op not in BITWISE:
+        raise ValueError(f"te.bitwise: unknown op {op!r}")
+    args = (as_expr(x),) if op == "bitnot" else _unify(x, y)
+    if not is_int(args[0].dtype):
+        raise TypeError(f"te.bitwise({op!r}) takes integers, got {args[0].dtype}")
+    return Call(op, tuple(args), args[0].dtype)
+
+
 def abs(x):  # noqa: A001 - te namespace mirrors numpy
     x = as_expr(x)
     return Call("abs", (x,), x.dtype)
