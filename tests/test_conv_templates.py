@@ -247,11 +247,9 @@ def test_pack_weights_te_stage_matches_numpy():
 @pytest.mark.parametrize("target", [pytest.param("x86-avx512", marks=pytest.mark.isa("avx512")),
                                     pytest.param("x86-avx2", marks=pytest.mark.isa("avx2"))])
 @pytest.mark.parametrize("m", WG.TILES)
-def test_winograd_within_1e4_of_direct(m, target, request):
+def test_winograd_within_1e4_of_direct(m, target):
     """F(m x m, 3 x 3) against direct convolution on a realistic channel count: the
     largest error is below 1e-4 of the largest output (the acceptance bound)."""
-    if target == "x86-avx2" and m == 2:
-        request.applymarker(_AVX2_WINO_MR1)
     T = TEMPLATES["conv2d_winograd"]
     wl = T.workload(1, 64, 14, 14, 32, pad=1, weights="packed", tile=m, oc_bn=16)
     rng = np.random.default_rng(SEED)
@@ -267,12 +265,6 @@ def layer(C_, H, F, K, s, p, weights="packed"):
             "stride": [s, s], "pad": [p] * 4, "weights": weights}
 
 
-# x86-avx2 picks mr=1 (no register tile) for Winograd when bx=7 (C=64 at H=56, F(2x2) at H=14):
-# a default to fix; strict, so the fix shows.
-_AVX2_WINO_MR1 = pytest.mark.xfail(strict=True, reason="x86-avx2 Winograd default with bx=7 "
-                                   "is mr=1: no register-tile micro-kernel")
-
-
 @pytest.mark.parametrize("target", ["x86-avx512", "x86-avx2"])
 @pytest.mark.parametrize("wl, family", [
     (layer(64, 56, 64, 3, 1, 1), "conv2d_winograd"),
@@ -283,9 +275,7 @@ _AVX2_WINO_MR1 = pytest.mark.xfail(strict=True, reason="x86-avx2 Winograd defaul
     (layer(3, 224, 64, 7, 2, 3), "conv2d_nchwc"),
     (layer(64, 56, 64, 3, 1, 1, weights="OIHW"), "conv2d_winograd"),
 ])
-def test_dispatch(wl, family, target, request):
-    if target == "x86-avx2" and family == "conv2d_winograd" and wl["H"] == 56:
-        request.applymarker(_AVX2_WINO_MR1)
+def test_dispatch(wl, family, target):
     tmpl, w2 = C.conv2d_template_for(wl, target)
     assert tmpl.name == family == w2["op"]
     sp = tmpl.space(w2, target)

@@ -262,7 +262,9 @@ class Conv2dWinogradTemplate:
             tb = min(blocks, key=lambda t: (abs(t - fit), -t))
         pf = 8      # every block streams all of U (from L2 at best): prefetch it
         bxc, byc = blocks[tb]
-        mr = max(d for d in range(1, fit + 1) if tb % d == 0)
+        # rows per register tile: the block's tiles in the fewest register tiles, evenly
+        # (7 tiles with room for 6 rows: 4 + 3, not 6 + 1 nor seven rows of 1)
+        mr = -(-tb // -(-tb // fit))
         want = {"tile": m, "ic_bn": wl["ic_bn"] or ic_bn, "oc_bn": oc_bn, "bx": bxc, "by": byc,
                 "mr": mr, "micro": True, "prefetch": pf, "order": "e_f_t", "parallel": False}
         return sp.nearest(want)
@@ -293,7 +295,9 @@ class Conv2dWinogradTemplate:
         # TW, by divides TH; and the register tile's rows divide the block
         bx = _divisor_le(TW, c["bx"])
         by = _divisor_le(TH, c["by"]) if bx == TW else 1
-        mr = _divisor_le(bx * by, mr)
+        # a register tile never has more rows than the block has tiles; when mr does not
+        # divide the block, the tile's row-count variant takes the rest
+        mr = min(mr, bx * by)
         ins, S, out = winograd_compute(wl, m, ic_bn, oc_bn)
         s = te.create_schedule(out)
         par = bool(c.get("parallel", False)) and tgt.can_thread
@@ -356,7 +360,8 @@ class Conv2dWinogradTemplate:
             mst.reorder(mn, me, mto, mfb, mk, mti, mo)
         mst.vectorize(mo)
         if c["micro"] and mr > 1 and tile_kernel_shape_ok(tgt, mr, oc_bn):
-            mst.tensorize(mk, tile_intrin(tgt, mr, oc_bn, c.get("prefetch", 0)))
+            mst.tensorize(mk, tile_intrin(tgt, mr, oc_bn, c.get("prefetch", 0),
+                                          rows=(bx * by) % mr != 0))
         mst.compute_at(ost, on)
         # V for the block; D per tile
         vst = s[S["V"]]
