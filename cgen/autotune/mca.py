@@ -55,6 +55,8 @@ ARCHES = {
     "x86-64": Arch("x86_64", "x86-avx2", "-mtune", r"vfmadd\d+ps",
                    "vfmadd231ps\t%ymm14, %ymm15, %ymm{i}", 14, r"j[a-z]+", "immintrin.h"),
 }
+_EXITS = ("ret", "bx", "pop")
+TRIPLE_OF_ARCH = {"aarch64": "aarch64", "armv7": "armv7", "x86_64": "x86-64"}
 # llvm-mca needs these to read the compiler's assembly (the A32 syntax and FPU)
 _KEEP_DIRECTIVES = re.compile(r"^\s*\.(syntax|arch|fpu|arch_extension)\b")
 
@@ -140,10 +142,13 @@ def _instr(line: str) -> tuple | None:
     return parts[0], (parts[1] if len(parts) > 1 else "")
 
 
-def function_lines(asm: str, func: str) -> list:
+def function_lines(asm: str, func: str | None) -> list:
+    """The lines of func in the assembly (the whole file when func is None)."""
     lines = asm.splitlines()
+    if func is None:
+        return lines
     try:
-        start = next(i for i, ln in enumerate(lines) if ln.strip() == f"{func}:")
+        start = next(i for i, ln in enumerate(lines) if re.match(rf"{re.escape(func)}:", ln))
     except StopIteration:
         raise ValueError(f"mca: function {func} not in the assembly") from None
     end = next((i for i in range(start + 1, len(lines))
@@ -164,15 +169,18 @@ def loops(lines: list, arch: Arch) -> list:
     return out
 
 
-def hot_loop(asm: str, func: str, arch: Arch) -> list:
-    """The instruction lines of func's innermost loop with the most FMAs (ties: the most
-    instructions, then the first)."""
+def hot_loop(asm: str, func: str | None, arch: Arch) -> list:
+    """The instruction lines of func's (None: the file's) innermost loop with the most
+    FMAs (ties: the most instructions, then the first)."""
     lines = function_lines(asm, func)
-    found = loops(lines, arch)
+    # a region a branch jumps back across a return is the tail of a loop laid out after
+    # the function's exit, not a loop
+    found = [(a, b) for a, b in loops(lines, arch)
+             if not any((_instr(ln) or ("",))[0] in _EXITS for ln in lines[a:b])]
     inner = [(a, b) for a, b in found
              if not any(a <= c and d <= b and (c, d) != (a, b) for c, d in found)]
     if not inner:
-        raise ValueError(f"mca: no loop in {func}")
+        raise ValueError(f"mca: no loop in {func or 'the kernel'}")
 
     def body(lp):
         return [ln.strip() for ln in lines[lp[0] + 1:lp[1] + 1] if _instr(ln)]
@@ -247,21 +255,23 @@ def with_headers(kernel_c: str, triple: str) -> str:
     return f"#include <stdint.h>\n#include <{ARCHES[triple].header}>\n" + kernel_c
 
 
-def loop_of(kernel_c: str, func: str, cpu: str, triple: str) -> tuple:
-    """(loop body lines, directives llvm-mca needs) of func's hot loop compiled for cpu."""
+def loop_of(kernel_c: str, func: str | None, cpu: str, triple: str, tgt=None) -> tuple:
+    """(loop body lines, directives llvm-mca needs) of func's hot loop compiled for cpu
+    (with tgt's own flags when given, e.g. a tuning task's target)."""
     arch = _require(triple)
-    asm = compile_asm(with_headers(kernel_c, triple), core_target(triple, cpu))
+    asm = compile_asm(with_headers(kernel_c, triple), tgt or core_target(triple, cpu))
     pre = [ln.strip() for ln in asm.splitlines() if _KEEP_DIRECTIVES.match(ln)]
     return hot_loop(asm, func, arch), list(dict.fromkeys(pre))
 
 
-def fma_bound_fraction(kernel_c: str, func: str, cpu: str, triple: str,
-                       fmas_per_iter: int | None = None) -> McaLoop:
+def fma_bound_fraction(kernel_c: str, func: str | None, cpu: str, triple: str,
+                       fmas_per_iter: int | None = None, tgt=None) -> McaLoop:
     """llvm-mca's prediction for func's hot loop on cpu and its fraction of the FMA-pipe
     bound.  kernel_c: the kernel's C (headers added when it has none; static inline
     functions are kept); triple: "aarch64", "armv7" or "x86-64"; fmas_per_iter: the
-    vector FMAs one iteration does (None: those counted in the loop)."""
-    body, pre = loop_of(kernel_c, func, cpu, triple)
+    vector FMAs one iteration does (None: those counted in the loop); tgt: compile with
+    this target's flags instead of the triple's named target with -mcpu=cpu."""
+    body, pre = loop_of(kernel_c, func, cpu, triple, tgt)
     a = analyse(body, cpu, triple, pre)
     n = a["fmas"] if fmas_per_iter is None else fmas_per_iter
     bound = n * fma_cycles(cpu, triple)
@@ -269,8 +279,32 @@ def fma_bound_fraction(kernel_c: str, func: str, cpu: str, triple: str,
                    a["bottleneck"], bound, bound / a["cycles_per_iter"])
 
 
+# the core a target's code is modelled on when its flags name none (its arch's default)
+DEFAULT_CPU = {"aarch64": "cortex-a72", "armv7": "cortex-a7", "x86_64": "sapphirerapids"}
+
+
+def target_cpu(tgt) -> str:
+    """The core llvm-mca models for a target: its -mcpu (or, x86, -mtune / -march),
+    else DEFAULT_CPU of its arch (aarch64: the Pi 4's Cortex-A72)."""
+    for flag in ("-mcpu=", "-mtune=", "-march="):
+        named = [f[len(flag):] for f in tgt.cflags if f.startswith(flag)]
+        if named and not named[-1].startswith("armv"):
+            return named[-1].split("+")[0]
+    if tgt.arch not in DEFAULT_CPU:
+        raise ValueError(f"mca: no llvm-mca core for target {tgt.name} ({tgt.arch})")
+    return DEFAULT_CPU[tgt.arch]
+
+
+def module_loop(c_source: str, tgt, cpu: str | None = None) -> McaLoop:
+    """llvm-mca on the hot loop of a whole generated module (any of its functions: the
+    innermost loop with the most FMAs), built with tgt's flags, on tgt's core."""
+    if tgt.arch not in TRIPLE_OF_ARCH:
+        raise ValueError(f"mca: no llvm-mca triple for target {tgt.name} ({tgt.arch})")
+    return fma_bound_fraction(c_source, None, cpu or target_cpu(tgt), TRIPLE_OF_ARCH[tgt.arch],
+                              tgt=tgt)
+
+
 # ----------------------------------------------------------------------------- the GEMM report
-TRIPLE_OF_ARCH = {"aarch64": "aarch64", "armv7": "armv7", "x86_64": "x86-64"}
 PI_CORES = ("cortex-a53", "cortex-a72", "cortex-a76")
 
 
