@@ -186,13 +186,15 @@ def _compile_model(args) -> int:
     tuned = _tuned(args)
     cm = compile_model(_model_file(args.model), args.target, args.name, _model_shapes(args),
                        budget_ram=args.budget_ram, budget_flash=args.budget_flash, tuned=tuned,
-                       strict=args.strict)
+                       strict=args.strict, patches=args.patches)
     paths = cm.write(args.output)
     print(f"{args.model} -> {args.output}/ for target {cm.target.name} in "
           f"{cm.compile_seconds:.2f} s: {' '.join(p.name for p in paths)}")
     if tuned is not None:
         print(_tuned_note(cm, tuned, args.tuning_log))
     print(cm.report.totals())
+    if cm.patches is not None:
+        print(cm.patches.line())
     if args.report:
         print(cm.report.table())
     return 0
@@ -280,6 +282,10 @@ def _add_model_parsers(sub) -> None:
                    help="fail when the workspace needs more than BYTES")
     c.add_argument("--budget-flash", type=int, metavar="BYTES",
                    help="fail when the weights need more than BYTES")
+    c.add_argument("--patches", metavar="N|auto",
+                   help="run the first stages patch by patch, their output cut in an N x N "
+                        "grid (auto: the planner chooses; it also does under --budget-ram "
+                        "when the activations per layer exceed it)")
     c.add_argument("--report", action="store_true", help="also print the per-layer memory table")
     c.add_argument("--strict", action="store_true",
                    help="fail when a kernel falls back to plain loops because no template "

@@ -60,6 +60,7 @@ class CompiledModel:
     target: object                  # Target (no threads)
     compile_seconds: float
     _exe: dict = field(default_factory=dict, repr=False)
+    patches: object = None          # cgen.graph.patch.PatchPlan, when patches ran
 
     @property
     def name(self) -> str:
@@ -244,7 +245,8 @@ class CompiledModel:
 
 def compile_model(model, target="host", name: str | None = None, input_shapes=None,
                   budget_ram: int | None = None, budget_flash: int | None = None, tuned=None,
-                  stack_limit: int = STACK_LIMIT, strict: bool = False) -> CompiledModel:
+                  stack_limit: int = STACK_LIMIT, strict: bool = False,
+                  patches=None) -> CompiledModel:
     """ONNX model (path, bytes or ModelProto) -> CompiledModel for the target.
 
     input_shapes: name -> shape for inputs with symbolic dimensions.  budget_ram /
@@ -252,14 +254,17 @@ def compile_model(model, target="host", name: str | None = None, input_shapes=No
     tuned: per-group config overrides (see cgen.graph.kernels.group_config).
     strict: refuse (ModelError "fallback") when a kernel that a template should build
     falls back to plain loops; without it such kernels are marked in the report."""
-    from .pipeline import prepare
+    from .patch import prepare_patched
     t0 = time.perf_counter()
     tgt = kernel_target(model_target(target))
     name = check_model_name(name if name is not None else default_name(model))
-    fg = legalize(prepare(model, input_shapes), tgt)
+    fused, patch_plan = prepare_patched(model, input_shapes, patches, budget_ram)
+    fg = legalize(fused, tgt)
     kernels = lower_graph(fg, tgt, tuned)
     src = emit_model(fg.graph, kernels, tgt, name, _label(model), stack_limit)
     rep = src.report
+    if patch_plan is not None:
+        src.manifest["patches"] = patch_plan.to_json()
     if strict and rep.fallbacks:
         first = rep.fallbacks[0]
         raise ModelError(f"{len(rep.fallbacks)} kernel(s) fell back to plain loops for target "
@@ -271,7 +276,8 @@ def compile_model(model, target="host", name: str | None = None, input_shapes=No
     if budget_flash is not None and rep.weight_bytes > budget_flash:
         raise ModelError(f"the weights need {rep.weight_bytes} bytes, over the flash budget of "
                          f"{budget_flash} bytes", "budget")
-    return CompiledModel(src, kernels, fg, tgt, time.perf_counter() - t0)
+    return CompiledModel(src, kernels, fg, tgt, time.perf_counter() - t0,
+                         patches=patch_plan)
 
 
 def load_npz(path, graph=None) -> dict:
