@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .fuse import fuse
-from .graph_ir import Graph, Node, Value
+from .graph_ir import Graph, ModelError, Node, Value
 from .opset import BROADCAST, ELEMWISE, OP_PATTERNS
 
 GRIDS = (2, 3, 4, 5, 6, 8)          # the grids plan_patches tries when n is None
@@ -296,6 +296,44 @@ def plan_patches(graph: Graph, n: int | None = None, budget_ram: int | None = No
     best = min(plans, key=lambda p: (p.peak_after, p.extra_macs, p.n))
     return None if n is None and best.peak_after >= before else best
 
+def patch_graph(graph: Graph, patches, budget_ram: int | None = None) -> tuple:
+    """(graph, PatchPlan | None) as `cgen compile --patches` asks: patches is None (none),
+    "auto" (plan_patches chooses, under budget_ram when given) or a grid size n >= 2
+    (forced: a model without a patchable first stage is refused)."""
+    if patches is None:
+        return graph, None
+    if patches != "auto":
+        try:
+            n = int(patches)
+        except (TypeError, ValueError):
+            n = 0
+        if n < 2:
+            raise ModelError(f"patches must be 'auto' or a grid size >= 2, got {patches!r}",
+                             "bad_input")
+    plan = plan_patches(graph, None if patches == "auto" else n, budget_ram)
+    if plan is None and patches != "auto":
+        raise ModelError(f"--patches {patches}: the model has no first stage that patches can "
+                         "run (convolutions and elementwise ops from its one 4-D input)",
+                         "unsupported_attr")
+    return (graph, None) if plan is None else (apply_patches(graph, plan), plan)
+
+
+def prepare_patched(model, input_shapes=None, patches=None, budget_ram: int | None = None,
+                    objective: str | None = None) -> tuple:
+    """(FusedGraph, PatchPlan | None): pipeline.prepare with this pass between the graph
+    passes and fusion.  With patches None they are planned ("auto") when the objective is
+    "ram", or when the live activations per layer alone exceed budget_ram (then every
+    per-layer workspace does)."""
+    from .onnx_frontend import load_onnx
+    from .pipeline import optimize_graph
+    graph = optimize_graph(load_onnx(model, input_shapes))
+    if patches is None and (objective == "ram" or (
+            budget_ram is not None and peak_activations(graph) > budget_ram)):
+        patches = "auto"
+    graph, plan = patch_graph(graph, patches, budget_ram)
+    return fuse(graph), plan
+
+
 def network_macs(graph: Graph) -> int:
     """MACs of the graph's convolutions and matrix products."""
     total = 0
@@ -316,5 +354,5 @@ def per_op_lower_bound(graph: Graph) -> int:
                 for g in fg.groups), default=0)
 
 
-__all__ = ["PatchPlan", "plan_patches", "apply_patches", "peak_activations", "stage_macs",
+__all__ = ["PatchPlan", "plan_patches", "apply_patches", "patch_graph", "prepare_patched", "peak_activations", "stage_macs",
            "per_op_lower_bound", "network_macs"]
