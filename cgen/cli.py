@@ -343,14 +343,14 @@ def _check_log(path: str) -> None:
 
 def _pretrained(args):
     """task -> the shipped model for the first batch (None with --no-pretrained)."""
-    if args.no_pretrained:
+    if args.no_pretrained or args.cost == "mca":   # no model is trained in mca cycles
         return None
     from cgen.autotune.pretrained import load_pretrained
     return lambda task: load_pretrained(task, cost_unit=_unit(args))
 
 
 def _unit(args) -> str:
-    return "icount_ticks" if args.cost == "icount" else "s"
+    return {"icount": "icount_ticks", "mca": "mca_cycles"}.get(args.cost, "s")
 
 
 def _tune_measurer(args):
@@ -363,6 +363,16 @@ def _tune_measurer(args):
             raise _BadInput("--cost icount measures --workload tasks for aarch64 targets "
                             "(bare metal under QEMU, no --device)")
         return None, IcountMeasurer(timeout=args.timeout)
+    if args.cost == "mca":
+        from targets import resolve
+        from cgen.autotune.mca import missing
+        from cgen.autotune.mca_measure import McaMeasurer
+        if resolve(args.target).arch != "aarch64" or args.device or args.model_file:
+            raise _BadInput("--cost mca estimates --workload tasks for aarch64 targets "
+                            "(icount under QEMU x llvm-mca's CPI, no --device)")
+        if missing("aarch64"):
+            raise _BadInput(f"--cost mca: {missing('aarch64')}")
+        return None, McaMeasurer(timeout=args.timeout)
     if args.device:
         from targets.pool import DevicePool
         pool = DevicePool.from_urls(list(args.device))
@@ -397,7 +407,8 @@ def _tune_workloads(args, tasks, measurer) -> int:
         if res.best.cost_unit == "s":
             print(f"{head}: best {res.best_gflops:.2f} GFLOP/s ({res.best.mean_cost * 1e6:.2f} us)")
         else:
-            print(f"{head}: best {task.flops() / res.best.mean_cost:.3g} FLOPs per tick "
+            per = "cycle" if res.best.cost_unit == "mca_cycles" else "tick"
+            print(f"{head}: best {task.flops() / res.best.mean_cost:.3g} FLOPs per {per} "
                   f"({res.best.mean_cost:.6g} {res.best.cost_unit})")
         print(f"  config {_knobs_line(res.best)}")
     print(f"log: {args.log}")
@@ -514,9 +525,11 @@ def _add_tune_parser(sub) -> None:
                    help="the JSON-lines tuning log (appended; resumed when it exists)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch", type=int, default=8, help="candidates per batch (default 8)")
-    t.add_argument("--cost", choices=("time", "icount"), default="time",
+    t.add_argument("--cost", choices=("time", "icount", "mca"), default="time",
                    help="time: seconds on the device (default); icount: deterministic "
-                        "instruction ticks of bare-metal aarch64 under QEMU (aarch64 targets)")
+                        "instruction ticks of bare-metal aarch64 under QEMU (aarch64 targets); "
+                        "mca: those instructions x llvm-mca's cycles per instruction of the "
+                        "hot loop on the target's core (estimated cycles, aarch64 targets)")
     t.add_argument("--no-pretrained", action="store_true",
                    help="first batch random instead of ranked by the shipped cost model")
     t.add_argument("--model", dest="cost_model", choices=("rank", "reg", "random"),

@@ -15,7 +15,7 @@ from pathlib import Path
 from .record import ErrorKind, MeasureError, MeasureInput, MeasureResult  # noqa: F401 (re-exported)
 
 VERSION = 1
-COST_UNITS = ("s", "icount_ticks")
+COST_UNITS = ("s", "icount_ticks", "mca_cycles")
 
 
 def canonical(obj) -> str:
