@@ -186,7 +186,7 @@ def _compile_model(args) -> int:
     tuned = _tuned(args)
     cm = compile_model(_model_file(args.model), args.target, args.name, _model_shapes(args),
                        budget_ram=args.budget_ram, budget_flash=args.budget_flash, tuned=tuned,
-                       strict=args.strict, patches=args.patches)
+                       strict=args.strict, patches=args.patches, objective=args.objective)
     paths = cm.write(args.output)
     print(f"{args.model} -> {args.output}/ for target {cm.target.name} in "
           f"{cm.compile_seconds:.2f} s: {' '.join(p.name for p in paths)}")
@@ -195,8 +195,10 @@ def _compile_model(args) -> int:
     print(cm.report.totals())
     if cm.patches is not None:
         print(cm.patches.line())
+    print(cm.flash().line())
     if args.report:
         print(cm.report.table())
+        print(cm.flash().table({r.kernel: r.weight_bytes for r in cm.report.rows}))
     return 0
 
 
@@ -218,6 +220,24 @@ def _run_model(args) -> int:
     print(f"{cm.name} on {cm.target.name}: wrote {args.outputs} ({desc})")
     if tuned is not None:
         print(_tuned_note(cm, tuned, args.tuning_log))
+    return 0
+
+
+def _profile_model(args) -> int:
+    import json
+    from cgen.graph.model import compile_model, load_npz, random_feeds
+    from cgen.graph.profile import ort_node_seconds, profile_rows, table
+    model = _model_file(args.model)
+    cm = compile_model(model, args.target, args.name, _model_shapes(args), tuned=_tuned(args))
+    feeds = load_npz(args.inputs, cm.graph) if args.inputs else random_feeds(cm.graph)
+    peer = None if args.no_peer else ort_node_seconds(model, feeds)
+    rows = profile_rows(cm, feeds, number=args.number, peer=peer)
+    if args.json:
+        for r in rows:
+            print(json.dumps({"suite": "profile", "case": cm.name, "target": args.target,
+                              **r.as_dict()}))
+    else:
+        print(table(rows))
     return 0
 
 
@@ -275,17 +295,23 @@ def _add_model_parsers(sub) -> None:
                             "(written by `cgen tune`)")
     c = sub.add_parser("compile", help="compile an ONNX model to NAME.h / NAME.c for a target",
                        description="Writes NAME.h, NAME.c, manifest.json and NAME.cmake to DIR "
-                                   "and prints the workspace (RAM) and weight (flash) bytes.")
+                                   "and prints the workspace (RAM) bytes and the flash bytes "
+                                   "(code, weights and constants of the object built for the "
+                                   "target, read with its binutils' size and nm). Over a "
+                                   "budget: one line, exit status 1, nothing written.")
     common(c)
     c.add_argument("-o", "--output", required=True, metavar="DIR")
     c.add_argument("--budget-ram", type=int, metavar="BYTES",
                    help="fail when the workspace needs more than BYTES")
     c.add_argument("--budget-flash", type=int, metavar="BYTES",
-                   help="fail when the weights need more than BYTES")
+                   help="fail when code + weights + constants need more than BYTES")
     c.add_argument("--patches", metavar="N|auto",
                    help="run the first stages patch by patch, their output cut in an N x N "
                         "grid (auto: the planner chooses; it also does under --budget-ram "
                         "when the activations per layer exceed it)")
+    c.add_argument("--objective", choices=("latency", "ram", "balanced"),
+                   help="what each kernel's template and config are chosen for (default: "
+                        "balanced on bare-metal targets or under --budget-ram, else latency)")
     c.add_argument("--report", action="store_true", help="also print the per-layer memory table")
     c.add_argument("--strict", action="store_true",
                    help="fail when a kernel falls back to plain loops because no template "
@@ -312,6 +338,14 @@ def _add_model_parsers(sub) -> None:
                    help="interleaved rounds of cgen and onnxruntime repeats (default 6)")
     b.add_argument("--json", action="store_true", help="one JSON object (the bench format)")
     b.set_defaults(fn=lambda a: _model_call("bench", _bench_model, a))
+    pr = sub.add_parser("profile", help="time each kernel of the compiled model (host targets), "
+                                        "beside onnxruntime's profile of the same nodes")
+    common(pr, "host")
+    pr.add_argument("--inputs", metavar="IN.npz", help="inputs (default: seeded random)")
+    pr.add_argument("--number", type=int, default=50, help="calls per kernel timing (default 50)")
+    pr.add_argument("--no-peer", action="store_true", help="skip onnxruntime's profile")
+    pr.add_argument("--json", action="store_true", help="one JSON object per kernel")
+    pr.set_defaults(fn=lambda a: _model_call("profile", _profile_model, a))
 # ---------------------------------------------------------------- end of models block
 
 

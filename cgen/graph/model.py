@@ -61,6 +61,7 @@ class CompiledModel:
     compile_seconds: float
     _exe: dict = field(default_factory=dict, repr=False)
     patches: object = None          # cgen.graph.patch.PatchPlan, when patches ran
+    _flash: object = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -90,9 +91,21 @@ class CompiledModel:
     def workspace_bytes(self) -> int:
         return self.source.workspace_bytes
 
+    def flash(self):
+        """The FlashReport: code, weights and constants of the object built for the target
+        (cgen.graph.flash; measured once, by the first call or by compile's flash budget)."""
+        if self._flash is None:
+            from .flash import measure_flash
+            self._flash = measure_flash(self.source, self.kernels, self.target)
+        return self._flash
+
     def write(self, out_dir) -> list:
-        """NAME.h, NAME.c, manifest.json and NAME.cmake in out_dir; returns their paths."""
-        return self.source.write(out_dir)
+        """NAME.h, NAME.c, manifest.json (with the flash measured) and NAME.cmake in out_dir,
+        all or none (cgen.graph.fit.write_outputs); returns their paths."""
+        from .fit import manifest_with_flash, write_outputs
+        files = self.source.files()
+        files["manifest.json"] = manifest_with_flash(self.manifest, self.flash())
+        return write_outputs(files, out_dir)
 
     # ------------------------------------------------------------ running
     def harness_source(self, timer: str = "") -> str:
@@ -223,9 +236,11 @@ class CompiledModel:
         import tempfile
         from targets import compile_c
         if not self.target.is_host:
-            raise ModelError("profiling runs on the host only", "bad_input")
+            raise ModelError(f"profiling times kernels on this machine: target {self.target.name} "
+                             "does not run here (use host, x86-avx2 or x86-avx512)", "bad_input")
         prof = emit_model(self.graph, self.kernels, self.target, self.name, self.source.label,
-                          self.source.stack_limit, profile=number)
+                          self.source.stack_limit, profile=number,
+                          **self.source.plan_options)
         exe = compile_c(prof.source, self.target, "executable", name=self.name + "_prof",
                         extra_sources=(self.harness_source(),), strict=False)
         arrays = self.check_feeds(feeds) + [np.zeros(v.shape, v.dtype) for v in self.graph.outputs]
@@ -245,23 +260,28 @@ class CompiledModel:
 
 def compile_model(model, target="host", name: str | None = None, input_shapes=None,
                   budget_ram: int | None = None, budget_flash: int | None = None, tuned=None,
-                  stack_limit: int = STACK_LIMIT, strict: bool = False,
-                  patches=None) -> CompiledModel:
+                  stack_limit: int = STACK_LIMIT, strict: bool = False, patches=None,
+                  objective: str | None = None) -> CompiledModel:
     """ONNX model (path, bytes or ModelProto) -> CompiledModel for the target.
 
     input_shapes: name -> shape for inputs with symbolic dimensions.  budget_ram /
-    budget_flash: refuse (ModelError) when the workspace / the weights exceed them.
+    budget_flash: refuse (ModelError, cgen.graph.fit) when the workspace / the flash (code +
+    weights + constants of the object built for the target) exceed them.
     tuned: per-group config overrides (see cgen.graph.kernels.group_config).
     strict: refuse (ModelError "fallback") when a kernel that a template should build
-    falls back to plain loops; without it such kernels are marked in the report."""
+    falls back to plain loops; without it such kernels are marked in the report.
+    objective: "latency", "ram" or "balanced" (cgen.graph.objective; None: balanced on
+    bare-metal targets or under a RAM budget, latency elsewhere)."""
     from .patch import prepare_patched
+    from .objective import choose_kernels, legalize_objective, resolve_objective
     t0 = time.perf_counter()
     tgt = kernel_target(model_target(target))
     name = check_model_name(name if name is not None else default_name(model))
-    fused, patch_plan = prepare_patched(model, input_shapes, patches, budget_ram)
-    fg = legalize(fused, tgt)
-    kernels = lower_graph(fg, tgt, tuned)
-    src = emit_model(fg.graph, kernels, tgt, name, _label(model), stack_limit)
+    objective = resolve_objective(objective, tgt, budget_ram)
+    fused, patch_plan = prepare_patched(model, input_shapes, patches, budget_ram, objective)
+    fg = legalize(fused, tgt, legalize_objective(objective))
+    kernels, options = choose_kernels(fg, tgt, tuned, objective, budget_ram, stack_limit)
+    src = emit_model(fg.graph, kernels, tgt, name, _label(model), stack_limit, **options)
     rep = src.report
     if patch_plan is not None:
         src.manifest["patches"] = patch_plan.to_json()
@@ -270,14 +290,10 @@ def compile_model(model, target="host", name: str | None = None, input_shapes=No
         raise ModelError(f"{len(rep.fallbacks)} kernel(s) fell back to plain loops for target "
                          f"{tgt.name} (strict), first {first.kernel}: {first.fallback}",
                          "fallback")
-    if budget_ram is not None and rep.workspace_bytes > budget_ram:
-        raise ModelError(f"the workspace needs {rep.workspace_bytes} bytes, over the RAM budget "
-                         f"of {budget_ram} bytes", "budget")
-    if budget_flash is not None and rep.weight_bytes > budget_flash:
-        raise ModelError(f"the weights need {rep.weight_bytes} bytes, over the flash budget of "
-                         f"{budget_flash} bytes", "budget")
+    from .fit import check_budgets
+    flash = check_budgets(src, kernels, tgt, budget_ram, budget_flash)
     return CompiledModel(src, kernels, fg, tgt, time.perf_counter() - t0,
-                         patches=patch_plan)
+                         patches=patch_plan, _flash=flash)
 
 
 def load_npz(path, graph=None) -> dict:

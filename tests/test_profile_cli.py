@@ -1,0 +1,72 @@
+"""`cgen profile`: per-kernel time of the compiled model, beside onnxruntime's profile."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+import onnx  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
+
+from cgen.cli import main  # noqa: E402
+from cgen.graph.model import compile_model, random_feeds  # noqa: E402
+from cgen.graph.profile import ort_node_seconds, profile_rows  # noqa: E402
+from tests.zoo import ZOO  # noqa: E402
+
+
+def _softmax_tanh_model():
+    """Two ops onnxruntime leaves unfused and keeps the names of."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 256])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 256])
+    g = helper.make_graph([helper.make_node("Tanh", ["x"], ["t"], name="tanh0"),
+                           helper.make_node("Softmax", ["t"], ["y"], name="sm0", axis=1)],
+                          "g", [x], [y])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.isa("avx2")
+def test_rows_cover_every_kernel_and_shares_sum_to_one():
+    model, feeds = ZOO["lenet"]()
+    cm = compile_model(model, "x86-avx2", name="lenet")
+    rows = profile_rows(cm, feeds, number=3)
+    assert [r.kernel for r in rows] == [k.name for k in cm.kernels if not k.is_alias]
+    assert abs(sum(r.share for r in rows) - 1) < 1e-6
+    assert all(r.seconds > 0 for r in rows)
+    assert any(r.flops > 0 and r.gflops > 0 for r in rows)
+
+
+@pytest.mark.isa("avx2")
+def test_onnxruntime_nodes_go_beside_the_kernel_holding_them(tmp_path):
+    model = _softmax_tanh_model()
+    cm = compile_model(model, "x86-avx2", name="st")
+    feeds = random_feeds(cm.graph)
+    peer = ort_node_seconds(model, feeds, runs=3)
+    assert {"tanh0", "sm0"} <= peer.keys()
+    rows = profile_rows(cm, feeds, number=3, peer=peer)
+    matched = sum(r.peer_seconds for r in rows if r.peer_seconds is not None)
+    # each onnxruntime node is counted once, whatever the fusion
+    assert matched == pytest.approx(peer["tanh0"] + peer["sm0"])
+
+
+@pytest.mark.isa("avx2")
+def test_cli_json_and_table(tmp_path, capsys):
+    path = tmp_path / "st.onnx"
+    onnx.save(_softmax_tanh_model(), path)
+    assert main(["profile", str(path), "--target", "x86-avx2", "--json", "--number", "3"]) == 0
+    rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert rows and all(r["suite"] == "profile" and r["target"] == "x86-avx2" for r in rows)
+    assert {"kernel", "ops", "template", "config", "us", "gflops", "share", "peer_us"} <= rows[0].keys()
+    assert main(["profile", str(path), "--target", "x86-avx2", "--no-peer", "--number", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("kernel") and "total" in out.splitlines()[-1]
+
+
+def test_a_target_this_machine_cannot_run_is_one_line(tmp_path, capsys):
+    path = tmp_path / "st.onnx"
+    onnx.save(_softmax_tanh_model(), path)
+    assert main(["profile", str(path), "--target", "aarch64", "--no-peer"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "aarch64" in err[0] and "Traceback" not in err[0]
