@@ -345,14 +345,15 @@ def network_macs(graph: Graph) -> int:
     return total
 
 
-def per_op_lower_bound(graph: Graph) -> int:
-    """The per-operator activation lower bound: the largest inputs + outputs of one fused
-    kernel, graph inputs, outputs and constants excluded."""
-    fg = fuse(graph)
+def per_op_lower_bound(graph: Graph, fused: bool = True) -> int:
+    """The per-operator activation lower bound: the largest inputs + outputs of one op
+    (with `fused`, of one fused kernel), graph inputs, outputs and constants excluded."""
     io = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
-    return max((sum(v.nbytes for v in g.inputs + g.outputs if v.name not in io)
-                for g in fg.groups), default=0)
-
+    ops = ([g.inputs + g.outputs for g in fuse(graph).groups] if fused else
+           [tuple(v for v in n.inputs if v.name not in graph.constants) + n.outputs
+            for n in graph.nodes])
+    return max((sum(v.nbytes for v in {v.name: v for v in vals}.values() if v.name not in io)
+                for vals in ops), default=0)
 
 __all__ = ["PatchPlan", "plan_patches", "apply_patches", "patch_graph", "prepare_patched", "peak_activations", "stage_macs",
            "per_op_lower_bound", "network_macs"]
