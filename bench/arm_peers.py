@@ -61,7 +61,7 @@ def fetch_xnnpack(download: bool = True, timeout: float = 120.0) -> Path:
     if lib is not None:
         return lib
     if not download:
-        raise PeerError(f"{DEB} not in {cache_root()} (run `python -m bench arm --fetch-peers`)")
+        raise PeerError(f"{DEB} not in {cache_root()} (`python -m bench arm` downloads it)")
     try:
         with urllib.request.urlopen(URL, timeout=timeout) as r:
             data = r.read()

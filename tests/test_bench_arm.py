@@ -24,7 +24,7 @@ needs_qemu_a64 = pytest.mark.skipif(shutil.which("qemu-system-aarch64") is None,
 needs_qemu_arm = pytest.mark.skipif(shutil.which("qemu-system-arm") is None,
                                     reason="qemu-system-arm not installed")
 needs_peer = pytest.mark.skipif(arm_peers.cached_xnnpack() is None,
-                                reason="XNNPACK peer not in the cache (python -m bench arm --fetch-peers)")
+                                reason="XNNPACK peer not in the cache (`python -m bench arm` fetches it)")
 
 
 def _check_row(r, unit):

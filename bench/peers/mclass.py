@@ -109,7 +109,9 @@ def count_instructions(mod, arrays, timeout: float = 600.0) -> tuple:
         out = proc.stdout + proc.stderr
         m = re.search(r"systick loop (\d+) kernel (\d+)", out)
         if proc.returncode != 0 or m is None:
-            raise RuntimeError(f"{cmd[0]} status {proc.returncode}: {out.strip()[-300:]}")
+            raise RuntimeError(f"{cmd[0]} status {proc.returncode}: {out.strip()[-300:]}"
+                               + (" (status 3: the kernel could not allocate its temporaries in "
+                                  "the board's RAM)" if proc.returncode == 3 else ""))
         outputs = {}
         for k, (p, a) in enumerate(zip(mod.func.params, arrays)):
             if p.name in mod.func.outputs:

@@ -85,6 +85,10 @@ I8_PARAMS = ("static const struct { float scale; int16_t zero_point; int8_t lo; 
 F32_CLAMP = (-3.0e38, 3.0e38)
 
 
+class NoPeerKernel(arm_peers.PeerError):
+    """This XNNPACK build has no kernel for the layer (e.g. int8 depthwise on AArch64)."""
+
+
 def pack_gemm(w: np.ndarray, bias: np.ndarray, nr: int, kr: int) -> np.ndarray:
     """XNNPACK's GEMM weight layout (see the module doc) as bytes."""
     n, k = w.shape
@@ -223,7 +227,7 @@ def peer_count(case, target, lib) -> tuple:
         dtype = "int8-dotprod"
     kernels = PEER_KERNELS.get((kind, dtype))
     if not kernels:
-        raise arm_peers.PeerError(f"no {dtype} {kind} kernel exported by {arm_peers.DEB}")
+        raise NoPeerKernel(f"no {dtype} {kind} assembly kernel exported by {arm_peers.DEB}")
     have = arm_peers.exported(lib)
     M = _gemm_layer(case)[0] if kind == "gemm" else None
     # XNNPACK uses its 1-row kernels only for 1-row layers, the big tiles otherwise
