@@ -23,6 +23,7 @@ say why in `note`, with ratio null.  Big shapes run with --slow only.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -206,9 +207,16 @@ def run(args) -> int:
         lib = arm_peers.fetch_xnnpack(download=args.fetch_peers)
     except arm_peers.PeerError as e:
         common.progress(args, f"XNNPACK peer unavailable: {e}")
-    rows = fma_bound_rows() if args.fma_bound else []
     targets = [t for t in args.targets.split(",") if t]
-    for case in selected(args):
+    unknown = sorted(set(targets) - set(A_TARGETS + M_TARGETS))
+    cases = selected(args)
+    if unknown or not cases:
+        what = (f"unknown target(s) {', '.join(unknown)}; known: {', '.join(A_TARGETS + M_TARGETS)}"
+                if unknown else f"no case matches --cases {args.cases!r}" + ("" if args.slow else " (without --slow)"))
+        print(f"bench arm: {what}", file=sys.stderr)
+        return 2
+    rows = fma_bound_rows() if args.fma_bound else []
+    for case in cases:
         for target in targets:
             if target in M_TARGETS:
                 if case.dtype != "int8":

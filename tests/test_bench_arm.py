@@ -122,3 +122,14 @@ def test_fma_bound_rows():
     assert [r["peer"] for r in rows] == ["fma-bound-a53", "fma-bound-a72", "fma-bound-a76"]
     for r in rows:
         _check_row(r, "mca_cycles")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["arm", "--targets", "x86-avx2"], "unknown target"),
+    (["arm", "--cases", "no-such-layer"], "no case matches"),
+])
+def test_bad_arguments_one_line_nonzero(argv, says, capsys):
+    from bench.__main__ import main
+    assert main(argv + ["--offline", "--no-fma-bound"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0]
