@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from targets.icount import IcountResult, IcountRunner
+from targets.icount import IcountResult, IcountRunner, qemu_cpu
 from targets.runner import RunError
 from targets.toolchain import CompileError, cache_dir, compile_c
 from .codegen.baremetal import harness_source, linker_script
@@ -103,7 +103,7 @@ def icount_benchmark(mod, *arrays, repeat: int = 3, number: int = 1, timeout: fl
     crash or hang comes back as an error in the result; a missing QEMU raises
     ToolMissing.
     """
-    runner = IcountRunner()
+    runner = IcountRunner(cpu=qemu_cpu(mod.target.flags()))
     runner.check()
     arrays = mod.check_args(arrays) if arrays else default_inputs(mod.func, seed)
     try:

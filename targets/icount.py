@@ -50,6 +50,20 @@ QEMU_PACKAGE = "qemu-system-arm"   # Debian ships qemu-system-aarch64 in it
 QEMU_ARGS = ("-M", "virt", "-cpu", "cortex-a72", "-nographic", "-net", "none",
              "-semihosting", "-icount", "shift=0,sleep=off")
 # plain `-icount shift=0` jitters by one tick; the default CPU of -M virt hangs on AArch64 code
+# Cores QEMU models that a target's -mcpu may name: its code runs on that core (an rpi5's
+# sdot needs the Cortex-A76); code for an unnamed core beyond Armv8.0 (-march=armv8.2-a+dotprod)
+# runs on QEMU's `max`.  The instruction count is the binary's, whichever core runs it.
+QEMU_CPUS = ("cortex-a53", "cortex-a57", "cortex-a72", "cortex-a76", "neoverse-n1")
+
+
+def qemu_cpu(flags) -> str:
+    """The -cpu for code compiled with `flags` (a target's flags())."""
+    for f in flags:
+        if f.startswith("-mcpu=") and f[6:].split("+")[0] in QEMU_CPUS:
+            return f[6:].split("+")[0]
+    if any(f.startswith(("-march=", "-mcpu=")) and f.split("=")[1] != "armv8-a" for f in flags):
+        return "max"
+    return QEMU_ARGS[QEMU_ARGS.index("-cpu") + 1]
 
 # ESR_EL1 exception classes worth naming in an error message
 _EC = {0x00: "undefined instruction", 0x07: "FP/SIMD trap", 0x0e: "illegal execution state",
@@ -92,13 +106,16 @@ class IcountRunner:
     qemu: str = QEMU
     cost_unit: str = COST_UNIT
     emulated: bool = True
+    cpu: str = QEMU_ARGS[QEMU_ARGS.index("-cpu") + 1]   # see qemu_cpu
 
     def check(self):
         if shutil.which(self.qemu) is None:
             raise ToolMissing(f"'{self.qemu}' not found; install it with: apt-get install {QEMU_PACKAGE}")
 
     def command(self, exe) -> list:
-        return [self.qemu, *QEMU_ARGS, "-m", f"{RAM_MB}M", "-kernel", str(exe)]
+        args = list(QEMU_ARGS)
+        args[args.index("-cpu") + 1] = self.cpu
+        return [self.qemu, *args, "-m", f"{RAM_MB}M", "-kernel", str(exe)]
 
     def run(self, exe, params, arrays, outputs, repeat: int = 0, number: int = 1,
             timeout: float = 60.0) -> IcountResult:

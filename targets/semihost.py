@@ -42,7 +42,16 @@ MPS2_AN386 = Board("mps2-an386", (0x00000000, 4 << 20), (0x20000000, 4 << 20))
 BOARDS = {"armv7e-m": MPS2_AN386}
 
 
+# Cores with a board of their own among those of their architecture (by -mcpu=); AN500's
+# memory map is AN386's.
+MPS2_AN500 = Board("mps2-an500", MPS2_AN386.rom, MPS2_AN386.ram)
+CPU_BOARDS = {"cortex-m7": MPS2_AN500}
+
+
 def board_for(target) -> Board:
+    cpu = next((f[len("-mcpu="):] for f in target.cflags if f.startswith("-mcpu=")), "")
+    if cpu in CPU_BOARDS:
+        return CPU_BOARDS[cpu]
     try:
         return BOARDS[target.arch]
     except KeyError:

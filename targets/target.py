@@ -37,9 +37,10 @@ class Target:
     sysroot: str = ""
     libs: tuple = ("-lm",)
     description: str = ""
+    dotprod: bool = False          # Armv8.2 dot product (sdot): int8 kernels use it
 
     def flags(self) -> tuple:
-        out = COMMON_CFLAGS + self.cflags
+        out = COMMON_CFLAGS + (_with_dotprod(self.cflags) if self.dotprod else self.cflags)
         if self.sysroot:
             out += (f"--sysroot={self.sysroot}",)
         return out
@@ -81,6 +82,23 @@ class Target:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+# Cores whose -mcpu already enables the dot product (the compiler defines
+# __ARM_FEATURE_DOTPROD, which selects the int8 kernels' sdot way).
+_DOTPROD_CPUS = ("cortex-a55", "cortex-a75", "cortex-a76", "cortex-a77", "cortex-a78",
+                 "cortex-x1", "neoverse-n1")
+
+
+def _with_dotprod(cflags: tuple) -> tuple:
+    """cflags that enable the dot product: +dotprod on the -mcpu / -march, or an
+    -march=armv8.2-a+dotprod when neither is given."""
+    for i, f in enumerate(cflags):
+        if f.startswith(("-mcpu=", "-march=")):
+            if "+dotprod" in f or f.split("=", 1)[1].split("+")[0] in _DOTPROD_CPUS:
+                return cflags
+            return cflags[:i] + (f + "+dotprod",) + cflags[i + 1:]
+    return cflags + ("-march=armv8.2-a+dotprod",)
+
+
 def _cpu_flags() -> set:
     try:
         with open("/proc/cpuinfo") as f:
@@ -109,6 +127,13 @@ _CORTEX_M4 = Target("cortex-m4", "arm-none-eabi-gcc",
                     "none", "armv7e-m", 0, "arm-none-eabi", "qemu-system-arm",
                     "gcc-arm-none-eabi", static=True, threads=False, bare_metal=True,
                     description="Cortex-M4F bare metal (QEMU mps2-an386, semihosting)")
+
+
+# Cortex-M7: the same Armv7E-M code (DSP extension included) with FPv5, single precision
+# as on most M7 parts; it runs on QEMU's mps2-an500 (targets/semihost.py picks the board).
+_CORTEX_M7 = replace(_CORTEX_M4, name="cortex-m7",
+                     cflags=("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
+                     description="Cortex-M7F bare metal (QEMU mps2-an500, semihosting)")
 
 
 def _board(base: Target, name: str, cpu: str, desc: str) -> Target:
@@ -190,11 +215,13 @@ def builtin_targets(host: bool = True) -> dict:
         "armv7": _ARMV7,
         "rpi3": _board(_AARCH64, "rpi3", "cortex-a53", "Raspberry Pi 3, 64-bit OS"),
         "rpi4": _board(_AARCH64, "rpi4", "cortex-a72", "Raspberry Pi 4, 64-bit OS"),
-        "rpi5": _board(_AARCH64, "rpi5", "cortex-a76", "Raspberry Pi 5, 64-bit OS"),
+        "rpi5": replace(_board(_AARCH64, "rpi5", "cortex-a76", "Raspberry Pi 5, 64-bit OS"),
+                        dotprod=True),
         "rpi2": _board(_ARMV7, "rpi2", "cortex-a7", "Raspberry Pi 2, 32-bit OS"),
         "rpi3-32": _board(_ARMV7, "rpi3-32", "cortex-a53", "Raspberry Pi 3, 32-bit OS"),
         "rpi4-32": _board(_ARMV7, "rpi4-32", "cortex-a72", "Raspberry Pi 4, 32-bit OS"),
         "cortex-m4": _CORTEX_M4,
+        "cortex-m7": _CORTEX_M7,
     }
     return {"host": _host(t), **t} if host else t
 
@@ -212,6 +239,7 @@ def load_toml(path) -> Target:
         name = "myboard"
         base = "aarch64"
         cflags = ["-mcpu=cortex-a55"]
+        dotprod = true      # Armv8.2 sdot for the int8 kernels (adds +dotprod to the flags)
     """
     from .toml_file import read_toml
     p = Path(path)
@@ -231,7 +259,10 @@ def load_toml(path) -> Target:
     for k in ("cflags", "libs"):
         if k in data:
             data[k] = tuple(data[k])
-    return replace(base, **data)
+    out = replace(base, **data)
+    if out.dotprod and out.arch != "aarch64":
+        raise ValueError(f"target file {p}: dotprod = true needs an aarch64 target, not {out.arch}")
+    return out
 
 
 def resolve(target) -> Target:

@@ -27,7 +27,9 @@ from dataclasses import dataclass, replace
 # Operations are small expression trees, not text: ("f", x, y) is the call f(x, y),
 # ("cast", "const void *", x) a cast, "$p" / "$m" / "$c" / "$a" / "$b" / "$h" / "$q" the
 # generator's operands (address, lane mask, accumulator, A and B vectors, temporary,
-# reduced vector), an int a constant and "0x.." a constant written in hex.
+# reduced vector), an int a constant and "0x.." a constant written in hex; ("+" | "*" |
+# "|" | ">>" | "<<", x, y) a C operator, ("deref", p) *p, and a load ("unaligned", p) the
+# bytes at p copied into the variable (memcpy: no alignment or aliasing assumed).
 # cgen.tensorize.int8_microkernel turns them into the printer's C AST.
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Int8Ops:
     tile_mrs: tuple
     tile: Int8Tile | None = None
     dot: Int8Dot | None = None
+    headers: tuple = ()         # included behind the way's guard (arm_acle.h, string.h)
 
 
 def _ptr(t: str, p="$p"):
@@ -184,6 +187,50 @@ NEON_DOTPROD_I8 = Int8Ops("neon-dotprod", "__ARM_FEATURE_DOTPROD", 4, (1, 2, 4),
             (("vdotq_s32", "$c", "$a", "$b"),), (("vaddvq_s32", "$c"),)))
 
 
+# Armv7E-M DSP (Cortex-M4/M7, ACLE arm_acle.h): four bytes a step in one 32-bit load;
+# SXTB16 / UXTB16 widen bytes 0 and 2 (and, of the word rotated by 8, bytes 1 and 3) to two
+# int16 halves; SMLAD adds both halves' products to the int32 accumulator, exactly.  gcc
+# folds the rotate, written as shifts, into the extend's operand (sxtb16 r, r, ror #8).
+def _ror8(x):
+    u = ("cast", "uint32_t", x)
+    return ("|", (">>", u, 8), ("<<", u, 24))
+
+
+def _smlad_pairs(ext_a: str, ext_b: str) -> tuple:
+    return (("__smlad", (ext_a, "$a"), (ext_b, "$b"), "$c"),
+            ("__smlad", (ext_a, _ror8("$a")), (ext_b, _ror8("$b")), "$c"))
+
+
+_DSP_LOAD = ("unaligned", "$p")
+ARM_DSP_I8 = Int8Ops(
+    "arm-dsp", "__ARM_FEATURE_DSP", 2, (1, 2),
+    Int8Tile(4, "int32_t", 0, "uint32_t", _DSP_LOAD, "int32_t", _DSP_LOAD,
+             _smlad_pairs("__uxtb16", "__sxtb16"), ("$c",)),
+    Int8Dot(4, "int32_t", 0, "int32_t", _DSP_LOAD, _smlad_pairs("__sxtb16", "__sxtb16"), ("$c",)),
+    headers=("arm_acle.h", "string.h"))
+# Portable C: one product a step (the way of a core without SIMD or DSP, and the #else of
+# the DSP way); the same 2 x 2 register tile.
+_C_LOAD = ("cast", "int32_t", ("deref", "$p"))
+_C_MAC = (("+", "$c", ("*", "$a", "$b")),)
+C_I8 = Int8Ops("c99", "", 2, (1, 2),
+               Int8Tile(1, "int32_t", 0, "int32_t", _C_LOAD, "int32_t", _C_LOAD, _C_MAC, ("$c",)),
+               Int8Dot(1, "int32_t", 0, "int32_t", _C_LOAD, _C_MAC, ("$c",)))
+
+
+# Helium (MVE, Armv8.1-M: the Cortex-M55): no widening dot into vector lanes, but
+# vmladavaq_s8 sums sixteen s8 x s8 products into a scalar int32, so accumulators are
+# general registers (even ones: the instruction's RdaLo) and reducing is nothing.  A
+# (uint8) enters as A - 128, as in the dotprod row.  Few even registers: two columns
+# (the 128 * sum_k B correction is one more sum per column), two rows: six sums.
+MVE_I8 = Int8Ops("mve", "", 2, (1, 2), Int8Tile(
+    16, "int32_t", 0,
+    "int8x16_t", ("vreinterpretq_s8_u8", ("veorq_u8", ("vld1q_u8", "$p"), ("vdupq_n_u8", "0x80"))),
+    "int8x16_t", ("vld1q_s8", "$p"), (("vmladavaq_s8", "$c", "$a", "$b"),), ("$c",),
+    u8_bias=128, ones=("vdupq_n_s8", 1)),
+    Int8Dot(16, "int32_t", 0, "int8x16_t", ("vld1q_s8", "$p"),
+            (("vmladavaq_s8", "$c", "$a", "$b"),), ("$c",)))
+
+
 @dataclass(frozen=True)
 class VectorISA:
     name: str
@@ -281,7 +328,7 @@ AVX512 = VectorISA(
 # budget of a Cortex-M4's FPv4-SP (s0-s31) and of aarch64, so a 4x4 tile stays in registers.
 SCALAR = VectorISA("scalar", None, 1, "float", None, None, None,
                    {"+": None, "-": None, "*": None, "/": None}, None, ("acc", "a", "b"),
-                   vregs=32, gemm_tile=(4, 4, "rows"))
+                   vregs=32, gemm_tile=(4, 4, "rows"), int8=(ARM_DSP_I8, C_I8))
 
 ROWS = (AVX2, AVX512, NEON_AARCH64, NEON_ARMV7, SCALAR)
 

@@ -17,6 +17,8 @@ turned into calls, casts and constants.
 """
 from __future__ import annotations
 
+import re
+
 from pycparser import c_ast
 
 from .. import te
@@ -45,12 +47,20 @@ def _cast(ctype: str, x) -> X:
     return cast(base.rstrip(" *"), x, const=const, ptr=ptr)
 
 
+_OPERATORS = ("+", "*", "|", ">>", "<<")
+
+
 def expr(tree, env: dict) -> X:
     """An ISA row's expression tree as C: ("f", args...) a call, ("cast", type, x) a cast,
-    "$name" an operand from env, an int a constant, "0x.." a hex constant."""
+    (operator, x, y) a binary operation, ("deref", p) *p, "$name" an operand from env, an
+    int a constant, "0x.." a hex constant."""
     if isinstance(tree, tuple):
         if tree[0] == "cast":
             return _cast(tree[1], expr(tree[2], env))
+        if tree[0] in _OPERATORS:
+            return _bin(tree[0], expr(tree[1], env), expr(tree[2], env))
+        if tree[0] == "deref":
+            return X(c_ast.UnaryOp("*", node(expr(tree[1], env))))
         return call(tree[0], *[expr(t, env) for t in tree[1:]])
     if isinstance(tree, int):
         return X(tree)
@@ -59,6 +69,14 @@ def expr(tree, env: dict) -> X:
     if tree.startswith("0x"):
         return lit(tree)
     return X(tree)
+
+
+def _load(ctype: str, name: str, tree, env: dict) -> list:
+    """The declaration of a loaded operand; ("unaligned", p): p's bytes copied into it."""
+    if isinstance(tree, tuple) and tree[0] == "unaligned":
+        return [decl(ctype, name), call("memcpy", X(c_ast.UnaryOp("&", node(name))),
+                                        expr(tree[1], env), X(c_ast.UnaryOp("sizeof", node(name))))]
+    return [decl(ctype, name, expr(tree, env))]
 
 
 def _row_plus(base: str, r: int, stride: str) -> X:
@@ -100,10 +118,10 @@ def _tile_body(t, MR: int, NR: int) -> list:
         loop.append(decl(mt, "m", X(c_ast.TernaryOp(node(_bin(">=", _bin("-", "K", "k"), t.step)),
                                                       full, node(part)))))
     env = {"m": "m"}
-    loop += [decl(t.a_type, f"a{r}", expr(t.load_a, {**env, "p": _row_plus("A", r, "a_si")}))
-             for r in range(MR)]
-    loop += [decl(t.b_type, f"b{j}", expr(t.load_b, {**env, "p": _row_plus("B", j, "b_sj")}))
-             for j in range(NR)]
+    for r in range(MR):
+        loop += _load(t.a_type, f"a{r}", t.load_a, {**env, "p": _row_plus("A", r, "a_si")})
+    for j in range(NR):
+        loop += _load(t.b_type, f"b{j}", t.load_b, {**env, "p": _row_plus("B", j, "b_sj")})
     for r, j in acc:
         loop += [assign(f"c{r}_{j}", expr(u, {"c": f"c{r}_{j}", "a": f"a{r}", "b": f"b{j}"}))
                  for u in t.update]
@@ -172,7 +190,7 @@ def _emit(ways, make) -> str:
         src = make(w)
         if src is None or (later and src == later[0]):
             continue
-        parts.append((w.guard_macro, src))
+        parts.append((w.guard_macro, "\n".join([f"#include <{h}>" for h in w.headers] + [src])))
     if len(parts) == 1:
         return parts[0][1]
     lines = []
@@ -195,6 +213,11 @@ def _ways(target, what: str):
     if ways[-1].guard_macro:
         raise TensorizeError(f"int8: the last way of {isa.name} must need no guard")
     return isa, ways
+
+
+def _c_name(name: str) -> str:
+    """An identifier from a target's isa and arch (armv7e-m's hyphen, a TOML target's arch)."""
+    return re.sub(r"\W", "_", name)
 
 
 def tile_source(name: str, ways, MR: int, NR: int) -> str:
@@ -233,7 +256,7 @@ def u8s8_tile_intrin(target, mr: int | None = None) -> TensorIntrin:
     target = resolve(target)
     isa, ways = _ways(target, "tile")
     MR, NR = tile_shape(target, mr)
-    name = f"cg_qtile_u8s8_{MR}x{NR}_{target.isa}_{target.arch}"
+    name = _c_name(f"cg_qtile_u8s8_{MR}x{NR}_{target.isa}_{target.arch}")
     A = te.placeholder((MR, 1), "uint8", name="A")
     B = te.placeholder((NR, 1), "int8", name="B")
     k = te.reduce_axis((0, 1), name="k")
@@ -250,8 +273,8 @@ def _dot_body(d) -> list:
            decl("int32_t", "s")]
     if d.temp_type:
         out.append(decl(d.temp_type, "h"))
-    loop = [decl(d.a_type, "a", expr(d.load, {"p": X("A") + "k"})),
-            decl(d.a_type, "b", expr(d.load, {"p": X("B") + "k"}))]
+    loop = _load(d.a_type, "a", d.load, {"p": X("A") + "k"}) + _load(d.a_type, "b", d.load,
+                                                                     {"p": X("B") + "k"})
     loop += [assign("acc", expr(u, {"c": "acc", "a": "a", "b": "b"})) for u in d.update]
     out.append(c_ast.For(None, node(X("k") < "kv"), assign("k", d.step, "+="), block(loop)))
     out += _reduce(d, "acc", "s")
@@ -270,7 +293,7 @@ def dot_i8_intrin(target) -> TensorIntrin:
     """C += sum_k int32(A[k]) * int32(B[k]) for contiguous int8 A and B."""
     target = resolve(target)
     isa, ways = _ways(target, "dot")
-    name = f"cg_dot_s8_{target.isa}_{target.arch}"
+    name = _c_name(f"cg_dot_s8_{target.isa}_{target.arch}")
     A = te.placeholder((1, 1), "int8", name="A")
     B = te.placeholder((1, 1), "int8", name="B")
     k = te.reduce_axis((0, 1), name="k")
