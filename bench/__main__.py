@@ -17,6 +17,7 @@ SUITES = {
     "pool": ("bench.pool", "device pool throughput: two local devices against one (rate ratio)"),
     "ops": ("bench.ops", "operator templates (default + quick sweep) vs numpy/onnxruntime, one thread"),
     "tuner": ("bench.tuner", "learned tuner vs random search, replayed on measured pools (trials to 95%)"),
+    "mca": ("bench.mca", "llvm-mca: rank correlation with host seconds; NEON GEMM tiles' fraction of the FMA-pipe bound"),
     "arm": ("bench.arm", "ARM kernels vs XNNPACK (Debian arm64) or a physical bound, in QEMU icount instructions"),
 }
 

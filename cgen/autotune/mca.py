@@ -17,8 +17,8 @@ the FMA pipe's limit).  Note LLVM 14 (Debian 12) has no Cortex-A72 or A76
 model of its own: both use its Cortex-A57 model (the A53 has an in-order one).
 
 `python -m cgen.autotune.mca --report` prints the NEON GEMM micro-kernels'
-fractions on the Raspberry Pi cores; `--rank-check` is bench/mca.py's rank
-correlation of llvm-mca against measured seconds on the host.
+fractions on the Raspberry Pi cores; `python -m bench mca` adds the rank
+correlation of llvm-mca's estimate against measured seconds on the host.
 """
 from __future__ import annotations
 
@@ -116,8 +116,10 @@ def core_target(triple: str, cpu: str):
     return replace(tgt, cflags=(f"{arch.cpu_flag}={cpu}",) + flags)
 
 
+@functools.lru_cache(maxsize=64)
 def compile_asm(kernel_c: str, tgt) -> str:
-    """The assembly gcc makes of kernel_c for tgt (static inline functions kept)."""
+    """The assembly gcc makes of kernel_c for tgt (static inline functions kept; the same
+    source and target are compiled once per process)."""
     from targets.toolchain import is_gcc
     flags = list(tgt.flags()) + ["-S", "-fkeep-inline-functions"]
     if is_gcc(tgt.cc):
@@ -335,13 +337,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m cgen.autotune.mca",
                                 description="llvm-mca on the GEMM micro-kernels' hot loops")
     p.add_argument("--report", action="store_true", help="NEON GEMM tiles on the Pi cores")
-    p.add_argument("--rank-check", action="store_true",
-                   help="rank correlation of llvm-mca with host seconds (bench/mca.py)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    if a.rank_check:
-        from bench.mca import main as bench_main
-        return bench_main(["--json"] if a.json else [])
     why = missing("aarch64")
     if why:
         print(f"mca: {why}")
