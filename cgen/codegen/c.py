@@ -322,7 +322,8 @@ class CEmitter:
         for b in f.params:
             name = self.names.get(b, b.name)
             quals = [] if b.name in f.outputs else ["const"]
-            ptr = c_ast.PtrDecl(["restrict"], c_ast.TypeDecl(name, quals, None,
+            noalias = [] if b.name in f.aliased else ["restrict"]
+            ptr = c_ast.PtrDecl(noalias, c_ast.TypeDecl(name, quals, None,
                                                              c_ast.IdentifierType([C_TYPES[b.dtype]])))
             params.append(c_ast.Decl(name, quals, [], [], [], ptr, None, None))
         fname = self.names.get(("func", f.name), f.name)

@@ -96,9 +96,10 @@ def _uses_isa(func) -> bool:
     return bool(found)
 
 
-def lower_group(fg: FusedGraph, group: Group, target, tuned=None, name: str | None = None
-                ) -> GroupKernel:
-    """One group -> its kernel (template route first, built-in computes otherwise)."""
+def lower_group(fg: FusedGraph, group: Group, target, tuned=None, name: str | None = None,
+                objective: str = "latency") -> GroupKernel:
+    """One group -> its kernel (template route first, built-in computes otherwise);
+    `objective` "ram" takes the routes and knobs without scratch (kernels.RAM_KNOBS)."""
     graph = fg.graph
     name = name or f"k{group.id}_{group.nodes[0].op}"
     if group.kind == "injective" and all(n.op in ALIAS_OPS for n in group.nodes) \
@@ -112,8 +113,8 @@ def lower_group(fg: FusedGraph, group: Group, target, tuned=None, name: str | No
     route = None
     if epilogue_is_pointwise(group):
         try:
-            route = route_for(group, graph, tgt)
-            cfg = group_config(group, route.template, route.workload, tgt, tuned)
+            route = route_for(group, graph, tgt, objective)
+            cfg = group_config(group, route.template, route.workload, tgt, tuned, objective)
             func, args, consts = _realize(route, group, graph, cfg, tgt, tgt, name)
             portable = None
             if has_isa and _uses_isa(func):
@@ -196,12 +197,43 @@ def split_broadcast_epilogues(fg: FusedGraph) -> FusedGraph:
     return FusedGraph(fg.graph, tuple(replace(g, id=i) for i, g in enumerate(groups)))
 
 
-def legalize(fg: FusedGraph, target) -> FusedGraph:
+def split_widening_epilogues(fg: FusedGraph) -> FusedGraph:
+    """For the RAM objective: an anchor group whose epilogue ends in a wider type than the
+    anchor's (an int8 convolution's dequantize to float) is cut before the first widening
+    step, so the anchor's input and the wide output are never live together."""
+    graph, groups = fg.graph, []
+    for g in fg.groups:
+        cut = next((i for i, n in enumerate(g.nodes[1:], 1)
+                    if n.outputs[0].nbytes > g.nodes[i - 1].outputs[0].nbytes), None)
+        if g.kind != "anchor" or cut is None or len(g.outputs) != 1:
+            groups.append(g)
+            continue
+        head, rest = g.nodes[:cut], g.nodes[cut:]
+        mid = head[-1].outputs[0]
+        consts = graph.constants
+        groups.append(Group(0, g.kind, head, g.inputs, tuple(
+            v for v in g.params if any(v.name in n.input_names for n in head)), (mid,)))
+        made = {v.name for n in rest for v in n.outputs}
+        ins = {}
+        for n in rest:
+            for v in n.inputs:
+                if v.name not in consts and v.name not in made:
+                    ins.setdefault(v.name, v)
+        groups.append(Group(0, "injective", rest, tuple(ins.values()), tuple(
+            v for v in g.params if any(v.name in n.input_names for n in rest)), g.outputs))
+    return FusedGraph(graph, tuple(replace(g, id=i) for i, g in enumerate(groups)))
+
+
+def legalize(fg: FusedGraph, target, objective: str = "latency") -> FusedGraph:
     """The groups as the backend lowers them: broadcast-growing epilogues split off,
-    padding of im2col convolutions made by a kernel of its own."""
-    return split_conv_padding(split_broadcast_epilogues(fg), kernel_target(target))
+    padding of im2col convolutions made by a kernel of its own (not for "ram", which
+    splits widening epilogues off instead)."""
+    fg = split_broadcast_epilogues(fg)
+    if objective == "ram":
+        fg = split_widening_epilogues(fg)
+    return split_conv_padding(fg, kernel_target(target), objective)
 
 
-def lower_graph(fg: FusedGraph, target, tuned=None) -> list:
+def lower_graph(fg: FusedGraph, target, tuned=None, objective: str = "latency") -> list:
     """Every group of a (legalized) fused graph -> its GroupKernel (aliases included)."""
-    return [lower_group(fg, g, target, tuned) for g in fg.groups]
+    return [lower_group(fg, g, target, tuned, objective=objective) for g in fg.groups]

@@ -33,7 +33,7 @@ from ..codegen.isa import isa_for
 from .entry import Call, Param, buffer, entry_point, no_scratch, workspace_at
 from .graph_ir import Graph, ModelError
 from .kernels import kernel_target
-from .memory import ALIGN, Interval, greedy_by_size, plan
+from .memory import ALIGN, greedy_by_size, lifetimes, peak_live, plan, storage
 
 STACK_LIMIT = C_STACK_LIMIT["model"]   # see codegen.c.STACK_LIMIT
 WORKSPACE_ALIGN = 16        # alignment the caller's workspace must have
@@ -151,6 +151,7 @@ class ModelSource:
     intervals: tuple = field(default=(), repr=False)
     label: str = ""                 # what the model was compiled from (the file's comment)
     stack_limit: int = STACK_LIMIT  # as emitted: a profiling build re-emits with the same
+    plan_options: dict = field(default_factory=dict)   # in_place / align, the same again
 
     @property
     def workspace_bytes(self) -> int:
@@ -206,42 +207,18 @@ def _fast_path(target):
 
 
 # ====================================================================== planning
-def _storage_plan(graph: Graph, kernels: list):
-    """Roots, storage and lifetimes.
-
-    Returns (root, producers, out_bind, copies, reads) where root maps a value to
-    the value owning its buffer, out_bind maps a root to the graph output index it
-    is written into, copies lists (output index, source root) made at the end."""
-    root = {}
-    for k in kernels:
-        if k.is_alias:
-            src = k.inputs[0].name
-            root[k.outputs[0]] = root.get(src, src)
-
-    def r(name):
-        return root.get(name, name)
-    produced = {}
-    for step, k in enumerate(kernels):
-        if not k.is_alias:
-            for v in k.outputs:
-                produced[v] = step
-    out_bind, copies = {}, []
-    for j, v in enumerate(graph.outputs):
-        src = r(v.name)
-        if src in produced and src not in out_bind:
-            out_bind[src] = j
-        else:
-            copies.append((j, src))
-    reads = {}
-    for step, k in enumerate(kernels):
-        if k.is_alias:
-            continue
-        for a in k.inputs:
-            if a.kind == "value":
-                reads[r(a.name)] = max(reads.get(r(a.name), -1), step)
-    for _, src in copies:
-        reads[src] = len(kernels)
-    return r, produced, out_bind, copies, reads
+def _unrestricted(k, r):
+    """The kernel, its in-place input and output parameters declared without `restrict`
+    (memory.storage gave them one buffer)."""
+    from dataclasses import replace
+    if not k.outputs or r(k.outputs[0]) == k.outputs[0]:
+        return k
+    n = len(k.inputs)
+    pair = tuple(p.name for a, p in zip(k.inputs, k.func.params)
+                 if a.kind == "value" and r(a.name) == r(k.outputs[0]))
+    pair += (k.func.params[n].name,)
+    return replace(k, func=replace(k.func, aliased=pair), portable=None if k.portable is None
+                   else replace(k.portable, aliased=pair))
 
 
 # a profiling build (emit_model(profile=N)) times each kernel call with a POSIX clock
@@ -252,11 +229,14 @@ PROFILE_PRELUDE = ("#define _POSIX_C_SOURCE 200809L\n#include <stdio.h>\n#includ
 
 
 def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str = "",
-               stack_limit: int = STACK_LIMIT, profile: int = 0) -> ModelSource:
+               stack_limit: int = STACK_LIMIT, profile: int = 0, in_place: bool = False,
+               align: int = ALIGN) -> ModelSource:
     """Plan memory and emit the model's C, header, manifest and CMake snippet.
 
     profile: when > 0, a profiling build: NAME_run calls each kernel `profile` times and
-    prints "KERNEL SECONDS_PER_CALL" to stderr per kernel (host only: POSIX clock)."""
+    prints "KERNEL SECONDS_PER_CALL" to stderr per kernel (host only: POSIX clock).
+    in_place: elementwise kernels write over an input dying there (memory.storage);
+    align: the workspace offsets' alignment."""
     check_model_name(name)
     tgt = kernel_target(target)
     isa = isa_for(tgt)
@@ -266,7 +246,8 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     taken = {"workspace", "ws", "rc", "i", name + "_run"}
     in_names = [c_identifier(v.name, taken) for v in graph.inputs]
     out_names = [c_identifier(v.name, taken) for v in graph.outputs]
-    r, produced, out_bind, copies, reads = _storage_plan(graph, kernels)
+    store = storage(graph, kernels, values, in_place)
+    r, produced, out_bind, copies, reads = store
     input_index = {v.name: i for i, v in enumerate(graph.inputs)}
     # ---------------------------------------------------------------- constants
     consts = {}
@@ -283,7 +264,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     const_names = {c: c_identifier(c, taken, "w_") for c in consts}
     # ---------------------------------------------------------------- kernels
     parts = []
-    live = [k for k in kernels if not k.is_alias]
+    live = [_unrestricted(k, r) for k in kernels if not k.is_alias]
     for k in live:
         parts.append((k.func, k.portable, isa, False, stack_limit))
     preamble = []
@@ -303,27 +284,12 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         "#include <stdint.h>\n#include <math.h>\n" + "\n".join(preamble) + "\n", [])
     scratch_of = {k.name: s for k, s in zip(live, scratch)}
     # ---------------------------------------------------------------- memory plan
-    intervals = []
-    nbytes = {}
-    for step, k in enumerate(kernels):
-        if k.is_alias:
-            continue
-        for v in k.outputs:
-            if v in out_bind:
-                continue
-            size = values[v].nbytes
-            nbytes[v] = size
-            intervals.append(Interval(f"v:{v}", size, step, max(step, reads.get(v, step))))
-        if scratch_of[k.name]:
-            intervals.append(Interval(f"s:{k.name}", scratch_of[k.name], step, step))
-    pl = plan(intervals)
-    gbs = greedy_by_size(intervals).total if intervals else 0
+    intervals = lifetimes(kernels, values, store, scratch_of)
+    pl = plan(intervals, align)
+    gbs = greedy_by_size(intervals, align).total if intervals else 0
     pl.check(intervals)
     total = pl.total
-    peak = 0
-    for step in range(len(kernels) + 1):
-        peak = max(peak, sum(iv.size for iv in intervals
-                             if iv.start <= step <= iv.end and iv.name.startswith("v:")))
+    peak = peak_live([iv for iv in intervals if iv.name.startswith("v:")], len(kernels))
 
     # ---------------------------------------------------------------- the entry point
     def pointer(value: str, dtype: str):
@@ -395,14 +361,14 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         v = k.outputs[0]
         val = values[v]
         if k.is_alias:
-            storage, off = "alias", None
+            where, off = "alias", None
         elif v in out_bind:
-            storage, off = "output", None
+            where, off = "output", None
         else:
-            storage, off = "workspace", pl.offsets[f"v:{v}"]
+            where, off = "workspace", pl.offsets[f"v:{r(v)}"]
         sb = 0 if k.is_alias else scratch_of[k.name]
         rows.append(LayerRow(step, k.name, k.describe(), k.template, v, tuple(val.shape),
-                             val.dtype, val.nbytes, storage, off, sb,
+                             val.dtype, val.nbytes, where, off, sb,
                              pl.offsets.get(f"s:{k.name}") if sb else None, wb, k.flops,
                              k.config, k.note, k.fallback))
     io_bytes = sum(v.nbytes for v in graph.inputs) + sum(v.nbytes for v in graph.outputs)
@@ -430,7 +396,8 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         "weight_bytes": weight_bytes, "memory": report.to_json(),
     }
     return ModelSource(name, tgt.name, header, source, manifest, cmake, report, ins, outs,
-                       fast_flags, fast_macro, tuple(intervals), model_label, stack_limit)
+                       fast_flags, fast_macro, tuple(intervals), model_label, stack_limit,
+                       {"in_place": in_place, "align": align})
 
 
 def _header(name, tgt, label, proto, ins, outs, ws, wb, macro, flags) -> str:

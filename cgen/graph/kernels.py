@@ -54,7 +54,15 @@ def workload_key(workload: Mapping) -> str:
     return json.dumps(workload, sort_keys=True, separators=(",", ":"))
 
 
-def group_config(group: Group, template, workload: dict, target, tuned=None) -> dict:
+# knob values that leave a template without scratch buffers (the RAM objective): padding
+# read in place rather than copied, activations read unpacked, no im2col block, exp
+# recomputed rather than stored, int8 columns packed per tile
+RAM_KNOBS = {"pad_at": "inline", "pack_a": False, "im2col": False, "exp": "inline",
+             "col_at": "tile"}
+
+
+def group_config(group: Group, template, workload: dict, target, tuned=None,
+                 objective: str = "latency") -> dict:
     """The config a group's kernel is built with -- the one place it is chosen.
 
     `tuned` overrides the template's default for the target: None, a mapping
@@ -80,7 +88,13 @@ def group_config(group: Group, template, workload: dict, target, tuned=None) -> 
             raise ModelError(f"group {group.id}: tuned config {cfg} is not a point of "
                              f"{template.name}'s space: {e}") from None
         return cfg
-    return config_dict(template.default(workload, target))
+    default = config_dict(template.default(workload, target))
+    if objective == "ram":
+        space = template.space(workload, target)
+        want = {k.name: RAM_KNOBS[k.name] for k in space.knobs
+                if k.name in RAM_KNOBS and RAM_KNOBS[k.name] in k.choices}
+        return config_dict(space.nearest({**default, **want}))
+    return default
 
 
 @dataclass

@@ -77,6 +77,37 @@ def _conv_route(group: Group, graph: Graph, target) -> Route:
                  {pname: arr}, epi, hint, flops=tm.flops(wl))
 
 
+def _conv_direct_route(group: Group, graph: Graph, target) -> Route:
+    """The RAM objective's convolution: direct on NCHW (grouped or not, any kernel size and
+    dilation), the padding read in place and the weights as ONNX stores them: no im2col,
+    no packed copy of the input or the output, so no scratch.  Depthwise convolutions keep
+    their template (it has no scratch with its RAM knobs)."""
+    n = group.nodes[0]
+    x, wv = n.inputs[0], n.inputs[1]
+    N, C, H, W = x.shape
+    F, Cg, KH, KW = wv.shape
+    G = n.attr("groups")
+    table = _templates()
+    if (G == C > 1 and Cg == 1) or "conv2d_nchw" not in table \
+            or wv.name not in graph.constants or (len(n.inputs) > 2
+                                                  and n.inputs[2].name not in graph.constants):
+        return _conv_route(group, graph, target)
+    tm = table["conv2d_nchw"]
+    wl = tm.workload(N, C, H, W, F, KH, KW, stride=list(n.attr("strides")),
+                     pad=list(n.attr("pads")), dilation=list(n.attr("dilations")), groups=G)
+    epi = tuple(group.nodes[1:])
+    if len(n.inputs) > 2:
+        epi = (_bias_node(n),) + epi
+
+    def hint(cfg):
+        """The epilogue per block of one output row and a register tile of channels, so
+        the accumulator block is rows x OW floats, not the whole output."""
+        return [(1, cfg.get("rows", 1)), (2, 1)]
+    return Route(tm, wl, [Arg("value", x.name), Arg("const", wv.name)],
+                 lambda tgt, cfg: _tmpl_build(tm, wl, tgt, cfg), epilogue=epi,
+                 block_hint=hint, flops=tm.flops(wl))
+
+
 def conv_template(n: Node, target, pads=None):
     """(template, workload) of a (non-depthwise) conv2d node for the target, pre-packed
     weights: conv2d_template_for's choice, with corrections measured on this project's
@@ -113,13 +144,15 @@ def conv_template(n: Node, target, pads=None):
     return tm, wl
 
 
-def split_conv_padding(fg: FusedGraph, target) -> FusedGraph:
+def split_conv_padding(fg: FusedGraph, target, objective: str = "latency") -> FusedGraph:
     """A padded convolution that goes to the im2col GEMM with many taps per input pixel
     (KH*KW > 4*stride^2) reads a zero-padded copy of its input made by a pad kernel just
     before it: the unfolded block is then plain vector copies instead of one bounds test
     per element and tap (LeNet's 5x5 first layer: 24.5 -> 5.0 us; the pad kernel itself
     tests every element once, which does not pay for 3x3 stride 2)."""
     graph = fg.graph
+    if objective == "ram":      # its convolutions are direct: no padded copy
+        return fg
     taken = set(graph.values())
     groups = []
     for g in fg.groups:
@@ -436,10 +469,16 @@ ROUTES = {
 }
 
 
-def route_for(group: Group, graph: Graph, target) -> Route:
-    """The template route of a group (ROUTES), or _NoTemplate."""
+# the routes the RAM objective takes instead (no scratch); others as ROUTES
+RAM_ROUTES = {("anchor", "conv2d"): _conv_direct_route}
+OBJECTIVE_ROUTES = {"latency": ROUTES, "ram": {**ROUTES, **RAM_ROUTES}}
+
+
+def route_for(group: Group, graph: Graph, target, objective: str = "latency") -> Route:
+    """The template route of a group (ROUTES, or RAM_ROUTES for the RAM objective), or
+    _NoTemplate."""
     first = group.nodes[0]
-    build = ROUTES.get((group.kind, first.op))
+    build = OBJECTIVE_ROUTES[objective].get((group.kind, first.op))
     if build is None:
         raise _NoTemplate(f"no template for {group.kind} group of {first.op}")
     return build(group, graph, target)

@@ -117,6 +117,7 @@ class PrimFunc:
     outputs: tuple  # names of params that are written
     body: Stmt
     kernels: tuple = ()  # micro-kernel sources the body calls (tensorize)
+    aliased: tuple = ()  # names of params that may share memory (an in-place kernel): no restrict
 
 
 # ---------------------------------------------------------------------------

@@ -27,15 +27,20 @@ from .workload import block_lanes, conv2d_reference
 from targets import resolve
 
 
-def _workload(op, N, C, H, W, F, KH, KW, stride=1, pad=0, dilation=1):
+def _workload(op, N, C, H, W, F, KH, KW, stride=1, pad=0, dilation=1, groups=1):
     sh, sw = _pair(op, "stride", stride, 1)
     dh, dw = _pair(op, "dilation", dilation, 1)
     pads = _pads(op, pad)
     conv_out(op, H, pads[0], pads[2], KH, sh, dh, "height")
     conv_out(op, W, pads[1], pads[3], KW, sw, dw, "width")
-    return {"op": op, "N": int(N), "C": int(C), "H": int(H), "W": int(W), "F": int(F),
-            "KH": int(KH), "KW": int(KW), "stride": [sh, sw], "pad": list(pads),
-            "dilation": [dh, dw], "dtype": "float32"}
+    wl = {"op": op, "N": int(N), "C": int(C), "H": int(H), "W": int(W), "F": int(F),
+          "KH": int(KH), "KW": int(KW), "stride": [sh, sw], "pad": list(pads),
+          "dilation": [dh, dw], "dtype": "float32"}
+    if int(groups) != 1:    # only grouped workloads name it: ungrouped keys stay as logged
+        if C % groups or F % groups:
+            raise ValueError(f"{op}: {groups} groups do not divide {C} -> {F} channels")
+        wl["groups"] = int(groups)
+    return wl
 
 
 def _lanes(target) -> int:
@@ -50,8 +55,10 @@ class _DirectConv:
     """Shared knobs and build steps; subclasses give the compute and the axis roles."""
     name = ""
 
-    def workload(self, N, C, H, W, F, KH, KW, stride=1, pad=0, dilation=1) -> dict:
-        return _workload(self.name, N, C, H, W, F, KH, KW, stride, pad, dilation)
+    def workload(self, N, C, H, W, F, KH, KW, stride=1, pad=0, dilation=1, groups=1) -> dict:
+        if groups != 1 and self.name != "conv2d_nchw":
+            raise ValueError(f"{self.name}: grouped convolutions go to conv2d_nchw")
+        return _workload(self.name, N, C, H, W, F, KH, KW, stride, pad, dilation, groups)
 
     def space(self, wl: dict, target) -> ConfigSpace:
         tgt = resolve(target)
@@ -59,7 +66,7 @@ class _DirectConv:
         vec_extent, row_extent = self._vec_row_extents(wl)
         knobs = [Knob("vec", _choices(vec_extent, (L, 2 * L, 4 * L))),
                  Knob("rows", _choices(row_extent, (1, 2, 4, 6, 8))),
-                 Knob("c_split", _choices(wl["C"], (1, 4, 8, 16, 64))),
+                 Knob("c_split", _choices(wl["C"] // wl.get("groups", 1), (1, 4, 8, 16, 64))),
                  Knob("order", ("c_outer", "c_inner")),
                  Knob("pad_at", ("inline", "root"))]
         knobs += parallel_knobs(tgt)
@@ -102,7 +109,8 @@ class _DirectConv:
 
     def flops(self, wl: dict) -> int:
         oh, ow = conv_out_hw(wl)
-        return 2 * wl["N"] * wl["F"] * oh * ow * wl["C"] * wl["KH"] * wl["KW"]
+        return (2 * wl["N"] * wl["F"] * oh * ow * (wl["C"] // wl.get("groups", 1))
+                * wl["KH"] * wl["KW"])
 
 
 class Conv2dNCHWTemplate(_DirectConv):
@@ -117,21 +125,34 @@ class Conv2dNCHWTemplate(_DirectConv):
         return y, f, x
 
     def _compute(self, wl):
-        from ..nn import conv2d_nchw
+        from ..nn import _window
+        G = wl.get("groups", 1)
+        cg, fg = wl["C"] // G, wl["F"] // G
         X = te.placeholder((wl["N"], wl["C"], wl["H"], wl["W"]), "float32", name="X")
-        Wt = te.placeholder((wl["F"], wl["C"], wl["KH"], wl["KW"]), "float32", name="Wt")
-        Y, P = conv2d_nchw(X, Wt, wl["stride"], wl["pad"], wl["dilation"], name="Y")
+        Wt = te.placeholder((wl["F"], cg, wl["KH"], wl["KW"]), "float32", name="Wt")
+        (sh, sw), (dh, dw), (oh, ow), P = _window(self.name, X, wl["KH"], wl["KW"], wl["stride"],
+                                                  wl["pad"], wl["dilation"], "Y")
+        src = P if P is not None else X
+        rc = te.reduce_axis((0, cg), name="rc")
+        ry = te.reduce_axis((0, wl["KH"]), name="ry")
+        rx = te.reduce_axis((0, wl["KW"]), name="rx")
+        # a grouped convolution reads only its group's input channels (no im2col, no packing)
+        chan = (lambda o: rc) if G == 1 else (lambda o: o // fg * cg + rc)
+        Y = te.compute((wl["N"], wl["F"], oh, ow), lambda b, o, y, x: te.sum(
+            src[b, chan(o), y * sh + ry * dh, x * sw + rx * dw] * Wt[o, rc, ry, rx],
+            axis=(rc, ry, rx)), name="Y")
         return X, Wt, Y, P
 
     def inputs(self, wl, rng) -> list:
         oh, ow = conv_out_hw(wl)
+        cg = wl["C"] // wl.get("groups", 1)
         return [rng.standard_normal((wl["N"], wl["C"], wl["H"], wl["W"]), dtype=np.float32),
-                rng.standard_normal((wl["F"], wl["C"], wl["KH"], wl["KW"]), dtype=np.float32),
+                rng.standard_normal((wl["F"], cg, wl["KH"], wl["KW"]), dtype=np.float32),
                 np.zeros((wl["N"], wl["F"], oh, ow), np.float32)]
 
     def reference(self, wl, inputs) -> dict:
         return {"Y": conv2d_reference(inputs[0], inputs[1], wl["stride"], wl["pad"],
-                                      wl["dilation"], 1)}
+                                      wl["dilation"], wl.get("groups", 1))}
 
 
 class Conv2dNHWCTemplate(_DirectConv):

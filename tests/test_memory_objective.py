@@ -1,0 +1,171 @@
+"""The RAM objective on cortex-m4: workspace against the per-op lower bound and TFLM's
+greedy plan, the C still right (generic-c on the host, and cortex-m4 under QEMU), in-place
+elementwise kernels, the order of independent branches, and TFLM's rule itself."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from onnx import helper as h  # noqa: E402
+
+from cgen.graph.drive import legalize  # noqa: E402
+from cgen.graph.memory import Interval  # noqa: E402
+from cgen.graph.model import compile_model  # noqa: E402
+from cgen.graph.pipeline import prepare  # noqa: E402
+from cgen.graph.plan_tflm import op_lower_bound, tflm_plan  # noqa: E402
+from cgen.graph.kernels import kernel_target  # noqa: E402
+from tests import test_graph_frontend as fe  # noqa: E402
+from tests.zoo import ZOO  # noqa: E402
+
+
+def dilated_grouped_cnn(opset: int = 13):
+    """A dilated grouped convolution between two plain ones (NCHW 1x8x20x20): conv 3x3 ->
+    ReLU -> conv 3x3, dilation 2, 4 groups -> ReLU -> conv 1x1."""
+    r = fe.rng(12)
+    inits = {"w1": fe.w(r, 16, 8, 3, 3), "b1": fe.w(r, 16, scale=0.1),
+             "w2": fe.w(r, 16, 4, 3, 3), "b2": fe.w(r, 16, scale=0.1),
+             "w3": fe.w(r, 8, 16, 1, 1)}
+    N = h.make_node
+    nodes = [N("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             N("Relu", ["c1"], ["a1"], name="relu1"),
+             N("Conv", ["a1", "w2", "b2"], ["c2"], pads=[2, 2, 2, 2], dilations=[2, 2], group=4,
+               name="dgconv"),
+             N("Relu", ["c2"], ["a2"], name="relu2"),
+             N("Conv", ["a2", "w3"], ["y"], name="conv3")]
+    model = fe.make_model(nodes, {"x": (1, 8, 20, 20)}, ["y"], inits, opset)
+    return model, {"x": r.standard_normal((1, 8, 20, 20)).astype(np.float32)}
+
+
+def two_branches(opset: int = 13):
+    """Two wide branches off one input, each pooled to a vector, then joined: run branch
+    by branch, only one wide activation is live at a time."""
+    r = fe.rng(13)
+    inits = {"wa": fe.w(r, 32, 1, 3, 3), "wb": fe.w(r, 32, 1, 3, 3)}
+    N = h.make_node
+    nodes = [N("Conv", ["x", "wa"], ["ca"], pads=[1, 1, 1, 1], name="conv_a"),
+             N("Conv", ["x", "wb"], ["cb"], pads=[1, 1, 1, 1], name="conv_b"),
+             N("GlobalAveragePool", ["ca"], ["ga"], name="gap_a"),
+             N("GlobalAveragePool", ["cb"], ["gb"], name="gap_b"),
+             N("Add", ["ga", "gb"], ["y"], name="join")]
+    model = fe.make_model(nodes, {"x": (1, 1, 16, 16)}, ["y"], inits, opset)
+    return model, {"x": r.standard_normal((1, 1, 16, 16)).astype(np.float32)}
+
+
+# the zoo's models and the issue's dilated grouped convolution
+MODELS = {**ZOO, "dilated_grouped_cnn": dilated_grouped_cnn}
+# the four the issue found over the bound (latency kernels): checked in the quick tier
+ISSUE_MODELS = ("dilated_grouped_cnn", "kws_cnn", "prime_cnn", "resnet_basic_block")
+# known excess: the int8 convolution template copies its padded input into scratch
+OVER_BOUND = {"qdq_cnn": "qconv2d keeps a padded copy of its int8 input as scratch"}
+TARGET = "cortex-m4"
+
+
+def yardsticks(model) -> tuple:
+    """(per-op lower bound, TFLM-style plan bytes) of a model for cortex-m4."""
+    fg = legalize(prepare(model), kernel_target(TARGET), "ram")
+    return op_lower_bound(fg.graph), tflm_plan(fg).total
+
+
+def check_ram(name: str):
+    model, _ = MODELS[name]()
+    cm = compile_model(model, TARGET, name=name, objective="ram")
+    bound, tflm = yardsticks(model)
+    ws = cm.workspace_bytes
+    assert ws <= tflm, f"{name}: workspace {ws} above the TFLM-style plan {tflm}"
+    if name in OVER_BOUND:
+        pytest.xfail(OVER_BOUND[name])
+    assert ws <= 1.1 * bound, f"{name}: workspace {ws} over 1.1x the per-op bound {bound}"
+    return cm
+
+
+@pytest.mark.parametrize("name", ISSUE_MODELS)
+def test_ram_objective_within_bound_issue_models(name):
+    """cortex-m4: the four models with scratch over the bound under latency kernels."""
+    latency = compile_model(MODELS[name]()[0], TARGET, name=name, objective="latency")
+    cm = check_ram(name)
+    assert cm.workspace_bytes < latency.workspace_bytes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(set(MODELS) - set(ISSUE_MODELS)))
+def test_ram_objective_within_bound_zoo(name):
+    check_ram(name)
+
+
+@pytest.mark.parametrize("name", ["dilated_grouped_cnn", "qdq_cnn", "encoder_block"])
+def test_ram_objective_runs_right_generic_c(name):
+    """generic-c on the host: the direct grouped / dilated convolution, the split int8
+    epilogue and the in-place elementwise kernels against onnxruntime."""
+    model, feeds = MODELS[name]()
+    cm = compile_model(model, "generic-c", name=name, objective="ram")
+    got = cm.run(feeds)
+    want = fe.ort_run(model, feeds)
+    tol = 0.05 if name == "qdq_cnn" else 1e-4       # one int8 step of the logits
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=tol, atol=tol)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kws_cnn", "dilated_grouped_cnn"])
+def test_ram_objective_runs_right_cortex_m4(name):
+    model, feeds = MODELS[name]()
+    cm = compile_model(model, TARGET, name=name, objective="ram")
+    got = cm.run(feeds)
+    for k, v in fe.ort_run(model, feeds).items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-4)
+
+
+def test_in_place_elementwise_generic_c():
+    """encoder_block on generic-c: under ram an elementwise kernel writes over an input
+    that dies there (its output owns no buffer of its own); under latency none does."""
+    model, _ = ZOO["encoder_block"]()
+
+    def shared(cm):
+        own = {iv.name for iv in cm.source.intervals}
+        return [r.output for r in cm.report.rows
+                if r.storage == "workspace" and f"v:{r.output}" not in own]
+    assert shared(compile_model(model, "generic-c", objective="ram"))
+    assert not shared(compile_model(model, "generic-c", objective="latency"))
+
+
+def test_branch_order_lowers_peak_generic_c():
+    """Two wide branches: the RAM objective runs each branch to its pooled vector before
+    the other, so one 32x16x16 activation is live at a time, not two."""
+    model, feeds = two_branches()
+    wide = 32 * 16 * 16 * 4
+    ram = compile_model(model, "generic-c", objective="ram")
+    lat = compile_model(model, "generic-c", objective="latency")
+    assert lat.workspace_bytes >= 2 * wide
+    assert ram.workspace_bytes < 2 * wide
+    got = ram.run(feeds)
+    for k, v in fe.ort_run(model, feeds).items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-4, atol=1e-5)
+
+
+def test_default_objective_by_target():
+    from cgen.graph.objective import resolve_objective
+    from targets import resolve
+    assert resolve_objective(None, resolve("cortex-m4")) == "balanced"
+    assert resolve_objective(None, resolve("x86-avx2")) == "latency"
+    assert resolve_objective(None, resolve("x86-avx2"), budget_ram=1 << 16) == "balanced"
+
+
+def test_tflm_rule_by_hand():
+    """TFLM's greedy rule on a hand-made case: largest first at 0, then each at the first
+    gap among the live buffers; a chain a -> b -> c reuses a's bytes for c."""
+    from cgen.graph.plan_tflm import _fits_at
+    a, b, c = Interval("a", 100, 0, 1), Interval("b", 50, 1, 2), Interval("c", 90, 2, 3)
+    placed = [(a, 0)]
+    assert _fits_at(b, placed, 16) == 112        # a (rounded to 112) is live with b
+    placed.append((b, 112))
+    assert _fits_at(c, placed, 16) == 0          # a is dead at step 2: c takes its place
+    model, _ = ZOO["lenet"]()
+    fg = legalize(prepare(model), kernel_target(TARGET), "ram")
+    pl = tflm_plan(fg)
+    from cgen.graph.plan_tflm import tensor_lifetimes
+    ivs = tensor_lifetimes(fg)
+    pl.check(ivs)
+    assert pl.total >= max(iv.size for iv in ivs)
