@@ -76,14 +76,14 @@ def test_vectorize_a_reduce_axis(sch):
 def test_vectorize_a_non_innermost_axis(sch):
     s, (C, D, *_), _ = sch
     i, j = s[D].op.axis
-    expect(s, lambda: s[D].vectorize(i), "D", "i", "only the innermost loop can be vectorized")
+    expect(s, lambda: s[D].vectorize(i), "D", "i", "only the innermost data-parallel loop can be vectorized")
 
 
 def test_reorder_that_moves_a_vectorized_axis_inward(sch):
     s, (C, D, *_), _ = sch
     i, j = s[D].op.axis
     s[D].vectorize(j)
-    expect(s, lambda: s[D].reorder(j, i), "D", "j", "a vectorized axis must stay the innermost loop")
+    expect(s, lambda: s[D].reorder(j, i), "D", "j", "a vectorized axis must stay the innermost data-parallel loop")
 
 
 def test_parallel_on_a_reduce_axis(sch):

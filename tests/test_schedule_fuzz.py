@@ -328,8 +328,9 @@ def draw_illegal(data, s):
         rule = "cannot vectorize a reduction" if kind == "vectorize" else "cannot parallelize a reduction"
         return cat, name, axis, lambda: getattr(s[name], kind)(ax), rule
     if cat == "vectorize_not_innermost":
-        name, axis = pick([(n, a) for n, x in s.stages.items() for a in x.leaves[:-1]
-                           if x.kinds[a] == "data"], "leaf")
+        name, axis = pick([(n, a) for n, x in s.stages.items() for i, a in enumerate(x.leaves)
+                           if x.kinds[a] == "data"
+                           and any(x.kinds[b] == "data" for b in x.leaves[i + 1:])], "leaf")
         ax = handle(name, axis)
         return cat, name, axis, lambda: s[name].vectorize(ax), "only the innermost"
     if cat == "fuse_non_adjacent":

@@ -5,6 +5,12 @@ Only what maps one-to-one onto vector instructions is vectorized: float32
 stores contiguous in the loop variable whose values are built from
 contiguous or loop-invariant loads and + - * / min max.  Anything else keeps
 a plain loop, which the C compiler may still vectorize.
+
+A vectorized loop over outputs with reduction loops inside (a pooling or
+convolution stage vectorized along its output width) is first turned inside
+out: each lane accumulates only into its own output, so the lane loop can be
+distributed over the body's statements and sunk below the reduction loops,
+and a vector of outputs accumulates over the reduction.
 """
 from __future__ import annotations
 
@@ -31,9 +37,79 @@ def vectorize(s: Stmt, isa) -> Stmt:
             try:
                 return _vectorize_loop(x, isa)
             except _Bail:
+                pass
+            try:
+                return seq(*(_vectorize_or_serial(p, isa) for p in _sunk(x)))
+            except _Bail:
                 return For(x.var, x.min, x.extent, "serial", x.body, x.pragmas)
         return x
     return rec(s)
+
+
+def _vectorize_or_serial(loop: For, isa) -> Stmt:
+    """The innermost lane loop of one sunk nest, vectorized when it can be."""
+    if isinstance(loop, For) and loop.kind == "vectorized":
+        try:
+            return _vectorize_loop(loop, isa)
+        except _Bail:
+            return For(loop.var, loop.min, loop.extent, "serial", loop.body, loop.pragmas)
+    return map_children(loop, lambda c: _vectorize_or_serial(c, isa) if isinstance(c, Stmt) else c)
+
+
+def _parts(body) -> list:
+    return list(body.stmts) if isinstance(body, Seq) else [body]
+
+
+def _sunk(loop: For) -> list:
+    """`for v: S1; for r: ...; S2` as `for v: S1`, `for r: ... for v: ...`, ...: legal when
+    every store is to an index with coefficient 1 in v and every load of a stored buffer
+    reads the element the same statement stores (each lane touches only its own outputs),
+    and no loop bound depends on v."""
+    v = loop.var
+    stores = []
+
+    def collect(x):
+        if isinstance(x, Store):
+            stores.append(x)
+        elif isinstance(x, For):
+            if v in free_vars(x.min) or v in free_vars(x.extent):
+                raise _Bail()
+            for p in _parts(x.body):
+                collect(p)
+        else:
+            raise _Bail()
+    for p in _parts(loop.body):
+        collect(p)
+    written = {st.buffer for st in stores}
+    for st in stores:
+        if _coef(st.index, v) != 1:
+            raise _Bail()
+        for ld in _loads(st.value):
+            if ld.buffer in written and (ld.buffer is not st.buffer or
+                                         simplify_expr(ld.index) != simplify_expr(st.index)):
+                raise _Bail()
+
+    def sink(x):
+        if isinstance(x, Store):
+            return For(v, loop.min, loop.extent, "vectorized", x, loop.pragmas)
+        inner = _parts(x.body)
+        if all(isinstance(p, Store) for p in inner):
+            body = For(v, loop.min, loop.extent, "vectorized", x.body, loop.pragmas)
+        else:
+            body = seq(*(sink(p) for p in inner))
+        return For(x.var, x.min, x.extent, x.kind, body, x.pragmas)
+    return [sink(p) for p in _parts(loop.body)]
+
+
+def _loads(e) -> list:
+    out = []
+
+    def rec(x):
+        if isinstance(x, Load):
+            out.append(x)
+        return map_children(x, rec) if isinstance(x, Expr) else x
+    rec(e)
+    return out
 
 
 def _stores(body) -> list:

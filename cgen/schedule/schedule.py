@@ -320,8 +320,9 @@ class Schedule:
         for p, a in zip(positions, r.axes):
             new[p] = a
         for a, k in st.ann.items():
-            if k == "vectorize" and new[-1] != a:
-                raise ScheduleError(st.name, a, "a vectorized axis must stay the innermost loop")
+            if k == "vectorize" and any(st.kinds[b] != "reduce" for b in new[new.index(a) + 1:]):
+                raise ScheduleError(st.name, a, "a vectorized axis must stay the innermost "
+                                    "data-parallel loop")
         st.leaves = new
 
     def _fuse(self, r: R.Fuse):
@@ -352,8 +353,11 @@ class Schedule:
         if r.kind == "vectorize":
             if st.kinds[r.axis] == "reduce":
                 raise ScheduleError(st.name, r.axis, "cannot vectorize a reduction axis (it carries a dependence)")
-            if st.leaves[-1] != r.axis:
-                raise ScheduleError(st.name, r.axis, "only the innermost loop can be vectorized")
+            inner = st.leaves[st.leaves.index(r.axis) + 1:]
+            if any(st.kinds[a] != "reduce" for a in inner):
+                # reduction loops may sit inside: lowering sinks the lanes below them
+                raise ScheduleError(st.name, r.axis, "only the innermost data-parallel loop can "
+                                    "be vectorized (reduction loops may sit inside it)")
             if self._attached_at(st.name, r.axis):
                 raise ScheduleError(st.name, r.axis, "cannot vectorize a loop that other stages are computed in")
         if r.kind == "parallel" and st.kinds[r.axis] == "reduce":
