@@ -210,3 +210,15 @@ def test_write_outputs_is_all_or_nothing(tmp_path):
     assert _listing(out) == ["b.h"] and _listing(tmp_path) == ["o"]
     assert [p.name for p in write_outputs({"a.c": "x\n"}, tmp_path / "n")] == ["a.c"]
     assert _listing(tmp_path) == ["n", "o"]
+
+
+def test_missing_binutils_are_one_line_naming_the_package():
+    from dataclasses import replace
+    from cgen.graph import ModelError
+    from cgen.graph.flash import binutil
+    tgt = replace(resolve("cortex-m4"), name="rv", triple="riscv99-none-elf")
+    with pytest.raises(ModelError) as e:
+        binutil(tgt, "size")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("'riscv99-none-elf-size' not found")
+    assert "target rv" in msg and msg.endswith("apt-get install binutils-riscv99-none-elf")
