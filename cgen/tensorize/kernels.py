@@ -10,7 +10,7 @@ from __future__ import annotations
 from .. import te
 from ..codegen.isa import kernel_isa
 from .intrin import KernelSource, TensorIntrin, from_compute, TensorizeError
-from .microkernel import tile_kernel
+from .microkernel import gemm_tile, target_core, tile_kernel
 
 
 def _gemm_row(target):
@@ -39,7 +39,7 @@ def tile_definition(name: str, source: str, MR: int, NR: int, fixed_rows: bool =
 
 def gemm_shape(target) -> tuple:
     """(MR, NR) of the target's GEMM micro-kernel."""
-    return _gemm_row(target).gemm_tile[:2]
+    return gemm_tile(_gemm_row(target), target)[:2]
 
 
 def gemm_intrin(target) -> TensorIntrin:
@@ -49,9 +49,10 @@ def gemm_intrin(target) -> TensorIntrin:
     B and C must be contiguous along j; where the tile reads A by lane (NEON) A must be
     packed (contiguous along i)."""
     isa = _gemm_row(target)
-    MR, NR, a_read = isa.gemm_tile
+    MR, NR, a_read = gemm_tile(isa, target)
+    core = "" if (MR, NR, a_read) == isa.gemm_tile else "_" + target_core(target).replace("-", "_")
     name = (f"cg_gemm_{MR}x{NR}_scalar" if isa.scalar
-            else f"cg_gemm_{MR}x{NR}_{target.isa}_{target.arch}")
+            else f"cg_gemm_{MR}x{NR}_{target.isa}_{target.arch}{core}")
     return tile_definition(name, tile_kernel(name, isa, MR, NR, a_read=a_read), MR, NR,
                            a_unit=a_read == "lanes")
 

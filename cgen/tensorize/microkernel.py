@@ -36,6 +36,27 @@ CACHE_LINE = 64           # bytes per prefetched line
 FMA_LATENCY_SETS = 8      # fewer accumulators than this cannot hide the FMA latency
 
 
+# Per-core GEMM tiles: on the core a target's flags name (-mcpu=...), the shipped tile of
+# an ISA row is replaced by the shape llvm-mca predicts nearer that core's FMA pipe
+# (cgen.autotune.mca; tests/test_mca.py).  Cortex-A53 (Raspberry Pi 3, Zero 2): in-order,
+# and LLVM's model writes results back in order, so the loop branch and every load
+# issued behind a 10-cycle FMA wait for it: a loop pays ~9 cycles plus one per q load
+# on top of its FMAs, whatever the order.  4 x 24 (24 FMAs to 7 loads, 31 registers)
+# is predicted at 0.62 of the pipe against 0.52 for 8 x 8 (the A72 keeps ~0.99 with both).
+CORE_GEMM_TILES = {("neon-aarch64", "cortex-a53"): (4, 24, "lanes")}
+
+
+def target_core(target) -> str:
+    """The core a target's flags name (the last -mcpu=, extensions dropped), or ""."""
+    named = [f.split("=", 1)[1].split("+")[0] for f in target.cflags if f.startswith("-mcpu=")]
+    return named[-1] if named else ""
+
+
+def gemm_tile(isa, target) -> tuple:
+    """(MR, NR, how A is read) of the GEMM tile the target ships: its core's, else the row's."""
+    return CORE_GEMM_TILES.get((isa.name, target_core(target)), isa.gemm_tile)
+
+
 # ----------------------------------------------------------------------------- C AST builders
 class X:
     """A C expression under construction: operators build pycparser nodes."""
