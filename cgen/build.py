@@ -174,7 +174,7 @@ def bare_metal_link(tgt) -> tuple:
     from .codegen.cortex_m import linker_script, startup_source
     board = board_for(tgt)
     script = cached_file(linker_script(board.rom, board.ram), ".ld")
-    return LINK_FLAGS + ("-T", str(script)), startup_source()
+    return LINK_FLAGS + board.link_flags + ("-T", str(script)), startup_source()
 
 
 def _ctype(dtype: str) -> str:

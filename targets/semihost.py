@@ -29,17 +29,29 @@ LINK_FLAGS = ("--specs=rdimon.specs",)
 
 @dataclass(frozen=True)
 class Board:
-    """A board QEMU models: its -M name and memory, as (origin, bytes)."""
+    """A board QEMU models: its -M name and memory, as (origin, bytes); link_flags beyond
+    LINK_FLAGS (the image's own heap, see cgen/codegen/cortex_m.py)."""
     machine: str
     rom: tuple
     ram: tuple
+    link_flags: tuple = ()
 
 
 # Arm's MPS2 FPGA image AN386 (a Cortex-M4 with FPU): code at 0, 4 MiB SRAM at 0x20000000.
 MPS2_AN386 = Board("mps2-an386", (0x00000000, 4 << 20), (0x20000000, 4 << 20))
 
+# Arm's MPS3 FPGA image AN547 (Corstone-300: a Cortex-M55 with MVE).  QEMU loads an
+# image only into the 512 KiB ITCM at 0 (the secure core's reset vector table is read at
+# its alias 0x10000000) and the 512 KiB DTCM at 0x20000000: its SRAMs, QSPI and DDR sit
+# behind memory protection controllers, where -kernel writes nothing.  Code and
+# constants go to the ITCM but its top 64 KiB, where semihosting's HEAPINFO (QEMU's
+# largest RAM bank, the ITCM) puts newlib's stack; data and the heap to the DTCM, the
+# heap by the image's own _sbrk, since newlib's is bounded by that same ITCM.
+MPS3_AN547 = Board("mps3-an547", (0x00000000, 448 << 10), (0x20000000, 512 << 10),
+                   ("-Wl,--wrap=_sbrk",))
+
 # The board an image for each bare-metal architecture runs on.
-BOARDS = {"armv7e-m": MPS2_AN386}
+BOARDS = {"armv7e-m": MPS2_AN386, "armv8m": MPS3_AN547}
 
 
 # Cores with a board of their own among those of their architecture (by -mcpu=); AN500's

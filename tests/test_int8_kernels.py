@@ -46,9 +46,13 @@ WAYS = {
     # bare metal: run by the module's own runner (qemu-system-arm, semihosting)
     "arm-dsp": Way("cortex-m4", (), "", "__smlad", "smlad"),
     "c99": Way("generic-c", (), "", "cg_qtile_u8s8_", "imul"),
+    "mve": Way("cortex-m55", (), "", "vmladavaq_s8", "vmlava.s8"),
 }
 OBJDUMP = {"x86_64": "objdump", "aarch64": "aarch64-linux-gnu-objdump",
-           "armv7": "arm-linux-gnueabihf-objdump", "armv7e-m": "arm-none-eabi-objdump"}
+           "armv7": "arm-linux-gnueabihf-objdump", "armv7e-m": "arm-none-eabi-objdump",
+           "armv8m": "arm-none-eabi-objdump"}
+# objdump decodes MVE only when told the architecture (the object's attributes do not)
+OBJDUMP_FLAGS = {"armv8m": ("-m", "armv8.1-m.main")}
 QEMU = {"aarch64": "qemu-aarch64", "armv7": "qemu-arm"}
 
 
@@ -166,7 +170,8 @@ def _objdump(obj, arch) -> str:
     tool = shutil.which(OBJDUMP[arch])
     if tool is None:
         pytest.skip(f"{OBJDUMP[arch]} missing (binutils)")
-    return subprocess.run([tool, "-d", str(obj)], capture_output=True, text=True, check=True).stdout
+    return subprocess.run([tool, "-d", *OBJDUMP_FLAGS.get(arch, ()), str(obj)], capture_output=True,
+                          text=True, check=True).stdout
 
 
 @pytest.mark.parametrize("name", sorted(WAYS))

@@ -24,6 +24,7 @@ ROW_TARGET = {
     "avx512": ("x86-avx512", "objdump", r"vfmadd\d+ps\s+\S*%zmm"),
     "neon-aarch64": ("aarch64", "aarch64-linux-gnu-objdump", r"\bfmla\s+v\d+\.4s"),
     "neon-armv7": ("armv7", "arm-linux-gnueabihf-objdump", r"\bv(fma|mla)\.f32\s+q\d+"),
+    "mve": ("cortex-m55", "arm-none-eabi-objdump", r"\bvfma\.f32\s+q\d+"),
     "scalar": ("generic-c", "objdump", None),
 }
 ROWS = {r.name: r for r in I.ROWS}

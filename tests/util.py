@@ -21,10 +21,12 @@ def strict_compile(source: str, compilers=("gcc", "clang")) -> None:
 
 
 def build_checked(s, args, sanitize=False, **kw):
-    """cgen.build, plus the same C compiled strictly by clang for the same target."""
+    """cgen.build, plus the same C compiled strictly by clang for the same target (not for
+    bare metal: clang has no bare-metal C library here)."""
     mod = cgen.build(s, args, sanitize=sanitize, **kw)
-    compile_c(mod.c_source, mod.target.with_cc("clang"), "object", strict=True,
-              extra_flags=mod.extra_flags)
+    if not mod.target.bare_metal:
+        compile_c(mod.c_source, mod.target.with_cc("clang"), "object", strict=True,
+                  extra_flags=mod.extra_flags)
     return mod
 
 

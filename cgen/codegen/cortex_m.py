@@ -12,8 +12,31 @@ from __future__ import annotations
 # The reset handler sets CP10/CP11 full access in CPACR (0xE000ED88); only then may code
 # built with -mfloat-abi=hard run.  Entries 2..15 of the table are the core's faults and
 # system exceptions: each stops in a loop, where QEMU's timeout ends the run.
-_STARTUP = """/* Reset for a Cortex-M with FPU: enable CP10/CP11, then newlib's _start (rdimon). */
+#
+# __wrap__sbrk is the heap of boards that link with --wrap=_sbrk (targets/semihost.py):
+# newlib's _sbrk stops at the limit semihosting's HEAPINFO gives, which on mps3-an547 is
+# the ITCM and not where the image's RAM is.  This one grows from `end` to the linker
+# script's __cg_heap_end, and never into the stack when the stack sits above the heap.
+_STARTUP = """/* Reset for a Cortex-M with FPU (and MVE, which CP10/CP11 also enable): enable
+   CP10/CP11, then newlib's _start (rdimon). */
+#include <errno.h>
+#include <stddef.h>
 extern void _start(void);
+extern char end, __cg_heap_end;
+void *__wrap__sbrk(ptrdiff_t incr);
+void *__wrap__sbrk(ptrdiff_t incr) {
+  static char *brk = NULL;
+  char *sp, *old;
+  __asm volatile ("mov %0, sp" : "=r"(sp));
+  if (brk == NULL) brk = &end;
+  old = brk;
+  if (incr > &__cg_heap_end - brk || (sp > brk && incr > sp - brk)) {
+    errno = ENOMEM;
+    return (void *)-1;
+  }
+  brk += incr;
+  return old;
+}
 extern void __stack_top(void);   /* a linker-script address, declared so the table holds it */
 void cg_reset(void);
 static void cg_fault(void) { for (;;) { } }
@@ -57,6 +80,7 @@ SECTIONS {{
   .bss : {{ __bss_start__ = .; *(.bss*) *(COMMON) . = ALIGN(8); __bss_end__ = .; }} > RAM
   end = .; PROVIDE(_end = .); PROVIDE(__end__ = .);
   __stack_top = ORIGIN(RAM) + LENGTH(RAM);
+  __cg_heap_end = ORIGIN(RAM) + LENGTH(RAM);
   PROVIDE(__stack = __stack_top);
 }}
 """

@@ -303,6 +303,15 @@ NEON_ARMV7 = VectorISA(
     half_high="vget_high_f32", gemm_tile=(4, 8, "lanes"), int8=(NEON_A32_I8,),
     serves=(("neon", "armv7"),))
 
+# Helium (MVE) float32, Armv8.1-M with the FP extension (__ARM_FEATURE_MVE & 2): 8 q
+# registers, no vector divide, no FMA by lane; max / min are the IEEE maxNum / minNum.
+MVE = VectorISA(
+    "mve", "arm_mve.h", 4, "float32x4_t", "vld1q_f32", "vst1q_f32", "vdupq_n_f32",
+    {"+": "vaddq_f32", "-": "vsubq_f32", "*": "vmulq_f32", "max": "vmaxnmq_f32",
+     "min": "vminnmq_f32"}, "vfmaq_f32", ("acc", "a", "b"),
+    guard_macro="__ARM_FEATURE_MVE", vregs=8, load_aligned="vld1q_f32", store_aligned="vst1q_f32",
+    gemm_tile=(4, 4, "rows"), int8=(MVE_I8,), serves=(("mve", "armv8m"),))
+
 AVX2 = VectorISA(
     "avx2", "immintrin.h", 8, "__m256", "_mm256_loadu_ps", "_mm256_storeu_ps", "_mm256_set1_ps",
     {"+": "_mm256_add_ps", "-": "_mm256_sub_ps", "*": "_mm256_mul_ps", "/": "_mm256_div_ps",
@@ -330,7 +339,7 @@ SCALAR = VectorISA("scalar", None, 1, "float", None, None, None,
                    {"+": None, "-": None, "*": None, "/": None}, None, ("acc", "a", "b"),
                    vregs=32, gemm_tile=(4, 4, "rows"), int8=(ARM_DSP_I8, C_I8))
 
-ROWS = (AVX2, AVX512, NEON_AARCH64, NEON_ARMV7, SCALAR)
+ROWS = (AVX2, AVX512, NEON_AARCH64, NEON_ARMV7, MVE, SCALAR)
 
 _BY_KEY = {key: row for row in ROWS for key in row.serves}
 
