@@ -43,8 +43,10 @@ _MAIN = """
 {proto}
 static void *cg_load(const char *name, size_t n, int write_back) {{
   void *p = malloc(n ? n : 1);
-  FILE *f = fopen(name, "rb");
-  if (!p || !f || fread(p, 1, n, f) != n) {{ printf("error cannot read %s\\n", name); exit(2); }}
+  FILE *f;
+  if (!p) {{ printf("error no RAM for parameter %s (%lu bytes)\\n", name, (unsigned long)n); exit(2); }}
+  f = fopen(name, "rb");
+  if (!f || fread(p, 1, n, f) != n) {{ printf("error cannot read %s\\n", name); exit(2); }}
   fclose(f);
   (void)write_back;
   return p;
