@@ -134,9 +134,9 @@ _CORTEX_M4 = Target("cortex-m4", "arm-none-eabi-gcc",
                     description="Cortex-M4F bare metal (QEMU mps2-an386, semihosting)")
 # Cortex-M55: Armv8.1-M mainline with Helium (MVE); arch "armv8m" (Armv8-M mainline: the
 # arch goes into kernel names, so no dot).  -mcpu=cortex-m55 with the default -mfpu=auto
-# enables the FPU and float MVE (__ARM_FEATURE_MVE == 3: integer and float32 vectors).
-# No RTL scheduling: gcc 12's MVE load / store builtins (vld1q_f32, vst1q_f32, ...) give
-# their memory as int[1], 4 bytes of the 16 (-fdump-rtl-expand), so the schedulers move
+# enables the FPU and float MVE (the MVE feature macro is 3: integer and float32 vectors).
+# No RTL scheduling: gcc 12's MVE vector load / store intrinsics give their memory as
+# int[1], 4 bytes of the 16 (-fdump-rtl-expand), so the schedulers move
 # scalar accesses to lanes 1-3 across them (a padded conv2d_nchw summed wrong at -O3;
 # tests/test_cortex_m55.py keeps the case).
 _CORTEX_M55 = Target("cortex-m55", "arm-none-eabi-gcc",

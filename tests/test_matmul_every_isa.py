@@ -1,7 +1,7 @@
 """Dense and batched matmul tensorize to the register-tiled GEMM micro-kernel on every ISA.
 
 For each named target (x86-avx2, x86-avx512, aarch64 and armv7 under QEMU user mode,
-generic-c, cortex-m4 bare metal under qemu-system-arm): dense layers with M in
+generic-c, cortex-m4 and cortex-m55 bare metal under qemu-system-arm): dense layers with M in
 {1, 5, 40} and odd and even N, K (a shrunk 40 x 6625 classifier among them), and
 batched matmuls with broadcast batch dimensions and a transposed B (attention's
 Q.K^T and P.V).  Each case asserts that the micro-kernel was called (the lowered
@@ -27,7 +27,7 @@ from targets.runner import runner_for
 from targets.target import cannot_run
 from tests.util import assert_matches
 
-TARGETS = ("x86-avx2", "x86-avx512", "aarch64", "armv7", "generic-c", "cortex-m4")
+TARGETS = ("x86-avx2", "x86-avx512", "aarch64", "armv7", "generic-c", "cortex-m4", "cortex-m55")
 QUICK_RUN = ("x86-avx2", "generic-c")
 
 # (M, N, K): odd and even; 40 x 203 x 96 is the 40 x 6625 classifier, shrunk
@@ -121,7 +121,7 @@ def test_dense_panels_follow_the_micro_tile():
     """Weights are packed in panels of the kernel's NR columns, and the whole 8 x 128 x 256
     space on aarch64 (panels of 8, NC up to 256) is legal (it used to fail for NC >= 64)."""
     t = DenseTemplate()
-    assert [t.panel_columns(x) for x in TARGETS] == [16, 32, 8, 8, 4, 4]
+    assert [t.panel_columns(x) for x in TARGETS] == [16, 32, 8, 8, 4, 4, 4]
     tgt = model_target("aarch64")
     wl = t.workload(8, 256, 128, weights="packed", b_block=32)   # 4 tiles per panel
     sp = t.space(wl, tgt)

@@ -19,7 +19,8 @@ from tests import test_graph_frontend as fe
 from tests import test_models as tm
 
 # every built-in target a model can be compiled for, named (cortex-m4: bare metal)
-TARGETS = ("host", "x86-avx2", "x86-avx512", "aarch64", "armv7", "cortex-m4", "generic-c")
+TARGETS = ("host", "x86-avx2", "x86-avx512", "aarch64", "armv7", "cortex-m4", "cortex-m55",
+           "generic-c")
 
 
 def encoder_block(opset: int = 17, seq: int = 16, d: int = 32, heads: int = 2,
