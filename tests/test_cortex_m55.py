@@ -213,3 +213,17 @@ def test_cli_run_two_inputs_two_outputs(tmp_path, capsys):
                  "--report"]) == 0
     out = capsys.readouterr().out
     assert "(RAM)" in out and "(flash)" in out and "plan:" in out
+
+
+@pytest.mark.parametrize("n_in,n_out", [(8, 8), pytest.param(3, 7, marks=pytest.mark.slow)])
+def test_inputs_and_outputs_of_mixed_dtypes(n_in, n_out):
+    """Many parameter files of every dtype, exact, and --time beside them (the harness opens
+    its files itself, as on cortex-m4)."""
+    from cgen.graph.model import compile_model
+    from tests.test_cortex_m4 import io_model, run_exact
+    model, feeds, want = io_model(n_in, n_out)
+    cm = compile_model(model, TARGET, name=f"io_{n_in}_{n_out}")
+    assert "argv[a0" not in cm.harness_source()
+    run_exact(cm, feeds, want)
+    times = cm.time(feeds, repeat=2, min_repeat_s=0.001, timeout=120)
+    assert len(times) == 2 and all(t > 0 for t in times)
