@@ -84,6 +84,9 @@ class Int8Ops:
     tile_mrs: tuple
     tile: Int8Tile | None = None
     dot: Int8Dot | None = None
+    # s8 x s8 register tile (A already shifted into int8 by the packing), where it is
+    # cheaper than the u8 x s8 one (dotprod: no sign flip, no B sums in the loop)
+    tile_s8: Int8Tile | None = None
     headers: tuple = ()         # included behind the way's guard (arm_acle.h, string.h)
 
 
@@ -155,10 +158,12 @@ AVX512_I8 = Int8Ops("avx512", "", 4, (1, 2, 4), _avx512_tile(
     (("_mm512_add_epi32", "$c", ("_mm512_madd_epi16", "$a", "$b")),), "__m512i"), X86_DOT)
 
 
-def _neon_tile(update, reduce, temp_type=""):
-    return Int8Tile(8, "int32x4_t", ("vdupq_n_s32", 0),
-                    "int16x8_t", ("vreinterpretq_s16_u16", ("vmovl_u8", ("vld1_u8", "$p"))),
-                    "int16x8_t", ("vmovl_s8", ("vld1_s8", "$p")), update, reduce, temp_type)
+_NEON_S8 = ("vmovl_s8", ("vld1_s8", "$p"))
+
+
+def _neon_tile(update, reduce, temp_type="", load_a=("vreinterpretq_s16_u16", ("vmovl_u8", ("vld1_u8", "$p")))):
+    return Int8Tile(8, "int32x4_t", ("vdupq_n_s32", 0), "int16x8_t", load_a,
+                    "int16x8_t", _NEON_S8, update, reduce, temp_type)
 
 
 _NEON_LOW = ("vmlal_s16", "$c", ("vget_low_s16", "$a"), ("vget_low_s16", "$b"))
@@ -169,11 +174,16 @@ NEON_DOT = Int8Dot(16, "int32x4_t", ("vdupq_n_s32", 0), "int8x16_t", ("vld1q_s8"
                     ("vpadalq_s16", "$c", ("vmull_s8", ("vget_high_s8", "$a"), ("vget_high_s8", "$b")))),
                    (("vaddvq_s32", "$c"),))
 
-NEON_A64_I8 = Int8Ops("neon-aarch64", "", 4, (1, 2, 4), _neon_tile(
-    (_NEON_LOW, ("vmlal_high_s16", "$c", "$a", "$b")), (("vaddvq_s32", "$c"),)), NEON_DOT)
-NEON_A32_I8 = Int8Ops("neon-armv7", "", 4, (1, 2), _neon_tile(
-    (_NEON_LOW, ("vmlal_s16", "$c", ("vget_high_s16", "$a"), ("vget_high_s16", "$b"))),
-    _NEON_A32_REDUCE, "int32x2_t"), replace(NEON_DOT, reduce=_NEON_A32_REDUCE, temp_type="int32x2_t"))
+_NEON_A64_UPDATE = (_NEON_LOW, ("vmlal_high_s16", "$c", "$a", "$b"))
+_NEON_A32_UPDATE = (_NEON_LOW, ("vmlal_s16", "$c", ("vget_high_s16", "$a"), ("vget_high_s16", "$b")))
+NEON_A64_I8 = Int8Ops("neon-aarch64", "", 4, (1, 2, 4),
+                      _neon_tile(_NEON_A64_UPDATE, (("vaddvq_s32", "$c"),)), NEON_DOT,
+                      tile_s8=_neon_tile(_NEON_A64_UPDATE, (("vaddvq_s32", "$c"),), load_a=_NEON_S8))
+NEON_A32_I8 = Int8Ops("neon-armv7", "", 4, (1, 2),
+                      _neon_tile(_NEON_A32_UPDATE, _NEON_A32_REDUCE, "int32x2_t"),
+                      replace(NEON_DOT, reduce=_NEON_A32_REDUCE, temp_type="int32x2_t"),
+                      tile_s8=_neon_tile(_NEON_A32_UPDATE, _NEON_A32_REDUCE, "int32x2_t",
+                                         load_a=_NEON_S8))
 
 # NEON dotprod (armv8.2-a+dotprod; Cortex-A55/A76/...: the Raspberry Pi 5): sdot, four
 # s8 x s8 products into each int32 lane.  A (uint8) enters as A - 128 (its sign bit
@@ -184,7 +194,11 @@ NEON_DOTPROD_I8 = Int8Ops("neon-dotprod", "__ARM_FEATURE_DOTPROD", 4, (1, 2, 4),
     "int8x16_t", ("vld1q_s8", "$p"), (("vdotq_s32", "$c", "$a", "$b"),), (("vaddvq_s32", "$c"),),
     u8_bias=128, ones=("vdupq_n_s8", 1)),
     Int8Dot(16, "int32x4_t", ("vdupq_n_s32", 0), "int8x16_t", ("vld1q_s8", "$p"),
-            (("vdotq_s32", "$c", "$a", "$b"),), (("vaddvq_s32", "$c"),)))
+            (("vdotq_s32", "$c", "$a", "$b"),), (("vaddvq_s32", "$c"),)),
+    # A in int8 already: the sdot tile without the sign flip and the sums of B
+    tile_s8=Int8Tile(16, "int32x4_t", ("vdupq_n_s32", 0), "int8x16_t", ("vld1q_s8", "$p"),
+                     "int8x16_t", ("vld1q_s8", "$p"), (("vdotq_s32", "$c", "$a", "$b"),),
+                     (("vaddvq_s32", "$c"),)))
 
 
 # Armv7E-M DSP (Cortex-M4/M7, ACLE arm_acle.h): four bytes a step in one 32-bit load;

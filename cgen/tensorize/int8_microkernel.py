@@ -30,6 +30,11 @@ from targets import resolve
 TILE_PARAMS = (("int64_t", "K", "value"), ("uint8_t", "A", "in"), ("int64_t", "a_si", "value"),
                ("int8_t", "B", "in"), ("int64_t", "b_sj", "value"), ("int32_t", "C", "out"),
                ("int64_t", "c_si", "value"), ("int64_t", "c_sj", "value"))
+# the s8 x s8 tile: A already in int8 (the packing shifted it)
+TILE_S8_PARAMS = tuple(("int8_t", "A", "in") if p[1] == "A" else p for p in TILE_PARAMS)
+# kernel -> (the kernel's name in errors, A's dtype, C name prefix, parameters)
+_TILES = {"tile": ("u8 x s8 tile kernel", "uint8", "cg_qtile_u8s8", TILE_PARAMS),
+          "tile_s8": ("s8 x s8 tile kernel", "int8", "cg_qtile_s8s8", TILE_S8_PARAMS)}
 DOT_PARAMS = (("int64_t", "K", "value"), ("int8_t", "A", "in"), ("int8_t", "B", "in"),
               ("int32_t", "C", "out"))
 
@@ -204,11 +209,11 @@ def _emit(ways, make) -> str:
 
 
 def _ways(target, what: str):
-    """The target's row and its ways that have the kernel `what` ("tile" or "dot")."""
+    """The target's row and its ways that have the kernel `what` ("tile", "tile_s8", "dot")."""
     isa = kernel_isa(target)
     ways = () if isa is None else tuple(w for w in isa.int8 if getattr(w, what) is not None)
     if not ways:
-        kind = "u8 x s8 tile kernel" if what == "tile" else "int8 dot micro-kernel"
+        kind = _TILES[what][0] if what in _TILES else "int8 dot micro-kernel"
         raise TensorizeError(f"no {kind} for target {target.name} (isa {target.isa})")
     if ways[-1].guard_macro:
         raise TensorizeError(f"int8: the last way of {isa.name} must need no guard")
@@ -220,12 +225,12 @@ def _c_name(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
-def tile_source(name: str, ways, MR: int, NR: int) -> str:
+def tile_source(name: str, ways, MR: int, NR: int, what: str = "tile") -> str:
     for w in ways:
         if NR != w.tile_nr or MR not in w.tile_mrs:
             raise TensorizeError(f"int8 tile: {w.name} has no {MR}x{NR} tile")
-    return _emit(ways,
-                 lambda w: function(name, TILE_PARAMS, _tile_body(w.tile, MR, NR)))
+    params = _TILES[what][3]
+    return _emit(ways, lambda w: function(name, params, _tile_body(getattr(w, what), MR, NR)))
 
 
 def tile_mrs(target) -> tuple:
@@ -253,17 +258,30 @@ def u8s8_tile_intrin(target, mr: int | None = None) -> TensorIntrin:
     """The TensorIntrin C[i, j] += sum_k int32(A[i, k]) * int32(B[j, k]), A uint8 and B int8
     contiguous along k, on an MR x NR tile (see tile_shape; TensorizeError if the target
     has no such kernel)."""
+    return _tile_intrin(target, mr, "tile")
+
+
+def s8s8_tile_intrin(target, mr: int | None = None) -> TensorIntrin:
+    """As u8s8_tile_intrin with A int8 (the s8 x s8 tile of the ways that have one: all of
+    the target's, else TensorizeError)."""
+    return _tile_intrin(target, mr, "tile_s8")
+
+
+def _tile_intrin(target, mr, what: str) -> TensorIntrin:
     target = resolve(target)
-    isa, ways = _ways(target, "tile")
+    isa, ways = _ways(target, what)
+    if len(ways) != len(isa.int8):
+        raise TensorizeError(f"no {_TILES[what][0]} in every int8 way of {isa.name}")
     MR, NR = tile_shape(target, mr)
-    name = _c_name(f"cg_qtile_u8s8_{MR}x{NR}_{target.isa}_{target.arch}")
-    A = te.placeholder((MR, 1), "uint8", name="A")
+    _, a_dtype, prefix, _ = _TILES[what]
+    name = _c_name(f"{prefix}_{MR}x{NR}_{target.isa}_{target.arch}")
+    A = te.placeholder((MR, 1), a_dtype, name="A")
     B = te.placeholder((NR, 1), "int8", name="B")
     k = te.reduce_axis((0, 1), name="k")
     C = te.compute((MR, NR), lambda i, j: te.sum(A[i, k].astype("int32") * B[j, k].astype("int32"),
                                                  axis=k), name="C")
     return from_compute(name, C, {"i": MR, "j": NR}, {("a", "k"), ("b", "k")},
-                        KernelSource(name, tile_source(name, ways, MR, NR)))
+                        KernelSource(name, tile_source(name, ways, MR, NR, what)))
 
 
 # ----------------------------------------------------------------------------- s8 dot

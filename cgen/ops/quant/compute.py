@@ -22,7 +22,7 @@ class QOp:
 
 # algo -> (activation domain, weight domain) of the packed operands
 DOMAINS = {"packed": ("int8", "int8"), "packed_dot": ("int8", "int8"),
-           "packed_tile": ("uint8", "int8")}
+           "packed_tile": ("uint8", "int8"), "packed_tile_s8": ("int8", "int8")}
 
 
 def _offset(dtype: str, domain: str) -> int:

@@ -9,7 +9,7 @@ from ..space import ConfigSpace, Knob, split_choices
 from ...tensorize.int8_microkernel import tile_mrs, tile_shape
 from targets import resolve
 from .compute import conv_geometry, pack_weights, qconv2d
-from .dispatch import default_algo, target_algos, check_common, config_dict, tensorize
+from .dispatch import TILE_INTRINS, default_algo, target_algos, check_common, config_dict, tensorize
 from .reference import np_qconv2d_acc, qvalues, random_bias, requant_inputs, requantize_reference, zero_points
 
 
@@ -18,7 +18,8 @@ class QConv2dTemplate:
 
     Knobs, by algo (a knob an algo does not use is ignored):
       algo      direct | packed | packed_dot (int8 dot kernel) | packed_tile (u8 x s8
-                register-tile kernel); the kernels where the target has them
+                register-tile kernel) | packed_tile_s8 (s8 x s8 tile, the activations
+                shifted into int8 by the packing); the kernels where the target has them
       col_at    packed*: "tile": output-row tiles (tile_x columns x tile_f channels; grouped:
                 every channel), the im2col rows gathered per tile; "root": im2col of every
                 pixel once (pixels flat, padded to micro_x), the products by tile_f-channel
@@ -80,7 +81,7 @@ class QConv2dTemplate:
             s = te.create_schedule(op.out)
             self._direct(s, op, c, s[op.out].op.axis)
             return s, op.args
-        mr, nr = tile_shape(tgt, c["micro_x"]) if algo == "packed_tile" else (c["micro_x"], c["micro_f"])
+        mr, nr = tile_shape(tgt, c["micro_x"]) if algo in TILE_INTRINS else (c["micro_x"], c["micro_f"])
         flat = c["col_at"] == "root"
         op = qconv2d(wl, algo, flat_pixels=mr if flat else None)
         s = te.create_schedule(op.out)
@@ -124,7 +125,7 @@ class QConv2dTemplate:
         # the tile's zeroing there, so the tile's (pixel, channel, k) nest is perfect
         tk = c.get("tile_k", 0)
         rko, rk = s[dot].split(rk, tk) if tk and tk < K else s[dot].split(rk, nparts=1)
-        if algo == "packed_tile":
+        if algo in TILE_INTRINS:
             s[dot].reorder(*head, rko, *outer, pi2, fi2, rk)
             if f_extent >= nr and K > 1:
                 tensorize(s, dot, pi2, algo, tgt, mr)

@@ -9,7 +9,7 @@ from ..space import ConfigSpace, Knob, split_choices
 from ...tensorize.int8_microkernel import tile_mrs, tile_shape
 from targets import resolve
 from .compute import qdense
-from .dispatch import default_algo, target_algos, check_common, config_dict, tensorize
+from .dispatch import TILE_INTRINS, default_algo, target_algos, check_common, config_dict, tensorize
 from .reference import np_qdense_acc, qvalues, random_bias, requant_inputs, requantize_reference, zero_points
 
 
@@ -51,7 +51,7 @@ class QDenseTemplate:
         c = config_dict(config)
         algo = c["algo"]
         # one tile of rows: the column sums ride in the tile kernel as an extra row of A
-        ones_row = algo == "packed_tile" and c["tile_m"] >= wl["M"]
+        ones_row = algo in TILE_INTRINS and c["tile_m"] >= wl["M"]
         op = qdense(wl, algo, ones_row)
         s = te.create_schedule(op.out)
         Y = op.out
@@ -70,15 +70,15 @@ class QDenseTemplate:
             if c["unroll"]:
                 s[acc].unroll(am)
             return s, op.args
-        mr, nr = tile_shape(tgt, c["micro_m"]) if algo == "packed_tile" else (c["micro_m"], c["micro_n"])
+        mr, nr = tile_shape(tgt, c["micro_m"]) if algo in TILE_INTRINS else (c["micro_m"], c["micro_n"])
         amo, ami = s[acc].split(am, mr)
         ano, ani = s[acc].split(an, nr)
-        if algo == "packed_tile":
+        if algo in TILE_INTRINS:
             ko, k = s[acc].split(k, nparts=1)       # the tile's zeroing outside its nest
             s[acc].reorder(amo, ano, ko, ami, ani, k)
         else:
             s[acc].reorder(amo, ano, ami, ani, k)
-        if algo == "packed_tile":
+        if algo in TILE_INTRINS:
             # every loop of the kernel's nest must survive (see QConv2dTemplate._register_block)
             if min(c["tile_n"], wl["N"]) >= nr and wl["K"] > 1:
                 tensorize(s, acc, ami, algo, tgt, mr)
@@ -94,7 +94,7 @@ class QDenseTemplate:
         sp = self.space(wl, tgt)
         algo = default_algo(tgt, wl["K"])
         tm = min(wl["M"], 16)
-        rows = tm + 1 if algo == "packed_tile" and tm >= wl["M"] else tm   # + the ones row
+        rows = tm + 1 if algo in TILE_INTRINS and tm >= wl["M"] else tm   # + the ones row
         mm = max([m for m in (tile_mrs(tgt) or (1, 2, 4)) if rows % m == 0] or [1])
         return sp.nearest({"algo": algo, "tile_m": tm, "tile_n": 32, "micro_m": mm, "micro_n": 4,
                           "unroll": True, "parallel": False}, larger_on_tie=True)
