@@ -38,6 +38,7 @@ from .onnx_convert import (
     convert_variadic)
 from .onnx_convert_index import INDEX_CONVERTERS
 from .onnx_convert_integer import INTEGER_CONVERTERS
+from .onnx_convert_rnn import RNN_CONVERTERS
 from .onnx_convert_more import MORE_CONVERTERS
 from .onnx_convert_resize import (convert_resize, convert_upsample, legacy_resize_outputs,
                                   mark_legacy_resizes)
@@ -75,6 +76,7 @@ CONVERTERS: Mapping[str, Callable] = {
     "QLinearConv": convert_qlinear_conv, "QLinearMatMul": convert_qlinear_matmul,
     "Resize": convert_resize, "Upsample": convert_upsample,     # onnx_convert_resize.py
     **MORE_CONVERTERS, **INDEX_CONVERTERS, **INTEGER_CONVERTERS,
+    **RNN_CONVERTERS,
 }
 
 SUPPORTED_ONNX_OPS = tuple(sorted(CONVERTERS))

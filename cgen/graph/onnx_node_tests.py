@@ -25,6 +25,7 @@ SHAPE_OPERANDS: Mapping[str, tuple] = {
     "CumProd": (1,), "OneHot": (1,), "TopK": (1,), "CenterCropPad": (1,),
     **{op: (0,) for op in ("HannWindow", "HammingWindow", "BlackmanWindow")},
     "ScatterND": (1,), "ScatterElements": (1,), "Scatter": (1,),     # cgen needs scatter indices constant
+    "LSTM": (4,), "GRU": (4,), "RNN": (4,),          # sequence_lens: cgen runs every step
     **{op: (1,) for op in ("ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
                            "ReduceLogSumExp", "ReduceProd")},
 }
