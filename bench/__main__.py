@@ -19,6 +19,7 @@ SUITES = {
     "tuner": ("bench.tuner", "learned tuner vs random search, replayed on measured pools (trials to 95%)"),
     "mca": ("bench.mca", "llvm-mca: rank correlation with host seconds; NEON GEMM tiles' fraction of the FMA-pipe bound"),
     "arm": ("bench.arm", "ARM kernels vs XNNPACK (Debian arm64) or a physical bound, in QEMU icount instructions"),
+    "memory": ("bench.memory", "workspace per test model on cortex-m4 vs the per-op bound and a TFLM-style plan (bytes)"),
 }
 
 

@@ -58,8 +58,9 @@ def two_branches(opset: int = 13):
 MODELS = {**ZOO, "dilated_grouped_cnn": dilated_grouped_cnn}
 # the four the issue found over the bound (latency kernels): checked in the quick tier
 ISSUE_MODELS = ("dilated_grouped_cnn", "kws_cnn", "prime_cnn", "resnet_basic_block")
-# known excess: the int8 convolution template copies its padded input into scratch
-OVER_BOUND = {"qdq_cnn": "qconv2d keeps a padded copy of its int8 input as scratch"}
+# known excess: the int8 convolution template keeps its shifted input (Xq), weight sums
+# and column block as scratch under every config (2752 bytes beside 1728 of activations)
+OVER_BOUND = {"qdq_cnn": "qconv2d's scratch (shifted input, sums, columns) under every config"}
 TARGET = "cortex-m4"
 
 
@@ -75,8 +76,6 @@ def check_ram(name: str):
     bound, tflm = yardsticks(model)
     ws = cm.workspace_bytes
     assert ws <= tflm, f"{name}: workspace {ws} above the TFLM-style plan {tflm}"
-    if name in OVER_BOUND:
-        pytest.xfail(OVER_BOUND[name])
     assert ws <= 1.1 * bound, f"{name}: workspace {ws} over 1.1x the per-op bound {bound}"
     return cm
 
@@ -90,7 +89,9 @@ def test_ram_objective_within_bound_issue_models(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(set(MODELS) - set(ISSUE_MODELS)))
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=OVER_BOUND[n]))
+    if n in OVER_BOUND else n for n in sorted(set(MODELS) - set(ISSUE_MODELS))])
 def test_ram_objective_within_bound_zoo(name):
     check_ram(name)
 

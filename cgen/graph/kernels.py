@@ -56,9 +56,10 @@ def workload_key(workload: Mapping) -> str:
 
 # knob values that leave a template without scratch buffers (the RAM objective): padding
 # read in place rather than copied, activations read unpacked, no im2col block, exp
-# recomputed rather than stored, int8 columns packed per tile
+# recomputed rather than stored, int8 columns packed per tile, the GEMM accumulating
+# one register tile of columns at a time into a block buffer (not the whole output)
 RAM_KNOBS = {"pad_at": "inline", "pack_a": False, "im2col": False, "exp": "inline",
-             "col_at": "tile"}
+             "col_at": "tile", "NC": 1, "block": "goto"}
 
 
 def group_config(group: Group, template, workload: dict, target, tuned=None,
@@ -91,8 +92,10 @@ def group_config(group: Group, template, workload: dict, target, tuned=None,
     default = config_dict(template.default(workload, target))
     if objective == "ram":
         space = template.space(workload, target)
-        want = {k.name: RAM_KNOBS[k.name] for k in space.knobs
-                if k.name in RAM_KNOBS and RAM_KNOBS[k.name] in k.choices}
+        # a number goes to the nearest choice (NC 1: the narrowest block); other values
+        # only where they are a choice
+        want = {k.name: RAM_KNOBS[k.name] for k in space.knobs if k.name in RAM_KNOBS and (
+            RAM_KNOBS[k.name] in k.choices or type(RAM_KNOBS[k.name]) is int)}
         return config_dict(space.nearest({**default, **want}))
     return default
 
