@@ -39,6 +39,7 @@ from .onnx_convert import (
 from .onnx_convert_index import INDEX_CONVERTERS
 from .onnx_convert_integer import INTEGER_CONVERTERS
 from .onnx_convert_rnn import RNN_CONVERTERS
+from .onnx_convert_einsum import EINSUM_CONVERTERS
 from .onnx_convert_more import MORE_CONVERTERS
 from .onnx_convert_resize import (convert_resize, convert_upsample, legacy_resize_outputs,
                                   mark_legacy_resizes)
@@ -76,7 +77,7 @@ CONVERTERS: Mapping[str, Callable] = {
     "QLinearConv": convert_qlinear_conv, "QLinearMatMul": convert_qlinear_matmul,
     "Resize": convert_resize, "Upsample": convert_upsample,     # onnx_convert_resize.py
     **MORE_CONVERTERS, **INDEX_CONVERTERS, **INTEGER_CONVERTERS,
-    **RNN_CONVERTERS,
+    **RNN_CONVERTERS, **EINSUM_CONVERTERS,
 }
 
 SUPPORTED_ONNX_OPS = tuple(sorted(CONVERTERS))
