@@ -94,13 +94,14 @@ def test_matmul_te_default_schedule():
     # lenet's first layer: gcc 12 scheduled lane accesses across vst1q_f32 (targets/target.py)
     ("conv2d_nchw", (2, 1, 24, 24, 6, 5, 5, 1, 2), False)])
 def test_template_default_config_uses_mve(name, shape, fma):
-    """Templates tensorize with the MVE row's micro-kernels: vfmaq_f32 in the C, vfma.f32
-    on q registers in the image, outputs against the templates' numpy references."""
+    """Templates tensorize with the MVE row's micro-kernels: vfmaq_n_f32 (A by a scalar
+    register) in the C, vfma.f32 on q registers in the image, outputs against the
+    templates' numpy references."""
     tmpl = template(name)
     wl = tmpl.workload(*shape)
     s, args = tmpl.build(wl, TARGET, tmpl.default(wl, TARGET))
     mod = cgen.build(s, args, target=TARGET, name=name)
-    assert "arm_mve.h" in mod.c_source and ("vfmaq_f32" in mod.c_source) == fma
+    assert "arm_mve.h" in mod.c_source and ("vfmaq_n_f32" in mod.c_source) == fma
     asm = disassembly(mod.executable())
     assert "vstrw.32\tq" in asm and ("vfma.f32\tq" in asm) == fma
     inputs = tmpl.inputs(wl, np.random.default_rng(2))
@@ -183,7 +184,7 @@ def test_models_match_the_reference(name, capsys):
     model, feeds = getattr(fe, name)()
     cm = compile_model(model, TARGET, name=name, strict=True)
     print(f"{name} on {TARGET}: {cm.report.totals()}\n{cm.report.table()}")
-    assert not cm.report.fallbacks and "vfmaq_f32" in cm.source.source
+    assert not cm.report.fallbacks and "vfmaq_n_f32" in cm.source.source
     got, want = cm.run(feeds, timeout=120), fe.ort_run(model, feeds)
     assert set(got) == set(want)
     for k, a in want.items():

@@ -24,7 +24,8 @@ ROW_TARGET = {
     "avx512": ("x86-avx512", "objdump", r"vfmadd\d+ps\s+\S*%zmm"),
     "neon-aarch64": ("aarch64", "aarch64-linux-gnu-objdump", r"\bfmla\s+v\d+\.4s"),
     "neon-armv7": ("armv7", "arm-linux-gnueabihf-objdump", r"\bv(fma|mla)\.f32\s+q\d+"),
-    "mve": ("cortex-m55", "arm-none-eabi-objdump", r"\bvfma\.f32\s+q\d+"),
+    # objdump decodes MVE's FMA by a scalar only when told the architecture
+    "mve": ("cortex-m55", "arm-none-eabi-objdump -m armv8.1-m.main", r"\bvfma\.f32\s+q\d+"),
     "scalar": ("generic-c", "objdump", None),
 }
 ROWS = {r.name: r for r in I.ROWS}
@@ -146,6 +147,7 @@ def test_fma_instructions_in_the_object(row, family):
     target, objdump, fma = ROW_TARGET[row]
     if family not in _families(isa):
         pytest.skip(f"{row} has no {family} tile")
+    objdump, *flags = objdump.split()
     if shutil.which(objdump) is None or shutil.which(resolve(target).cc) is None:
         pytest.skip(f"{objdump} or {resolve(target).cc} not installed")
     MR, NR = isa.gemm_tile[:2]
@@ -153,7 +155,8 @@ def test_fma_instructions_in_the_object(row, family):
     obj = compile_c(f"#include <stdint.h>\n#include <{isa.header}>\n"
                     + src.replace("static inline void", "void", 1), resolve(target), "object",
                     name="ukernel")
-    text = subprocess.run([objdump, "-d", str(obj)], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run([objdump, "-d", *flags, str(obj)], capture_output=True, text=True,
+                          check=True).stdout
     assert len(re.findall(fma, text)) >= MR * NR // isa.lanes
 
 

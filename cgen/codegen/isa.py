@@ -285,6 +285,9 @@ class VectorISA:
     gemm_tile: tuple = ()
     gemm_rows: tuple = ()
     gemm_max_rows: int = 0
+    # (acc, v, scalar) -> acc + v * scalar, the scalar in a general register: the GEMM
+    # tiles' A values then need no broadcast (MVE's vfma.f32 q, q, r)
+    fma_scalar: str | None = None
     int8: tuple = ()                # Int8Ops ways of the int8 kernels, best first
     serves: tuple = ()              # (Target.isa, Target.arch) pairs whose kernels use this row
 
@@ -319,12 +322,14 @@ NEON_ARMV7 = VectorISA(
 
 # Helium (MVE) float32, Armv8.1-M with the FP extension (__ARM_FEATURE_MVE & 2): 8 q
 # registers, no vector divide, no FMA by lane; max / min are the IEEE maxNum / minNum.
+# The FMA by a scalar register leaves all 8 q registers to the tile: 3 x 8 is 6
+# accumulators and 2 vectors of B.
 MVE = VectorISA(
     "mve", "arm_mve.h", 4, "float32x4_t", "vld1q_f32", "vst1q_f32", "vdupq_n_f32",
     {"+": "vaddq_f32", "-": "vsubq_f32", "*": "vmulq_f32", "max": "vmaxnmq_f32",
      "min": "vminnmq_f32"}, "vfmaq_f32", ("acc", "a", "b"),
     guard_macro="__ARM_FEATURE_MVE", vregs=8, load_aligned="vld1q_f32", store_aligned="vst1q_f32",
-    gemm_tile=(4, 4, "rows"), int8=(MVE_I8,), serves=(("mve", "armv8m"),))
+    fma_scalar="vfmaq_n_f32", gemm_tile=(3, 8, "rows"), int8=(MVE_I8,), serves=(("mve", "armv8m"),))
 
 AVX2 = VectorISA(
     "avx2", "immintrin.h", 8, "__m256", "_mm256_loadu_ps", "_mm256_storeu_ps", "_mm256_set1_ps",

@@ -211,6 +211,21 @@ class Ops:
         parts = {"acc": acc, "a": a, "b": b}
         return call(self.isa.fma, *[parts[k] for k in self.isa.fma_order])
 
+    # A's value in the "rows" tiles: broadcast, or kept scalar where the ISA multiplies a
+    # vector by a general register (MVE's vfma by scalar: no q register, no vdup)
+    @property
+    def a_type(self) -> str:
+        return "float" if self.isa.fma_scalar else self.isa.vtype
+
+    def a_value(self, x):
+        return X(node(x)) if self.isa.fma_scalar else self.set1(x)
+
+    def fma_a(self, acc, a, b):
+        """acc + a * b, a from a_value."""
+        if self.isa.fma_scalar:
+            return call(self.isa.fma_scalar, acc, b, a)
+        return self.fma(acc, a, b)
+
     def prefetch(self, ptr):
         if self.isa.prefetch_hint is None:
             return call(self.isa.prefetch, ptr)
@@ -261,11 +276,11 @@ def _tile_body(isa, MR: int, nv: int, prefetch: int, masked: bool, a_read: str) 
     loop += [decl(vt, f"b{v}", ops.load(B, v * W, mask=mask(v))) for v in range(nv)]
     for r in range(MR):
         if a_read == "rows":
-            loop.append(decl(vt, f"a{r}v", ops.set1(X(f"a{r}")[0])))
+            loop.append(decl(ops.a_type, f"a{r}v", ops.a_value(X(f"a{r}")[0])))
         for v in range(nv):
             acc = f"c{r}_{v}"
             if a_read == "rows":
-                upd = ops.fma(acc, f"a{r}v", f"b{v}")
+                upd = ops.fma_a(acc, f"a{r}v", f"b{v}")
             else:
                 q, lane = divmod(r, W)
                 src = f"a{q}" if isa.lane_width == W else \
@@ -377,8 +392,9 @@ def blis_kernel(name: str, isa, MR: int, NR: int, unroll: int = 1, prefetch: int
             out += [ops.prefetch(B + X(c_ast.BinaryOp("+", node(u), node(pf))) * X("b_sk") + line // 4)
                     for line in lines]
         for r in range(MR):
-            acc = [decl(vt, "a", ops.set1(A[ak(u) + arow(r)]))]
-            acc += [assign(f"c{q}_{r}_{v}", ops.fma(f"c{q}_{r}_{v}", "a", f"b{u}_{v}")) for v in range(nv)]
+            acc = [decl(ops.a_type, "a", ops.a_value(A[ak(u) + arow(r)]))]
+            acc += [assign(f"c{q}_{r}_{v}", ops.fma_a(f"c{q}_{r}_{v}", "a", f"b{u}_{v}"))
+                    for v in range(nv)]
             out.append(block(acc))
         return out
 
