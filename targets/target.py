@@ -94,13 +94,20 @@ _DOTPROD_CPUS = ("cortex-a55", "cortex-a75", "cortex-a76", "cortex-a77", "cortex
 
 
 def _with_dotprod(cflags: tuple) -> tuple:
-    """cflags that enable the dot product: +dotprod on the -mcpu / -march, or an
-    -march=armv8.2-a+dotprod when neither is given."""
+    """cflags that enable the dot product.  gcc's arm_neon.h wants Armv8.2 for vdotq_s32
+    (an armv8-a+dotprod build defines the macro, then fails to inline it), so an older
+    -march becomes armv8.2-a+dotprod, and an -mcpu of a core without it becomes that
+    -march with -mtune of the core; an -mcpu of a core that has it stays."""
     for i, f in enumerate(cflags):
-        if f.startswith(("-mcpu=", "-march=")):
-            if "+dotprod" in f or f.split("=", 1)[1].split("+")[0] in _DOTPROD_CPUS:
-                return cflags
-            return cflags[:i] + (f + "+dotprod",) + cflags[i + 1:]
+        if not f.startswith(("-mcpu=", "-march=")):
+            continue
+        opt, value = f.split("=", 1)
+        base, *ext = value.split("+")
+        if "dotprod" in ext or (opt == "-mcpu" and base in _DOTPROD_CPUS):
+            return cflags
+        arch = base if opt == "-march" and base not in ("armv8-a", "armv8.1-a") else "armv8.2-a"
+        new = (f"-march={'+'.join([arch, *ext, 'dotprod'])}",)
+        return cflags[:i] + new + ((f"-mtune={base}",) if opt == "-mcpu" else ()) + cflags[i + 1:]
     return cflags + ("-march=armv8.2-a+dotprod",)
 
 
