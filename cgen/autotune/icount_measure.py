@@ -29,7 +29,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from targets.icount import COST_UNIT, QEMU, QEMU_ARGS, IcountRunner
+from targets.icount import COST_UNIT, QEMU, QEMU_ARGS, IcountRunner, qemu_cpu
 from ..build_baremetal import build_elf, icount_benchmark
 from targets.toolchain import CompileError
 from .log import Record
@@ -43,7 +43,9 @@ BAREMETAL_FLAGS = ("-static", "-nostdlib", "-ffreestanding(harness)")
 def icount_toolchain(tgt, extra_flags=()) -> dict:
     """toolchain_info of a bare-metal icount build, naming the emulator that counted."""
     tc = toolchain_info(tgt, tuple(extra_flags) + BAREMETAL_FLAGS)
-    tc["runner"] = " ".join((QEMU, *QEMU_ARGS))
+    args = list(QEMU_ARGS)
+    args[args.index("-cpu") + 1] = qemu_cpu(tgt.flags())     # the core that ran it
+    tc["runner"] = " ".join((QEMU, *args))
     return tc
 
 
