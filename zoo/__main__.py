@@ -15,7 +15,7 @@ def main(argv=None) -> int:
     p.add_argument("out", help="output directory")
     p.add_argument("names", nargs="*", help=f"models (default: all of {', '.join(ZOO)})")
     p.add_argument("--scale", choices=("full", "ci"), default="full")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     unknown = [n for n in a.names if n not in ZOO]
     if unknown:
         print(f"zoo: unknown model {unknown[0]!r} (known: {', '.join(ZOO)})", file=sys.stderr)
