@@ -203,8 +203,8 @@ NEON_DOTPROD_I8 = Int8Ops("neon-dotprod", "__ARM_FEATURE_DOTPROD", 4, (1, 2, 4),
 
 # Armv7E-M DSP (Cortex-M4/M7, ACLE arm_acle.h): four bytes a step in one 32-bit load;
 # SXTB16 / UXTB16 widen bytes 0 and 2 (and, of the word rotated by 8, bytes 1 and 3) to two
-# int16 halves; SMLAD adds both halves' products to the int32 accumulator, exactly.  gcc
-# folds the rotate, written as shifts, into the extend's operand (sxtb16 r, r, ror #8).
+# int16 halves; SMLAD adds both halves' products to the int32 accumulator, exactly.  (gcc
+# 12 keeps the rotate as its own instruction: the extends are builtins it does not fold.)
 def _ror8(x):
     u = ("cast", "uint32_t", x)
     return ("|", (">>", u, 8), ("<<", u, 24))
