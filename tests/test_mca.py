@@ -188,3 +188,12 @@ def test_bench_rank_check_runs_on_x86_avx2(capsys):
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["configs"] + row["skipped"] == 3 and row["cpu"] == "sapphirerapids"
     assert -1.0 <= row["spearman_rho"] <= 1.0
+
+
+def test_mca_measurer_refuses_other_architectures():
+    from cgen.autotune.mca_measure import COST_UNIT, McaMeasurer
+    from cgen.autotune.task import parse_workload
+    with McaMeasurer() as m:
+        assert m.cost_unit == COST_UNIT == "mca_cycles"
+        with pytest.raises(ValueError, match="AArch64"):
+            next(m.measure(parse_workload("gemm:8,8,8", "x86-avx2"), []))
