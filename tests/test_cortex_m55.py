@@ -22,6 +22,7 @@ from cgen.tensorize import int8_microkernel as I8
 from targets import compile_c, resolve
 from targets.runner import runner_for
 from targets.semihost import SemihostRunner, board_for
+from tests.test_int8_kernels import _extreme     # a third of A and B at their range's ends
 
 TARGET = "cortex-m55"
 OBJDUMP = "arm-none-eabi-objdump"
@@ -117,16 +118,6 @@ def test_template_default_config_uses_mve(name, shape, fma):
 
 
 # ====================================================================== int8 kernels
-def _extreme(inputs, rng):
-    """A third of A and B at the ends of their ranges (255 x -128, the largest product)."""
-    for a in inputs[:2]:
-        info = np.iinfo(a.dtype)
-        flat = a.reshape(-1)
-        idx = rng.choice(flat.size, size=max(1, flat.size // 3), replace=False)
-        flat[idx] = rng.choice([info.min, info.max], size=idx.size)
-    return inputs
-
-
 def _run_exact(t, wl, cfg, name, seed):
     s, args = t.build(wl, TARGET, cfg)
     mod = cgen.build(s, args, target=TARGET, name=name)
@@ -137,7 +128,8 @@ def _run_exact(t, wl, cfg, name, seed):
     return mod
 
 
-@pytest.mark.parametrize("mr", I8.tile_mrs(TARGET))
+@pytest.mark.parametrize("mr", [pytest.param(m, marks=[pytest.mark.slow] if m != max(I8.tile_mrs(TARGET))
+                                              else []) for m in I8.tile_mrs(TARGET)])
 def test_qdense_tile_runs_exact(mr):
     """Each MR of the u8 x s8 tile (vmladavaq_s8 on A - 128), K with a tail of 5."""
     t = Q.QDenseTemplate()
