@@ -23,6 +23,7 @@ import pytest
 import cgen
 from cgen.ops import quant as Q
 from targets import compile_c, resolve
+from tests.util import extreme_operands
 from targets.runner import runner_for
 from targets.semihost import SemihostRunner
 
@@ -53,16 +54,6 @@ def _build(tmpl, wl, tgt, **change):
     cfg = {**tmpl.default(wl, tgt).to_dict(), **change}
     s, args = tmpl.build(wl, tgt, cfg)
     return cgen.build(s, args, target=tgt, name=f"q{tmpl.name}", load=False)
-
-
-def _extreme(inputs, rng):
-    """A third of the operands at the ends of their ranges (255 x -128)."""
-    for a in inputs[:2]:
-        info = np.iinfo(a.dtype)
-        flat = a.reshape(-1)
-        idx = rng.choice(flat.size, size=max(1, flat.size // 3), replace=False)
-        flat[idx] = rng.choice([info.min, info.max], size=idx.size)
-    return inputs
 
 
 def _objdump(mod) -> str:
@@ -108,7 +99,7 @@ def test_layers_bit_exact(target):
         for algo in ("packed_tile", "packed_dot"):
             mod = _build(tmpl, wl, tgt, algo=algo)
             rng = np.random.default_rng(len(name) + len(algo))
-            inputs = _extreme(tmpl.inputs(wl, rng), rng)
+            inputs = extreme_operands(tmpl.inputs(wl, rng), rng)
             mod(*inputs)
             np.testing.assert_array_equal(inputs[-1], tmpl.reference(wl, inputs)["Y"],
                                           err_msg=f"{target} {name} {algo}")

@@ -11,7 +11,6 @@ targets/icount.py) of the same layers against the Armv8.0 build.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 import cgen
 from cgen.ops import quant as Q
 from targets import compile_c, resolve
+from tests.util import extreme_operands
 from targets.icount import qemu_cpu
 from targets.runner import Runner
 from targets.target import load_toml
@@ -120,16 +120,6 @@ def _run_a76(mod, inputs):
     return res.outputs
 
 
-def _extreme(inputs, rng):
-    """A third of the operands at the ends of their ranges (255 x -128, -128 x -128)."""
-    for a in inputs[:2]:
-        info = np.iinfo(a.dtype)
-        flat = a.reshape(-1)
-        idx = rng.choice(flat.size, size=max(1, flat.size // 3), replace=False)
-        flat[idx] = rng.choice([info.min, info.max], size=idx.size)
-    return inputs
-
-
 @pytest.mark.qemu
 @pytest.mark.parametrize("target", ["rpi5", "toml"])
 def test_layers_bit_exact_on_cortex_a76(target, toml_target):
@@ -145,7 +135,7 @@ def test_layers_bit_exact_on_cortex_a76(target, toml_target):
         for algo in ("packed_tile_s8",) + (("packed_tile", "packed_dot") if name in ("conv", "fc") else ()):
             mod = _build(tmpl, wl, tgt, algo=algo)
             rng = np.random.default_rng(len(name) * 7 + len(algo))
-            inputs = _extreme(tmpl.inputs(wl, rng), rng)
+            inputs = extreme_operands(tmpl.inputs(wl, rng), rng)
             out = _run_a76(mod, inputs)
             np.testing.assert_array_equal(out["Y"], tmpl.reference(wl, inputs)["Y"],
                                           err_msg=f"{target} {name} {algo}")

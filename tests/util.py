@@ -39,3 +39,14 @@ def assert_matches(out: np.ndarray, ref: np.ndarray) -> None:
         assert ok, f"max abs err {np.max(np.abs(out - ref))}, atol {atol}"
     else:
         np.testing.assert_array_equal(out, ref)
+
+
+def extreme_operands(inputs, rng):
+    """A third of the first two operands (an int8 kernel's activations and weights) set to
+    the ends of their ranges: 255 x -128 and -128 x -128 are the largest products."""
+    for a in inputs[:2]:
+        info = np.iinfo(a.dtype)
+        flat = a.reshape(-1)
+        idx = rng.choice(flat.size, size=max(1, flat.size // 3), replace=False)
+        flat[idx] = rng.choice([info.min, info.max], size=idx.size)
+    return inputs
