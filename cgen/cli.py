@@ -163,13 +163,13 @@ def _tuned(args):
     if not getattr(args, "tuning_log", None):
         return None
     from pathlib import Path
-    from cgen.autotune.log import apply_best
+    from cgen.autotune.log import apply_pareto
     from cgen.graph.kernels import kernel_target
     from cgen.graph.model import model_target
     path = Path(args.tuning_log)
     if not path.is_file():
         raise OSError(f"no such tuning log: {path}")
-    return apply_best(path, kernel_target(model_target(args.target)))
+    return apply_pareto(path, kernel_target(model_target(args.target)))
 
 
 def _tuned_note(cm, tuned, log) -> str:
@@ -410,8 +410,12 @@ def _tune_measurer(args):
     if args.device:
         from targets.pool import DevicePool
         pool = DevicePool.from_urls(list(args.device))
-    return pool, Measurer(pool=pool, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms,
-                          timeout=args.timeout)
+    measurer = Measurer(pool=pool, repeat=args.repeat, min_repeat_ms=args.min_repeat_ms,
+                        timeout=args.timeout)
+    if args.objective in ("ram", "balanced"):     # records carry RAM and flash: a front
+        from cgen.autotune.footprint import FootprintMeasurer
+        measurer = FootprintMeasurer(measurer)
+    return pool, measurer
 
 
 def _knobs_line(record) -> str:
@@ -579,6 +583,10 @@ def _add_tune_parser(sub) -> None:
     t.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     t.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,...",
                    help="with MODEL.onnx: the shape of an input with symbolic dimensions")
+    t.add_argument("--objective", choices=("latency", "ram", "balanced"), default="latency",
+                   help="ram / balanced: each correct record also carries its config's RAM "
+                        "and code bytes, so the log keeps the Pareto front of (time, RAM, "
+                        "flash) per kernel that compile picks from (default latency)")
     t.add_argument("--repeat", type=int, default=3, help="timed repeats per candidate (default 3)")
     t.add_argument("--min-repeat-ms", type=float, default=20.0, metavar="MS",
                    help="each repeat lasts at least MS milliseconds (default 20)")

@@ -170,3 +170,73 @@ def test_tflm_rule_by_hand():
     ivs = tensor_lifetimes(fg)
     pl.check(ivs)
     assert pl.total >= max(iv.size for iv in ivs)
+
+
+# ---------------------------------------------------------------- the Pareto front in the log
+def _rec(cfg: dict, cost: float, ram, flash, wl=None, target="cortex-m4"):
+    from cgen.autotune.log import Record
+    return Record(workload=wl or {"op": "x"}, target=target, toolchain={},
+                  config={"index": 0, "knobs": cfg}, costs=(cost,), ram_bytes=ram,
+                  flash_bytes=flash)
+
+
+def test_pareto_front_and_old_logs():
+    """A record dominated in time, RAM and flash leaves the front; old lines (no
+    footprint) still parse and are written back without the new fields."""
+    import json
+    from cgen.autotune.log import Record, pareto_front
+    a, b = _rec({"k": 1}, 1.0, 4096, 900), _rec({"k": 2}, 2.0, 0, 800)
+    c = _rec({"k": 3}, 3.0, 4096, 900)          # slower than a, same footprint: dominated
+    (front,) = pareto_front([a, b, c]).values()
+    assert [r.config["knobs"]["k"] for r in front] == [1, 2]
+    old = json.loads(a.to_json())
+    del old["ram_bytes"], old["flash_bytes"]
+    r = Record.from_dict(old)
+    assert r.ram_bytes is None and "ram_bytes" not in json.loads(r.to_json())
+    assert pareto_front([r]) == {}
+    assert json.loads(b.to_json())["ram_bytes"] == 0
+
+
+def test_compile_picks_from_the_front_cortex_m4():
+    """kws_cnn on cortex-m4: a front of two configs of its depthwise kernels (fast with a
+    padded plane, slower reading the padding in place); the latency kernels take the fast
+    one, the RAM kernels the one with less RAM."""
+    from cgen.autotune.log import apply_pareto
+    from cgen.graph.drive import lower_graph
+    from cgen.graph.objective import legalize_objective
+    model, _ = MODELS["kws_cnn"]()
+    tgt = kernel_target(TARGET)
+    fg = legalize(prepare(model), tgt, legalize_objective("ram"))
+    ks = [k for k in lower_graph(fg, tgt, None, "latency") if k.template == "depthwise_conv2d"]
+    wl = ks[0].workload
+    fast = {**ks[0].config, "pad_at": "plane"}
+    small = {**ks[0].config, "pad_at": "inline"}
+    tuned = apply_pareto([_rec(fast, 1e-3, 3000, 700, wl, tgt.name),
+                          _rec(small, 2e-3, 100, 650, wl, tgt.name)], tgt)
+    for objective, want in (("latency", "plane"), ("ram", "inline")):
+        got = [k.config["pad_at"] for k in lower_graph(fg, tgt, tuned, objective)
+               if k.workload == wl]
+        assert got and set(got) == {want}, (objective, got)
+    # the compiled model: both configs' planes fit the stack (no workspace scratch), so
+    # the RAM objective keeps the faster one
+    cm = compile_model(model, TARGET, name="kws", objective="ram", tuned=tuned)
+    assert {k.config["pad_at"] for k in cm.kernels if k.workload == wl} == {"plane"}
+
+
+def test_footprint_of_a_config_cortex_m4():
+    """RAM (its local buffers) and code bytes of one depthwise config for cortex-m4: the
+    padded-plane config holds a buffer the inline one does not."""
+    import shutil
+    from cgen.autotune.footprint import footprint
+    from cgen.ops.registry import templates
+    from targets import resolve
+    tgt = kernel_target(TARGET)
+    if shutil.which(f"{resolve(TARGET).triple}-size") is None:
+        pytest.skip("no arm-none-eabi-size")
+    tm = templates()["depthwise_conv2d"]
+    wl = tm.workload(1, 8, 20, 20, 3, 3, pad=[1, 1, 1, 1])
+    from cgen.ops.common import config_dict
+    base = config_dict(tm.default(wl, tgt))
+    plane = footprint(tm, wl, tgt, tm.space(wl, tgt).nearest({**base, "pad_at": "plane"}))
+    inline = footprint(tm, wl, tgt, tm.space(wl, tgt).nearest({**base, "pad_at": "inline"}))
+    assert plane[0] > inline[0] >= 0 and plane[1] > 0 and inline[1] > 0

@@ -37,6 +37,8 @@ class Record:
     error: MeasureError | None = None
     timestamp: float = field(default_factory=time.time)
     version: int = VERSION
+    ram_bytes: int | None = None     # the config's own buffers (cgen.autotune.footprint)
+    flash_bytes: int | None = None   # its code (.text) on the target; both absent in old logs
 
     def __post_init__(self):
         if self.error is not None and not isinstance(self.error, MeasureError):
@@ -70,6 +72,8 @@ class Record:
              "config": self.config, "costs": list(self.costs), "cost_unit": self.cost_unit,
              "error": None if self.error is None else self.error.to_json(),
              "timestamp": self.timestamp, "version": self.version}
+        if self.ram_bytes is not None:     # added fields: written only when known
+            d["ram_bytes"], d["flash_bytes"] = self.ram_bytes, self.flash_bytes
         return json.dumps(d, sort_keys=True)
 
     @staticmethod
@@ -79,7 +83,8 @@ class Record:
         return Record(workload=d["workload"], target=d["target"], toolchain=d.get("toolchain", {}),
                       config=d["config"], costs=tuple(d.get("costs", ())),
                       cost_unit=d.get("cost_unit", "s"), error=d.get("error"),
-                      timestamp=d.get("timestamp", 0.0), version=d.get("version", VERSION))
+                      timestamp=d.get("timestamp", 0.0), version=d.get("version", VERSION),
+                      ram_bytes=d.get("ram_bytes"), flash_bytes=d.get("flash_bytes"))
 
 
 def resolved_target_name(target) -> str:
@@ -184,6 +189,58 @@ def apply_best(log, target=None, cost_unit: str | None = None, templates=None) -
         for (wkey, _t, _u), rec in sorted(best_records(records, unit).items()):
             out.setdefault(wkey, dict(rec.config.get("knobs", rec.config)))
     return out
+
+
+def _dominates(a, b) -> bool:
+    pa = (a.mean_cost, a.ram_bytes, a.flash_bytes or 0)
+    pb = (b.mean_cost, b.ram_bytes, b.flash_bytes or 0)
+    return all(x <= y for x, y in zip(pa, pb)) and pa != pb
+
+
+def pareto_front(records, cost_unit: str = "s") -> dict:
+    """(canonical workload, target) -> the correct records with a footprint that no other
+    is at least as good as in time, RAM and flash and better in one; fastest first."""
+    groups: dict = {}
+    for r in records:
+        if r.ok and r.ram_bytes is not None and r.cost_unit == cost_unit:
+            groups.setdefault((canonical(r.workload), r.target), []).append(r)
+    front = {}
+    for key, rs in groups.items():
+        keep = [r for r in rs if not any(_dominates(o, r) for o in rs)]
+        front[key] = sorted(keep, key=lambda r: (r.mean_cost, r.ram_bytes, r.timestamp))
+    return front
+
+
+class TunedConfigs(dict):
+    """workload key -> the fastest knobs (what apply_best gives), and per objective the
+    pick from the Pareto front: "ram" the least RAM (then the least time); a workload
+    without a front keeps its fastest config for every objective."""
+
+    def __init__(self, fastest: dict, least_ram: dict):
+        super().__init__(fastest)
+        self.least_ram = least_ram
+
+    def for_objective(self, key: str, objective: str = "latency"):
+        if objective == "ram" and key in self.least_ram:
+            return self.least_ram[key]
+        return self.get(key)
+
+
+def apply_pareto(log, target=None, templates=None) -> TunedConfigs:
+    """apply_best's configs, and the least-RAM config of each front (group_config asks
+    for the objective's pick; cgen.graph.objective's balanced choice takes either)."""
+    records = read_log(log) if isinstance(log, (str, Path)) else list(log)
+    fastest = apply_best(records, target, templates=templates)
+    if target is not None and not (isinstance(target, str) and target.startswith("host-")):
+        from targets import resolve
+        tgt = resolve(target)
+        want = resolved_target_name(tgt)
+        records = _valid_for([r for r in records if r.target == want], tgt, templates)
+    least = {}
+    for (wkey, _t), rs in sorted(pareto_front(records).items()):
+        best = min(rs, key=lambda r: (r.ram_bytes, r.mean_cost))
+        least.setdefault(wkey, dict(best.config.get("knobs", best.config)))
+    return TunedConfigs(fastest, least)
 
 
 def _valid_for(records, tgt, templates=None) -> list:

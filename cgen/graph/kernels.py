@@ -76,7 +76,8 @@ def group_config(group: Group, template, workload: dict, target, tuned=None,
         cfg = tuned(group, template, workload, target)
     elif tuned:
         key = workload_key(workload)
-        cfg = tuned.get(key, tuned.get(f"{template.name} {key}"))
+        pick = getattr(tuned, "for_objective", None)    # a Pareto front (autotune.log)
+        cfg = pick(key, objective) if pick else tuned.get(key, tuned.get(f"{template.name} {key}"))
     if cfg is not None:
         cfg = config_dict(cfg)
         try:
