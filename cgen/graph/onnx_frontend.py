@@ -40,6 +40,7 @@ from .onnx_convert_index import INDEX_CONVERTERS
 from .onnx_convert_integer import INTEGER_CONVERTERS
 from .onnx_convert_rnn import RNN_CONVERTERS
 from .onnx_convert_einsum import EINSUM_CONVERTERS
+from .onnx_convert_lppool_swiglu import LPPOOL_SWIGLU_CONVERTERS
 from .onnx_convert_more import MORE_CONVERTERS
 from .onnx_convert_resize import (convert_resize, convert_upsample, legacy_resize_outputs,
                                   mark_legacy_resizes)
@@ -77,7 +78,7 @@ CONVERTERS: Mapping[str, Callable] = {
     "QLinearConv": convert_qlinear_conv, "QLinearMatMul": convert_qlinear_matmul,
     "Resize": convert_resize, "Upsample": convert_upsample,     # onnx_convert_resize.py
     **MORE_CONVERTERS, **INDEX_CONVERTERS, **INTEGER_CONVERTERS,
-    **RNN_CONVERTERS, **EINSUM_CONVERTERS,
+    **RNN_CONVERTERS, **EINSUM_CONVERTERS, **LPPOOL_SWIGLU_CONVERTERS,
 }
 
 SUPPORTED_ONNX_OPS = tuple(sorted(CONVERTERS))
