@@ -22,7 +22,7 @@ from cgen.tensorize import int8_microkernel as I8
 from targets import compile_c, resolve
 from targets.runner import runner_for
 from targets.semihost import SemihostRunner, board_for
-from tests.test_int8_kernels import _extreme     # a third of A and B at their range's ends
+from tests.util import extreme_operands
 
 TARGET = "cortex-m55"
 OBJDUMP = "arm-none-eabi-objdump"
@@ -122,7 +122,7 @@ def _run_exact(t, wl, cfg, name, seed):
     s, args = t.build(wl, TARGET, cfg)
     mod = cgen.build(s, args, target=TARGET, name=name)
     rng = np.random.default_rng(seed)
-    inputs = _extreme(t.inputs(wl, rng), rng)
+    inputs = extreme_operands(t.inputs(wl, rng), rng)
     mod(*inputs)
     np.testing.assert_array_equal(inputs[-1], t.reference(wl, inputs)["Y"])
     return mod
