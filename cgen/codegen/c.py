@@ -18,6 +18,7 @@ from ..te.expr import (Binary, Call, Cast, Compare, Const, Expr, Logic, Not, Sel
 from ..lower.ir import (Address, Allocate, Broadcast, Buffer, CallKernel, Evaluate, For,
                         IfThenElse, Let, Load, PrimFunc, Seq, Store, Stmt, VLoad, VStore,
                         split_dtype)
+from ..lower.written import written_before_read
 
 C_TYPES = {"float32": "float", "int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t",
            "int32": "int32_t", "int64": "int64_t", "bool": "_Bool"}
@@ -287,9 +288,12 @@ class CEmitter:
         if buf.nbytes <= self.stack_limit:
             arr = c_ast.ArrayDecl(c_ast.TypeDecl(name, [], None, ctype),
                                   c_ast.Constant("int", str(buf.size)), [])
-            # zero-initialised: gcc cannot always prove a guarded producer nest writes every
-            # element its consumer reads, and -Wmaybe-uninitialized is an error under -Werror
-            zero = c_ast.InitList([c_ast.Constant("int", "0")])
+            # zero-initialised unless its first writer provably covers it: gcc cannot always
+            # prove a guarded producer nest writes every element its consumer reads
+            # (-Wmaybe-uninitialized is an error under -Werror), and a fill that is dead
+            # costs a memset per call
+            zero = (None if written_before_read(buf, body)
+                    else c_ast.InitList([c_ast.Constant("int", "0")]))
             return [c_ast.Decl(name, [], [], [], [], arr, zero, None)] + self.stmts(body)
         if self.workspace:
             # a fixed offset of the caller's workspace (64-byte aligned): no malloc
