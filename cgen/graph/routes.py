@@ -53,6 +53,9 @@ def _conv_route(group: Group, graph: Graph, target) -> Route:
         return Route(tm, wl, [Arg("value", x.name), Arg("const", wv.name)],
                      lambda tgt, cfg: _tmpl_build(tm, wl, tgt, cfg), epilogue=epi,
                      flops=tm.flops(wl))
+    if (KH, KW) == (1, 1) and G == 1 and (H, W) == (1, 1) == conv_out_hw(n) \
+            and not x.layout and "dense" in table:
+        return _pointwise_as_dense(n, w, table["dense"], epi, target)
     tm, wl = conv_template(n, target)
     packed = _pack_conv_weights(tm.name, wl, w)
     if packed is None:
@@ -75,6 +78,22 @@ def _conv_route(group: Group, graph: Graph, target) -> Route:
     return Route(tm, wl, [Arg("value", x.name), Arg("const", pname)],
                  lambda tgt, cfg: _tmpl_build(tm, wl, tgt, cfg, {1: arr.shape}),
                  {pname: arr}, epi, hint, flops=tm.flops(wl))
+
+
+def _pointwise_as_dense(n: Node, w: np.ndarray, tm, epi: tuple, target) -> Route:
+    """A 1x1 convolution of a 1x1 image (MobileNetV3's head, squeeze-excite) is a matrix
+    times a vector: the dense template's GEMV, on the same memory (N x C x 1 x 1 is N x C)."""
+    from ..ops.gemm import pack_b
+    x, wv = n.inputs[0], n.inputs[1]
+    N, C = x.shape[:2]
+    F = w.shape[0]
+    bb = tm.panel_columns(target)
+    wl = tm.workload(N, F, C, epilogue=(), weights="packed", b_block=bb)
+    arr = pack_b(np.ascontiguousarray(w.reshape(F, C).T, np.float32), bb)
+    pname = f"{wv.name}__panels{bb}"
+    return Route(tm, wl, [Arg("value", x.name), Arg("const", pname)],
+                 lambda tgt, cfg: _tmpl_build(tm, wl, tgt, cfg, {1: arr.shape}), {pname: arr},
+                 epi, portable_build=lambda tgt, cfg: _dense_te(wl, tgt), flops=tm.flops(wl))
 
 
 def _conv_direct_route(group: Group, graph: Graph, target) -> Route:
