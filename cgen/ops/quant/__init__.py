@@ -37,7 +37,11 @@ Algorithms (the "algo" knob):
   packed_tile  activations in uint8, weights in int8, the reduction an MR x NR
                register tile of u8 x s8 dot products (u8s8_tile_intrin, generated
                from the int8 operations of the target's ISA row: VNNI or dotprod
-               where the target's flags enable them, else exact int16 multiply-adds).
+               where the target's flags enable them, Armv7E-M SMLAD, else exact int16
+               multiply-adds or plain C);
+  packed_tile_s8 the same tile with the activations shifted into int8 like packed's
+               (s8s8_tile_intrin), offered where every way of the row has it (NEON: the
+               dotprod way's sdot then needs no sign flip and no sums of B in its loop).
 
 Numpy references of both rounding modes (np_*) are written from the
 definitions, with integer bit operations where gemmlowp uses them, so they
@@ -50,7 +54,8 @@ from .reference import (INT32_MAX, INT32_MIN, QDTYPES, ROUNDINGS, np_multiply_by
 from .requant import (QParams, make_qparams, multiply_by_quantized_multiplier, pot_params, pow2,
                       requantize_onnx, requantize_tflite, rounding_divide_by_pot,
                       rounding_divide_by_pot_mul, srdhm)
-from ...tensorize.int8_microkernel import dot_i8_intrin, tile_mrs, tile_shape, u8s8_tile_intrin
+from ...tensorize.int8_microkernel import (dot_i8_intrin, s8s8_tile_intrin, tile_mrs, tile_shape,
+                                            u8s8_tile_intrin)
 from .compute import DOMAINS, QOp, conv_geometry, pack_weights, qconv2d, qdense
 from .conv_template import QConv2dTemplate, QDepthwiseConv2dTemplate
 from .dense_template import QDenseTemplate
