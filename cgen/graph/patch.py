@@ -41,6 +41,7 @@ from .opset import BROADCAST, ELEMWISE, OP_PATTERNS
 
 GRIDS = (2, 3, 4, 5, 6, 8)          # the grids plan_patches tries when n is None
 MAX_EXTRA = 0.25        # with no budget, recompute at most this share of the network's MACs
+SCRATCH_SHARE = 0.2     # of a RAM budget, left by compile to the kernels' scratch and alignment
 
 
 @dataclass(frozen=True)
@@ -323,14 +324,16 @@ def prepare_patched(model, input_shapes=None, patches=None, budget_ram: int | No
     """(FusedGraph, PatchPlan | None): pipeline.prepare with this pass between the graph
     passes and fusion.  With patches None they are planned ("auto") when the objective is
     "ram", or when the live activations per layer alone exceed budget_ram (then every
-    per-layer workspace does)."""
+    per-layer workspace does).  The plan's activations must then fit the budget less
+    SCRATCH_SHARE: the kernels' scratch is known only once they are lowered."""
     from .onnx_frontend import load_onnx
     from .pipeline import optimize_graph
     graph = optimize_graph(load_onnx(model, input_shapes))
     if patches is None and (objective == "ram" or (
             budget_ram is not None and peak_activations(graph) > budget_ram)):
         patches = "auto"
-    graph, plan = patch_graph(graph, patches, budget_ram)
+    room = None if budget_ram is None else int(budget_ram * (1 - SCRATCH_SHARE))
+    graph, plan = patch_graph(graph, patches, room)
     return fuse(graph), plan
 
 
