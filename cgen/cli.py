@@ -305,10 +305,11 @@ def _add_model_parsers(sub) -> None:
                    help="fail when the workspace needs more than BYTES")
     c.add_argument("--budget-flash", type=int, metavar="BYTES",
                    help="fail when code + weights + constants need more than BYTES")
-    c.add_argument("--patches", metavar="N|auto",
+    c.add_argument("--patches", metavar="N|auto|off",
                    help="run the first stages patch by patch, their output cut in an N x N "
-                        "grid (auto: the planner chooses; it also does under --budget-ram "
-                        "when the activations per layer exceed it)")
+                        "grid (auto: the planner chooses, as it does under --budget-ram "
+                        "when the activations per layer exceed it and with --objective ram; "
+                        "off: never)")
     c.add_argument("--objective", choices=("latency", "ram", "balanced"),
                    help="what each kernel's template and config are chosen for (default: "
                         "balanced on bare-metal targets or under --budget-ram, else latency)")

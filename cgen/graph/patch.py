@@ -107,7 +107,8 @@ def _cuts(graph: Graph) -> list:
         defined.update(n.output_names)
         names = {m.name for m in prefix}
         escaping = {v.name for m in prefix for v in m.outputs
-                    if v.name in outs or any(c.name not in names for c in consumers.get(v.name, ()))}
+                    if v.name in outs
+                    or any(c.name not in names for c in consumers.get(v.name, ()))}
         cut = n.outputs[0].name
         if escaping == {cut} and cut not in outs and any(m.op == "conv2d" for m in prefix):
             res.append((cut, tuple(m.name for m in prefix)))
@@ -298,10 +299,10 @@ def plan_patches(graph: Graph, n: int | None = None, budget_ram: int | None = No
     return None if n is None and best.peak_after >= before else best
 
 def patch_graph(graph: Graph, patches, budget_ram: int | None = None) -> tuple:
-    """(graph, PatchPlan | None) as `cgen compile --patches` asks: patches is None (none),
-    "auto" (plan_patches chooses, under budget_ram when given) or a grid size n >= 2
-    (forced: a model without a patchable first stage is refused)."""
-    if patches is None:
+    """(graph, PatchPlan | None) as `cgen compile --patches` asks: patches is None or
+    "off" (none), "auto" (plan_patches chooses, under budget_ram when given) or a grid
+    size n >= 2 (forced: a model without a patchable first stage is refused)."""
+    if patches is None or patches == "off":
         return graph, None
     if patches != "auto":
         try:
@@ -309,8 +310,8 @@ def patch_graph(graph: Graph, patches, budget_ram: int | None = None) -> tuple:
         except (TypeError, ValueError):
             n = 0
         if n < 2:
-            raise ModelError(f"patches must be 'auto' or a grid size >= 2, got {patches!r}",
-                             "bad_input")
+            raise ModelError("patches must be 'auto', 'off' or a grid size >= 2, got "
+                             f"{patches!r}", "bad_input")
     plan = plan_patches(graph, None if patches == "auto" else n, budget_ram)
     if plan is None and patches != "auto":
         raise ModelError(f"--patches {patches}: the model has no first stage that patches can "
@@ -328,7 +329,7 @@ def prepare_patched(model, input_shapes=None, patches=None, budget_ram: int | No
     SCRATCH_SHARE: the kernels' scratch is known only once they are lowered."""
     from .onnx_frontend import load_onnx
     from .pipeline import optimize_graph
-    graph = optimize_graph(load_onnx(model, input_shapes))
+    graph = optimize_graph(load_onnx(model, input_shapes))     # "off": never
     if patches is None and (objective == "ram" or (
             budget_ram is not None and peak_activations(graph) > budget_ram)):
         patches = "auto"
@@ -358,5 +359,5 @@ def per_op_lower_bound(graph: Graph, fused: bool = True) -> int:
     return max((sum(v.nbytes for v in {v.name: v for v in vals}.values() if v.name not in io)
                 for vals in ops), default=0)
 
-__all__ = ["PatchPlan", "plan_patches", "apply_patches", "patch_graph", "prepare_patched", "peak_activations", "stage_macs",
-           "per_op_lower_bound", "network_macs"]
+__all__ = ["PatchPlan", "plan_patches", "apply_patches", "patch_graph", "prepare_patched",
+           "peak_activations", "stage_macs", "per_op_lower_bound", "network_macs"]
