@@ -96,7 +96,9 @@ def test_ram_objective_within_bound_zoo(name):
     check_ram(name)
 
 
-@pytest.mark.parametrize("name", ["dilated_grouped_cnn", "qdq_cnn", "encoder_block"])
+@pytest.mark.parametrize("name", ["dilated_grouped_cnn",
+                                  pytest.param("qdq_cnn", marks=pytest.mark.slow),
+                                  pytest.param("encoder_block", marks=pytest.mark.slow)])
 def test_ram_objective_runs_right_generic_c(name):
     """generic-c on the host: the direct grouped / dilated convolution, the split int8
     epilogue and the in-place elementwise kernels against onnxruntime."""
@@ -240,3 +242,42 @@ def test_footprint_of_a_config_cortex_m4():
     plane = footprint(tm, wl, tgt, tm.space(wl, tgt).nearest({**base, "pad_at": "plane"}))
     inline = footprint(tm, wl, tgt, tm.space(wl, tgt).nearest({**base, "pad_at": "inline"}))
     assert plane[0] > inline[0] >= 0 and plane[1] > 0 and inline[1] > 0
+
+
+@pytest.mark.slow
+def test_balanced_under_a_budget_x86_avx2():
+    """x86-avx2 with a RAM budget (balanced by default): under a budget between the RAM
+    and the latency workspaces, the workspace stays within it and some kernel keeps its
+    fast template; under no pressure, every kernel is the latency objective's."""
+    model, _ = MODELS["kws_cnn"]()
+    lat = compile_model(model, "x86-avx2", objective="latency")
+    ram = compile_model(model, "x86-avx2", objective="ram")
+    assert ram.workspace_bytes < lat.workspace_bytes
+    # room for the scratch of one 1x1 convolution's GEMM, not for the im2col one too
+    one = min(r.scratch_bytes for r in lat.report.rows if r.template == "conv2d_1x1")
+    budget = ram.workspace_bytes + one + 1024
+    assert budget < lat.workspace_bytes
+    mid = compile_model(model, "x86-avx2", budget_ram=budget)
+    assert mid.workspace_bytes <= budget
+    # kernels by the value they write (a balanced build has no separate pad kernels)
+    fast = {k.outputs[0]: k.template for k in lat.kernels}
+    assert any(fast[k.outputs[0]] == k.template and k.template.startswith("conv2d_")
+               and k.template != "conv2d_nchw" for k in mid.kernels)
+    roomy = compile_model(model, "x86-avx2", budget_ram=10 * lat.workspace_bytes)
+    assert all(fast[k.outputs[0]] == k.template for k in roomy.kernels)
+
+
+@pytest.mark.slow
+def test_cli_objective_generic_c(tmp_path):
+    """`cgen compile --objective ram` (generic-c): the workspace of the RAM objective."""
+    import onnx
+    from cgen.cli import main
+    model, _ = MODELS["kws_cnn"]()
+    path = tmp_path / "kws.onnx"
+    onnx.save(model, str(path))
+    assert main(["compile", str(path), "--target", "generic-c", "--objective", "ram",
+                 "-o", str(tmp_path / "out")]) == 0
+    header = (tmp_path / "out" / "kws.h").read_text()
+    want = compile_model(model, "generic-c", objective="ram").workspace_bytes
+    assert f"#define kws_WORKSPACE_BYTES {want}u" in header
+    assert want <= 1.1 * 2 * 24 * 25 * 5 * 4       # its per-op bound

@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from .memory import storage
 
-EXACT_STATES = 20000
+EXACT_STATES = 5000
 
 
 class _Problem:
@@ -52,57 +52,65 @@ class _Problem:
             if src in self.readers:
                 self.readers[src].add(self.n)
         self.scratch = [0 if k.is_alias else scratch.get(k.name, 0) for k in kernels]
+        # bit masks over kernels: who writes each root, who reads it
+        self.roots = [(self.size[v], 1 << next(i for i in range(self.n) if v in self.writes[i]),
+                       sum(1 << i for i in self.readers[v] if i < self.n),
+                       self.n in self.readers[v]) for v in self.size]
+        self.dep_mask = [sum(1 << j for j in d) for d in self.deps]
+        self.out_bytes = [sum(self.size[v] for v in w) for w in self.writes]
 
-    def live_after(self, done: frozenset) -> int:
-        return sum(s for v, s in self.size.items()
-                   if any(v in self.writes[i] for i in done) and not self.readers[v] <= done)
+    def live_after(self, done: int) -> int:
+        """Bytes written by the kernels in `done` (a bit mask) and still to be read."""
+        return sum(size for size, w, rd, to_end in self.roots
+                   if done & w and (to_end or rd & ~done))
 
-    def step_cost(self, i: int, done: frozenset) -> int:
-        return (self.live_after(done) + sum(self.size[v] for v in self.writes[i])
-                + self.scratch[i])
+    def step_cost(self, i: int, done: int) -> int:
+        return self.live_after(done) + self.out_bytes[i] + self.scratch[i]
 
-    def ready(self, done: frozenset) -> list:
-        return [i for i in range(self.n) if i not in done and self.deps[i] <= done]
+    def ready(self, done: int) -> list:
+        return [i for i in range(self.n)
+                if not done >> i & 1 and self.dep_mask[i] & ~done == 0]
 
     def peak(self, order) -> int:
-        done, peak = frozenset(), 0
+        done, peak = 0, 0
         for i in order:
             peak = max(peak, self.step_cost(i, done))
-            done = done | {i}
+            done |= 1 << i
         return peak
 
 
 def _exact(p: _Problem):
     """(peak, order) of the best order, or None past EXACT_STATES sets."""
     seen = [0]
+    full = (1 << p.n) - 1
 
     @lru_cache(maxsize=None)
-    def best(done: frozenset):
+    def best(done: int):
         seen[0] += 1
         if seen[0] > EXACT_STATES:
             raise OverflowError
-        if len(done) == p.n:
+        if done == full:
             return 0, ()
         out = None
         for i in p.ready(done):
-            rest, tail = best(done | {i})
+            rest, tail = best(done | 1 << i)
             cand = (max(p.step_cost(i, done), rest), (i,) + tail)
             if out is None or cand[0] < out[0]:
                 out = cand
         return out
     try:
-        return best(frozenset())
+        return best(0)
     except OverflowError:
         return None
 
 
 def _greedy(p: _Problem):
-    done, order = frozenset(), []
-    while len(done) < p.n:
+    done, order = 0, []
+    while len(order) < p.n:
         i = min(p.ready(done), key=lambda j: (p.step_cost(j, done),
-                                              p.live_after(done | {j}), j))
+                                              p.live_after(done | 1 << j), j))
         order.append(i)
-        done = done | {i}
+        done |= 1 << i
     return p.peak(order), tuple(order)
 
 
