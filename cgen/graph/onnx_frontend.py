@@ -39,6 +39,7 @@ from .onnx_convert import (
 from .onnx_convert_index import INDEX_CONVERTERS
 from .onnx_convert_integer import INTEGER_CONVERTERS
 from .onnx_convert_rnn import RNN_CONVERTERS
+from .onnx_convert_attention import ATTENTION_CONVERTERS
 from .onnx_convert_einsum import EINSUM_CONVERTERS
 from .onnx_convert_lppool_swiglu import LPPOOL_SWIGLU_CONVERTERS
 from .onnx_convert_more import MORE_CONVERTERS
@@ -79,6 +80,7 @@ CONVERTERS: Mapping[str, Callable] = {
     "Resize": convert_resize, "Upsample": convert_upsample,     # onnx_convert_resize.py
     **MORE_CONVERTERS, **INDEX_CONVERTERS, **INTEGER_CONVERTERS,
     **RNN_CONVERTERS, **EINSUM_CONVERTERS, **LPPOOL_SWIGLU_CONVERTERS,
+    **ATTENTION_CONVERTERS,
 }
 
 SUPPORTED_ONNX_OPS = tuple(sorted(CONVERTERS))
