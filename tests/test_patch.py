@@ -103,6 +103,24 @@ def test_patched_graph_computes_the_same_numbers():
         np.testing.assert_allclose(got["y"], want["y"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["lenet", "qdq_cnn", "small_cnn", "prime_cnn",
+                                  "mobilenet_v2_block"])
+def test_pools_int8_and_odd_sizes_patch_exactly(name):
+    """Max / average pools, int8 convolutions (qlinear_conv2d, quantize) and prime-sized
+    maps: the planner finds a first stage in each, the rewrite gives the same numbers."""
+    from tests.zoo import ZOO
+    model, feeds = ZOO[name]()
+    g = graph_of(model)
+    plan = plan_patches(g)
+    assert plan is not None and plan.peak_after < plan.peak_before
+    got, want = reference(apply_patches(g, plan), feeds), reference(g, feeds)
+    for k, a in want.items():     # int8 exactly; float up to the sums' order
+        if np.issubdtype(a.dtype, np.integer):
+            np.testing.assert_array_equal(got[k], a, err_msg=k)
+        else:
+            np.testing.assert_allclose(got[k], a, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 @pytest.mark.parametrize("size", [96] + [pytest.param(s, marks=pytest.mark.slow)
                                          for s in (112, 128)])
 def test_mobilenet_v2_stem_goes_below_its_per_op_lower_bound(size):

@@ -40,6 +40,10 @@ from .graph_ir import Graph, ModelError, Node, Value
 from .opset import BROADCAST, ELEMWISE, OP_PATTERNS
 
 GRIDS = (2, 3, 4, 5, 6, 8)          # the grids plan_patches tries when n is None
+# windowed ops: the input window of an output window follows kernel, strides, pads and
+# dilations; the value is the index of the weights among the inputs (None: a pool, whose
+# window is its `kernel` attribute and which has no MACs)
+WINDOWED = {"conv2d": 1, "qlinear_conv2d": 3, "max_pool2d": None, "avg_pool2d": None}
 MAX_EXTRA = 0.25        # with no budget, recompute at most this share of the network's MACs
 SCRATCH_SHARE = 0.2     # of a RAM budget, left by compile to the kernels' scratch and alignment
 
@@ -72,22 +76,32 @@ def _spatial(v: Value) -> bool:
 
 
 def _patchable(n: Node, graph: Graph) -> bool:
-    """A node the pass can run on a spatial window: a convolution with constant weights,
-    or an elementwise op whose constants carry no spatial extent."""
+    """A node the pass can run on a spatial window: a convolution or pool (constant
+    weights, no ceil mode), or an elementwise op whose constants carry no spatial extent."""
     out = n.outputs[0]
     if len(n.outputs) != 1 or not _spatial(out):
         return False
-    if n.op == "conv2d":
-        return _spatial(n.inputs[0]) and all(v.name in graph.constants for v in n.inputs[1:])
-    if OP_PATTERNS.get(n.op) not in (ELEMWISE, BROADCAST) or n.op in ("quantize", "dequantize"):
+    if n.op in WINDOWED:
+        return (_spatial(n.inputs[0]) and not n.attr("ceil_mode", 0)
+                and all(v.name in graph.constants for v in n.inputs[1:]))
+    if OP_PATTERNS.get(n.op) not in (ELEMWISE, BROADCAST):
         return False
     for v in n.inputs:
         if v.name in graph.constants:
-            if len(v.shape) >= 2 and any(d != 1 for d in v.shape[-2:]):
+            if not _no_spatial_extent(n, v):
                 return False
         elif tuple(v.shape) != tuple(out.shape):
             return False
     return True
+
+
+def _no_spatial_extent(n: Node, v: Value) -> bool:
+    """A constant operand that is the same at every pixel (numpy broadcasting aligns a
+    vector with W, quantize / dequantize with their axis)."""
+    if n.op in ("quantize", "dequantize"):
+        return v.size == 1 or n.attr("axis", 1) in (0, 1)
+    shape = (1,) * (4 - len(v.shape)) + tuple(v.shape)
+    return len(shape) == 4 and shape[2] == shape[3] == 1
 
 
 def _cuts(graph: Graph) -> list:
@@ -110,15 +124,17 @@ def _cuts(graph: Graph) -> list:
                     if v.name in outs
                     or any(c.name not in names for c in consumers.get(v.name, ()))}
         cut = n.outputs[0].name
-        if escaping == {cut} and cut not in outs and any(m.op == "conv2d" for m in prefix):
+        if escaping == {cut} and cut not in outs and any(m.op in WINDOWED for m in prefix):
             res.append((cut, tuple(m.name for m in prefix)))
     return res
 
 
 # ====================================================================== regions
 def _conv_window(n: Node, lo: int, hi: int, axis: int) -> tuple:
-    """Input rows (unclamped) that output rows [lo, hi) of a conv read along axis 0 (H) / 1 (W)."""
-    k = n.inputs[1].shape[2 + axis]
+    """Input rows (unclamped) that output rows [lo, hi) of a windowed op read along axis
+    0 (H) / 1 (W)."""
+    w = WINDOWED[n.op]
+    k = n.inputs[w].shape[2 + axis] if w is not None else n.attr("kernel")[axis]
     s, d, p = n.attr("strides")[axis], n.attr("dilations")[axis], n.attr("pads")[axis]
     return lo * s - p, (hi - 1) * s - p + (k - 1) * d + 1
 
@@ -134,7 +150,7 @@ def _regions(stage: list, graph: Graph, cut: str, box: tuple) -> dict:
         for v in n.inputs:
             if v.name in graph.constants:
                 continue
-            if n.op == "conv2d":
+            if n.op in WINDOWED:
                 H, W = v.shape[2:]
                 a, b = _conv_window(n, h0, h1, 0)
                 c, d = _conv_window(n, w0, w1, 1)
@@ -145,7 +161,7 @@ def _regions(stage: list, graph: Graph, cut: str, box: tuple) -> dict:
                 o = need[v.name]
                 r = (min(o[0], r[0]), max(o[1], r[1]), min(o[2], r[2]), max(o[3], r[3]))
             need[v.name] = r
-            if n.op == "conv2d":
+            if n.op in WINDOWED:
                 break
     return need
 
@@ -157,7 +173,9 @@ def _tiles(size: int, n: int) -> list:
 
 
 def _conv_macs(n: Node, out_h: int, out_w: int) -> int:
-    F, Cg, KH, KW = n.inputs[1].shape
+    if WINDOWED.get(n.op) is None:
+        return 0
+    F, Cg, KH, KW = n.inputs[WINDOWED[n.op]].shape
     return int(n.outputs[0].shape[0]) * F * out_h * out_w * Cg * KH * KW
 
 
@@ -213,7 +231,7 @@ def _patch_nodes(stage: list, graph: Graph, need: dict, tag: str, out: list) -> 
             continue
         h0, h1, w0, w1 = need[v.name]
         attrs = n.attr_dict
-        if n.op == "conv2d":
+        if n.op in WINDOWED:
             x = n.inputs[0]
             a, b = _conv_window(n, h0, h1, 0)
             c, d = _conv_window(n, w0, w1, 1)
@@ -235,7 +253,7 @@ def stage_macs(graph: Graph, plan_nodes, cut: str, n: int) -> tuple:
     """(MACs of the stage's convolutions per layer, with n x n patches)."""
     names = set(plan_nodes)
     stage = [m for m in graph.nodes if m.name in names]
-    base = sum(_conv_macs(m, *m.outputs[0].shape[2:]) for m in stage if m.op == "conv2d")
+    base = sum(_conv_macs(m, *m.outputs[0].shape[2:]) for m in stage if m.op in WINDOWED)
     H, W = graph.value(cut).shape[2:]
     total = 0
     for h0, h1 in _tiles(H, n):
@@ -243,7 +261,7 @@ def stage_macs(graph: Graph, plan_nodes, cut: str, n: int) -> tuple:
             need = _regions(stage, graph, cut, (h0, h1, w0, w1))
             total += sum(_conv_macs(m, need[m.outputs[0].name][1] - need[m.outputs[0].name][0],
                                     need[m.outputs[0].name][3] - need[m.outputs[0].name][2])
-                         for m in stage if m.op == "conv2d" and m.outputs[0].name in need)
+                         for m in stage if m.op in WINDOWED and m.outputs[0].name in need)
     return base, total
 
 
@@ -342,7 +360,7 @@ def network_macs(graph: Graph) -> int:
     """MACs of the graph's convolutions and matrix products."""
     total = 0
     for m in graph.nodes:
-        if m.op == "conv2d":
+        if m.op in WINDOWED:
             total += _conv_macs(m, *m.outputs[0].shape[2:])
         elif m.op == "matmul":
             total += m.outputs[0].size * m.inputs[0].shape[-1]
