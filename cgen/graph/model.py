@@ -271,7 +271,10 @@ def compile_model(model, target="host", name: str | None = None, input_shapes=No
     strict: refuse (ModelError "fallback") when a kernel that a template should build
     falls back to plain loops; without it such kernels are marked in the report.
     objective: "latency", "ram" or "balanced" (cgen.graph.objective; None: balanced on
-    bare-metal targets or under a RAM budget, latency elsewhere)."""
+    bare-metal targets or under a RAM budget, latency elsewhere).
+    patches: an n x n grid, "auto" or "off" for the first stages run patch by patch
+    (cgen.graph.patch; None: "auto" with the ram objective or when the activations per
+    layer exceed budget_ram); the plan is `CompiledModel.patches` and manifest["patches"]."""
     from .patch import prepare_patched
     from .objective import choose_kernels, legalize_objective, resolve_objective
     t0 = time.perf_counter()
