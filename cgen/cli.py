@@ -519,7 +519,7 @@ def _tune(args) -> int:
     else:
         from cgen.autotune.model_tasks import extract_tasks
         mtasks = extract_tasks(_model_file(args.model_file), args.target,
-                               _model_shapes(args))
+                               _model_shapes(args), objective=args.objective)
         if not mtasks:
             print(f"{args.model_file}: no kernel with an operator template to tune")
             return 0

@@ -281,3 +281,17 @@ def test_cli_objective_generic_c(tmp_path):
     want = compile_model(model, "generic-c", objective="ram").workspace_bytes
     assert f"#define kws_WORKSPACE_BYTES {want}u" in header
     assert want <= 1.1 * 2 * 24 * 25 * 5 * 4       # its per-op bound
+
+
+def test_model_tasks_for_the_ram_objective_cortex_m4():
+    """`cgen tune MODEL --objective ram` (cortex-m4) tunes the RAM routes' kernels too (the
+    direct convolutions), each group counted once per workload."""
+    from cgen.autotune.model_tasks import extract_tasks
+    model, _ = MODELS["kws_cnn"]()
+    lat = {t.task.template.name: t.count for t in extract_tasks(model, TARGET)}
+    ram = extract_tasks(model, TARGET, objective="ram")
+    names = [t.task.template.name for t in ram]
+    assert "conv2d_nchw" not in lat and "conv2d_nchw" in names
+    assert all(len(set(t.kernels)) == len(t.kernels) == t.count for t in ram)
+    assert {n: c for n, c in ((t.task.template.name, t.count) for t in ram)
+            if n in lat} == lat

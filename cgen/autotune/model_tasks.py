@@ -88,8 +88,11 @@ def task_label(template: str, workload: dict) -> str:
     return f"{template} {','.join(parts)}" if parts else template
 
 
-def extract_tasks(model, target="host", input_shapes=None, templates=None) -> list:
-    """The tuning tasks of a model's fused graph, in graph order (see the module notes)."""
+def extract_tasks(model, target="host", input_shapes=None, templates=None,
+                  objective: str = "latency") -> list:
+    """The tuning tasks of a model's fused graph, in graph order (see the module notes).
+    objective "ram" / "balanced": the groups as those objectives legalize them, and the
+    kernels of both the latency and the RAM routes (a balanced build takes either)."""
     from ..graph import prepare
     from ..graph.drive import legalize, lower_graph
     from ..graph.kernels import kernel_target
@@ -97,13 +100,19 @@ def extract_tasks(model, target="host", input_shapes=None, templates=None) -> li
     from ..ops.registry import templates as all_templates
     table = templates if templates is not None else all_templates()
     tgt = kernel_target(model_target(target))
-    fg = legalize(prepare(model, input_shapes), tgt)
-    kernels = lower_graph(fg, tgt)
+    if objective == "latency":
+        fg = legalize(prepare(model, input_shapes), tgt)
+        kernels = lower_graph(fg, tgt)
+    else:
+        fg = legalize(prepare(model, input_shapes), tgt, "ram")
+        kernels = lower_graph(fg, tgt) + lower_graph(fg, tgt, None, "ram")
     found: dict = {}
     for k in kernels:
         if k.workload is None or k.template not in table:
             continue        # aliases and built-in computes: nothing to tune
         key = canonical(k.workload)
+        if key in found and k.name in found[key].kernels:
+            continue        # the same group lowered for both objectives
         if key in found:
             found[key].count += 1
             found[key].kernels += (k.name,)
