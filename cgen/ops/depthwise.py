@@ -152,11 +152,21 @@ def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = No
         pads = covering_pads(pads, (H, W), (OH, OW), tile, (KH, KW), (sh, sw), (dh, dw))
     X = te.placeholder((N, C, H, W), "float32", name="X")
     Wt = te.placeholder((C * M, 1, KH, KW), "float32", name="W")
-    P = _pad_nchw(X, pads, 0.0, "P") if any(pads) else None
-    src = P if P is not None else X
 
     def ch(o):
         return o if M == 1 else o // M
+    if sw == 2 and dw == 1:
+        # stride 2 along W: the padded input is stored deinterleaved (even columns, then
+        # odd), so each tap reads consecutive outputs' inputs contiguously and the output
+        # rows vectorize; the copy is one pass over the input against KH*KW tap passes
+        t, l, b, r = pads
+        Wh = -(-(W + l + r) // 2)
+        P = te.compute((N, C, H + t + b, 2, Wh), lambda n, c, y, ph, xh: te.if_then_else(
+            te.all(y >= t, y < H + t, 2 * xh + ph >= l, 2 * xh + ph < W + l),
+            X[n, c, y - t, 2 * xh + ph - l], 0.0), name="P")
+        return X, Wt, P, _deinterleaved_taps(P, Wt, (N, C * M, OH, OW), (KH, KW), sh, dh, ch, taps)
+    P = _pad_nchw(X, pads, 0.0, "P") if any(pads) else None
+    src = P if P is not None else X
     if taps == "expr":
         Y = te.compute((N, C * M, OH, OW), lambda n, o, y, x: _taps_sum(
             lambda i, j: src[n, ch(o), y * sh + i * dh, x * sw + j * dw] * Wt[o, 0, i, j], KH, KW),
@@ -168,6 +178,22 @@ def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = No
             src[n, ch(o), y * sh + ry * dh, x * sw + rx * dw] * Wt[o, 0, ry, rx], axis=(ry, rx)),
             name="Y")
     return X, Wt, P, Y
+
+
+def _deinterleaved_taps(P, Wt, shape, kernel, sh, dh, ch, taps):
+    """Y of a stride-2 (along W) depthwise window over the deinterleaved input P: the input
+    column 2x + j is P[..., j % 2, x + j // 2]."""
+    KH, KW = kernel
+    if taps == "expr":
+        return te.compute(shape, lambda n, o, y, x: _taps_sum(
+            lambda i, j: P[n, ch(o), y * sh + i * dh, j % 2, x + j // 2] * Wt[o, 0, i, j], KH, KW),
+            name="Y")
+    # reduce taps: the column parity and offset as two reduction axes (j = 2 * rq + rp)
+    ry = te.reduce_axis((0, KH), name="ry")
+    rx = te.reduce_axis((0, KW), name="rx")
+    return te.compute(shape, lambda n, o, y, x: te.sum(
+        P[n, ch(o), y * sh + ry * dh, rx % 2, x + rx // 2] * Wt[o, 0, ry, rx], axis=(ry, rx)),
+        name="Y")
 
 
 def window_tiles(st, c: dict) -> tuple:
