@@ -14,20 +14,22 @@ memory plan, the one C printer -- sees an ordinary graph.
     graph = apply_patches(graph, plan)                     # the rewritten Graph
 
 `plan_patches(graph, n, budget_ram)` takes an optimised graph (`optimize_graph`, NCHW):
-  n           an int forces an n x n grid (the cut is still chosen); None chooses it;
+  n           an int forces an n x n grid (the cut is still chosen, for the lowest peak);
+              None chooses both;
   budget_ram  with a budget, the plan with the fewest extra MACs whose estimated peak
               fits it, else the plan with the lowest peak; without one, the lowest peak
-              among plans recomputing at most MAX_EXTRA of the network's MACs when the grid
-              is not forced, else the lowest peak (MCUNetV2
-              trades ~10% MACs for its peak; a finer grid keeps lowering the peak at a
-              steep price in halos);
-and returns None when the graph has no patchable first stage (a chain from the one
-graph input of convolutions and elementwise ops) or, with n=None, when no plan lowers
-the peak.  A PatchPlan says the grid, the cut value, the stage's nodes, the peak of live
-activations with and without patches (the same estimate for both: values live from
-their fused kernel to their last reader, graph inputs and outputs excluded, no scratch)
-and the extra MACs: every convolution's MACs summed over the patches, minus its MACs
-per layer -- exact, from the halo sizes.
+              among plans recomputing at most MAX_EXTRA of the network's MACs (MCUNetV2
+              trades ~10% MACs for its peak; finer grids keep lowering the peak at a steep
+              price in halos);
+and returns None when the graph has no patchable first stage (from the one graph input:
+convolutions, int8 convolutions, pools and elementwise ops) or, with n=None, when no plan
+lowers the peak.  A PatchPlan says the grid, the cut value, the stage's nodes, the peak of
+live activations with and without patches (one estimate for both: values live from their
+fused kernel to their last reader, graph inputs and outputs excluded, no scratch) and the
+extra MACs: every convolution's MACs summed over the patches, minus its MACs per layer --
+exact, from the halo sizes.  The join holds the tiles and the cut value at once (twice
+the cut value at its end); the planner counts it, and a cut at a small value keeps it
+small.  `cgen compile --patches N|auto|off` reaches this through `prepare_patched`.
 """
 from __future__ import annotations
 
