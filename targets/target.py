@@ -87,15 +87,15 @@ class Target:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-# Cores whose -mcpu already enables the dot product (the compiler defines
-# __ARM_FEATURE_DOTPROD, which selects the int8 kernels' sdot way).
+# Cores whose -mcpu already enables the dot product (the compiler then defines the
+# feature macro that selects the int8 kernels' sdot way).
 _DOTPROD_CPUS = ("cortex-a55", "cortex-a75", "cortex-a76", "cortex-a77", "cortex-a78",
                  "cortex-x1", "neoverse-n1")
 
 
 def _with_dotprod(cflags: tuple) -> tuple:
-    """cflags that enable the dot product.  gcc's arm_neon.h wants Armv8.2 for vdotq_s32
-    (an armv8-a+dotprod build defines the macro, then fails to inline it), so an older
+    """cflags that enable the dot product.  gcc's NEON header wants Armv8.2 for the sdot
+    intrinsic (an armv8-a+dotprod build defines the macro, then fails to inline it), so an older
     -march becomes armv8.2-a+dotprod, and an -mcpu of a core without it becomes that
     -march with -mtune of the core; an -mcpu of a core that has it stays."""
     for i, f in enumerate(cflags):

@@ -30,6 +30,8 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..codegen.isa import AVX2, NEON_AARCH64, NEON_ARMV7
+
 MCA = "llvm-mca"
 MCA_ITERATIONS = 200
 
@@ -49,11 +51,11 @@ class Arch:
 
 ARCHES = {
     "aarch64": Arch("aarch64", "aarch64", "-mcpu", r"fmla", "fmla\tv{i}.4s, v30.4s, v31.4s", 28,
-                    r"b|b\.?[a-z]{2}|cbn?z|tbn?z", "arm_neon.h"),
+                    r"b|b\.?[a-z]{2}|cbn?z|tbn?z", NEON_AARCH64.header),
     "armv7": Arch("armv7", "armv7", "-mcpu", r"v(fma|mla)\.f32", "vfma.f32\tq{i}, q14, q15", 14,
-                  r"b|b[a-z]{2}", "arm_neon.h"),
+                  r"b|b[a-z]{2}", NEON_ARMV7.header),
     "x86-64": Arch("x86_64", "x86-avx2", "-mtune", r"vfmadd\d+ps",
-                   "vfmadd231ps\t%ymm14, %ymm15, %ymm{i}", 14, r"j[a-z]+", "immintrin.h"),
+                   "vfmadd231ps\t%ymm14, %ymm15, %ymm{i}", 14, r"j[a-z]+", AVX2.header),
 }
 _EXITS = ("ret", "bx", "pop")
 TRIPLE_OF_ARCH = {"aarch64": "aarch64", "armv7": "armv7", "x86_64": "x86-64"}

@@ -166,7 +166,7 @@ def _order(rnn: _Rnn, k: int) -> list:
     return list(range(rnn.T)) if rnn.dirs[k] == "forward" else list(range(rnn.T - 1, -1, -1))
 
 
-def _mm_add(rnn: _Rnn, xw: str, h, RT: str, tag: str) -> str:
+def _matmul_plus(rnn: _Rnn, xw: str, h, RT: str, tag: str) -> str:
     """xw + h RT (just xw while the state is still zero)."""
     if h is None:
         return xw
@@ -200,7 +200,7 @@ def convert_lstm(imp, n, a):
         out = [None] * rnn.T
         for t in _order(rnn, k):
             tag = f"d{k}t{t}"
-            pre = _mm_add(rnn, xw[t], h, RT, f"{tag}_g")
+            pre = _matmul_plus(rnn, xw[t], h, RT, f"{tag}_g")
             if peep is None and rnn.acts[k][:2] == ["sigmoid", "tanh"]:
                 i, o, f, g = rnn.split(_sigmoid_tanh(rnn, pre, f"{tag}_act"), 1, 4, f"{tag}_gates")
             else:
@@ -251,7 +251,7 @@ def convert_gru(imp, n, a):
             zr, xh = rnn.split(xw[t], 1, 2, f"{tag}_x", sizes=(2 * H, H))
             # both gates activated before the split: stored, not recomputed in the
             # candidate's kernel (no transcendental nested in another)
-            zr = rnn.act(k, 0, _mm_add(rnn, zr, h, RTzr, f"{tag}_zr"), f"{tag}_zra")
+            zr = rnn.act(k, 0, _matmul_plus(rnn, zr, h, RTzr, f"{tag}_zr"), f"{tag}_zra")
             z, r = rnn.split(zr, 1, 2, f"{tag}_zrs")
             if h is None:
                 cand = xh if rbh is None or not lbr else rnn.emit("add", [xh, rnn.emit(
@@ -285,7 +285,7 @@ def convert_rnn(imp, n, a):
         h = rnn.state(5, k, f"h0_{k}")
         out = [None] * rnn.T
         for t in _order(rnn, k):
-            h = rnn.act(k, 0, _mm_add(rnn, xw[t], h, RT, f"d{k}t{t}_g"), f"d{k}t{t}_h")
+            h = rnn.act(k, 0, _matmul_plus(rnn, xw[t], h, RT, f"d{k}t{t}_g"), f"d{k}t{t}_h")
             out[t] = h
         hs.append(out)
         last_h.append(h)
