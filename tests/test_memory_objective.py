@@ -295,3 +295,9 @@ def test_model_tasks_for_the_ram_objective_cortex_m4():
     assert all(len(set(t.kernels)) == len(t.kernels) == t.count for t in ram)
     assert {n: c for n, c in ((t.task.template.name, t.count) for t in ram)
             if n in lat} == lat
+
+
+def test_manifest_names_the_objective_generic_c():
+    model, _ = MODELS["mlp"]()
+    assert compile_model(model, "generic-c").manifest["objective"] == "latency"
+    assert compile_model(model, "generic-c", objective="ram").manifest["objective"] == "ram"

@@ -285,6 +285,7 @@ def compile_model(model, target="host", name: str | None = None, input_shapes=No
     fg = legalize(fused, tgt, legalize_objective(objective))
     kernels, options = choose_kernels(fg, tgt, tuned, objective, budget_ram, stack_limit)
     src = emit_model(fg.graph, kernels, tgt, name, _label(model), stack_limit, **options)
+    src.manifest["objective"] = objective
     rep = src.report
     if patch_plan is not None:
         src.manifest["patches"] = patch_plan.to_json()
