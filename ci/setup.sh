@@ -43,6 +43,8 @@ PKGS=(
     "gcc-arm-none-eabi|cmd:arm-none-eabi-gcc"
     "libnewlib-arm-none-eabi|"
     "openssh-server|file:/usr/sbin/sshd"
+    "llvm|cmd:llvm-mca"
+    "valgrind|cmd:valgrind"
 )
 
 check_ok() {  # all space-separated checks in $1 pass (empty: fail)
