@@ -97,8 +97,9 @@ class Conv2dGemmTemplate:
         nrs = sorted({nr for m in mrs for nr in self._nr_choices(tgt, m)})
         # depth blocks: whole input channels (so the unfolded rows split without division)
         kc = tuple(sorted({c * khw for c in (8, 16, 32, 64, 128, 256) if c < cg} | {cg * khw}))
-        # pixel blocks: whole output rows
-        nc = tuple(sorted({min(P, r * OW) for r in (1, 2, 4, 8, 16, 32)} | {P}))
+        # pixel blocks: whole output rows (also any divisor of OH rows: no short last block)
+        nc = tuple(sorted({min(P, r * OW) for r in (1, 2, 4, 8, 16, 32)} | {P}
+                          | {r * OW for r in range(1, min(OH, 32) + 1) if OH % r == 0}))
         mc = tuple(m for m in (1, 2, 4, 8, 16, 32, 64) if m == 1 or (m // 2) * min(mrs) < fg)
         micro = ("masked", "fixed", "off") if masked_tiles_ok(tgt) else ("fixed", "off")
         knobs = [Knob("mr", mrs), Knob("nr", tuple(nrs)), Knob("mc", mc), Knob("kc", kc),
@@ -112,11 +113,15 @@ class Conv2dGemmTemplate:
         OH, OW = out_size(wl)
         mr = wl["oc_bn"] or gemm_default_mr(wl, tgt)
         nrs = self._nr_choices(tgt, mr)
-        nr = max(nrs)
         cg, khw = wl["C"] // wl["groups"], wl["KH"] * wl["KW"]
         # the B block (kc x nc floats) about half of L2, the A block (mc*mr x kc) in L1/L2
         kc = min(cg, 256 // khw if khw > 1 else 256) * khw
-        nc = OW * max(1, min(OH, (256 * 1024) // (4 * kc * OW)))
+        # whole rows dividing OH: a short last pixel block would still run its empty tiles
+        rows = max(1, min(OH, (256 * 1024) // (4 * kc * OW)))
+        nc = OW * max(r for r in range(1, rows + 1) if OH % r == 0)
+        # the widest tile of the fewest tail columns (a fixed tile's tail runs scalar
+        # where the ISA has no lane masks)
+        nr = min(nrs, key=lambda n: (nc % n + (OH * OW % nc) % n, -n))
         want = {"mr": mr, "nr": nr, "mc": 16, "kc": kc, "nc": nc, "order": "ji",
                 "micro": "masked" if masked_tiles_ok(tgt) else "fixed", "parallel": False}
         return sp.nearest(want)
@@ -157,7 +162,8 @@ class Conv2dGemmTemplate:
         # (a row or column loop of extent 1 is simplified away: no tile left to tensorize)
         if (c["micro"] != "off" and min(mr, fg) > 1 and min(nr, c["nc"]) > 1
                 and tile_kernel_shape_ok(tgt, mr, nr)):
-            st.tensorize(kk, tile_intrin(tgt, mr, nr, masked=c["micro"] == "masked"))
+            st.tensorize(kk, tile_intrin(tgt, mr, nr, masked=c["micro"] == "masked",
+                                          a_packed=True))
         # the unfolded block: k = (ci, kh, kw) and p = (oy, ox) split so its loops divide nothing
         cst = s[col]
         _, _, ck, cp = cst.op.axis

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...codegen.isa import isa_for
 from ...tensorize import TensorizeError
 from ...tensorize.kernels import tile_definition
-from ...tensorize.microkernel import tile_dispatch
+from ...tensorize.microkernel import tile_dispatch, tile_kernel
 from targets import resolve
 
 
@@ -19,15 +19,22 @@ def tile_kernel_shape_ok(target, MR: int, NR: int) -> bool:
 
 
 def tile_intrin(target, MR: int, NR: int, prefetch: int = 0, masked: bool = False,
-                rows: bool = False):
+                rows: bool = False, a_packed: bool = False):
     """The MR x NR register-tile GEMM intrinsic, A with arbitrary strides (conv rows);
     `prefetch` > 0 prefetches B that many steps of k ahead.  `masked` (ISAs with
     masks) takes any number of columns up to NR, `rows` any number of rows up to MR,
-    so tails need no scalar code."""
+    so tails need no scalar code.  `a_packed`: A is MR-row panels (contiguous along the
+    rows); where the ISA multiplies by lane, a fixed tile then loads MR values as
+    vectors instead of broadcasting each row through its own pointer."""
     tgt = resolve(target)
     if not tile_kernel_shape_ok(tgt, MR, NR):
         raise TensorizeError(f"no {MR}x{NR} register tile kernel for target {tgt.name}")
     isa = isa_for(tgt)
+    if a_packed and not masked and not rows and getattr(isa, "lane_fma", None) \
+            and MR % isa.lanes == 0:
+        name = f"cg_tile_{MR}x{NR}p{f'_pf{prefetch}' if prefetch else ''}_{isa.name.replace('-', '_')}"
+        return tile_definition(name, tile_kernel(name, isa, MR, NR, prefetch, a_read="lanes"),
+                               MR, NR, a_unit=True)
     if masked and isa.tail != "mask":
         raise TensorizeError(f"no masked tile kernel on {isa.name}")
     name = (f"cg_tile_{MR}x{NR}{'m' if masked else ''}{'r' if rows else ''}"
