@@ -89,14 +89,19 @@ def run(args) -> int:
     for n in names:
         common.progress(args, f"  {n} ...")
         recs.append(row(n, table[n], args.target, args.flash))
-    over = [r["case"] for r in recs if r["lower_bound_bytes"]
-            and r["ram_bytes"] > 1.1 * r["lower_bound_bytes"]]
-    above = [r["case"] for r in recs if r["ram_bytes"] > r["tflm_bytes"]]
-    note = (f"memory on {args.target}: {len(recs)} models; ram objective within 1.1x the "
-            f"per-op bound: {len(recs) - len(over)} of {len(recs)}"
-            + (f" (over: {', '.join(over)})" if over else "")
-            + f"; at or below the TFLM-style plan: {len(recs) - len(above)} of {len(recs)}"
-            + (f" (above: {', '.join(above)})" if above else ""))
+    def count(key):
+        over = [r["case"] for r in recs if r[key] > 1.1 * r["lower_bound_bytes"]]
+        above = [r["case"] for r in recs if r[key] > r["tflm_bytes"]]
+        return (f"within 1.1x the per-op bound {len(recs) - len(over)} of {len(recs)}"
+                + (f" (over: {', '.join(over)})" if over else "")
+                + f", at or below the TFLM-style plan {len(recs) - len(above)} of {len(recs)}"
+                + (f" (above: {', '.join(above)})" if above else ""))
+    patched = [r for r in recs if r["patches"]]
+    below = ", ".join(f"{r['case']} {r['patched_bytes'] / r['lower_bound_bytes']:.2f}x"
+                      for r in patched if r["lower_bound_bytes"])
+    note = (f"memory on {args.target}, {len(recs)} models: ram objective as compiled "
+            f"(patches where planned): {count('patched_bytes')}; per layer: "
+            f"{count('ram_bytes')}; patched, workspace / bound: {below or 'none'}")
     if args.json:
         common.print_json_lines(recs)
         common.progress(args, note)

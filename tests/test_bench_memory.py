@@ -24,7 +24,7 @@ def records():
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    assert "within 1.1x the per-op bound" in proc.stderr      # the closing note
+    assert "within 1.1x the per-op bound 2 of 2" in proc.stderr      # the closing note
     return [json.loads(ln) for ln in lines]
 
 
