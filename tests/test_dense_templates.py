@@ -155,7 +155,28 @@ def test_gemv_path_has_its_own_knobs(target):
     assert t.space(wl, target).names()[:3] == ("NC", "unroll", "prefetch")
     assert not t.gemv(t.workload(8, 1000, 1024, weights="packed"), target)
     assert not t.gemv(t.workload(1, 1000, 1024, weights="plain"), target)
-    assert not t.gemv(wl, "aarch64")
+    # NEON generates only the one-row kernel: one row takes the GEMV path, two rows do not
+    assert t.gemv(wl, "aarch64")
+    assert not t.gemv(t.workload(2, 1000, 1024, weights="packed"), "aarch64")
+    assert not t.gemv(wl, "generic-c")
+
+
+@pytest.mark.parametrize("target", ["aarch64", "armv7"])
+@pytest.mark.parametrize("N,K", [(40, 67), (16, 8)])
+def test_one_row_dense_on_neon_streams_the_weights_once(target, N, K):
+    """aarch64 / armv7 NEON: a packed one-row dense runs the generated 1 x NR kernel (no
+    padded 8-row tile) over every column, tails and the bias included, and matches numpy
+    under QEMU."""
+    t = DenseTemplate()
+    wl = t.workload(1, N, K, weights="packed", b_block=t.panel_columns(target),
+                    epilogue=["bias", "relu"])
+    assert t.gemv(wl, target)
+    s, args = t.build(wl, target, t.default(wl, target))
+    mod = cgen.build(s, args, target=target, name="fc1")
+    assert "cg_gemm_1x" in mod.c_source
+    inputs = t.inputs(wl, np.random.default_rng(3))
+    mod(*inputs)
+    assert_matches(inputs[-1], t.reference(wl, inputs)["C"])
 
 
 @pytest.mark.parametrize("bad", [

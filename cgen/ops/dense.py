@@ -34,7 +34,7 @@ import numpy as np
 from .common import config_dict
 from .space import ConfigSpace, Knob
 from .gemm import (EPILOGUE_STEPS, MatmulSpec, generated_kernels, kernel_rows, kernel_shape,
-                   matmul_reference, pack_b, packed_matmul)
+                   one_row_kernel, matmul_reference, pack_b, packed_matmul)
 from .gemm_template import (gemm_config, gemm_default_values, gemm_knobs,
                             quick_variants)
 from .tophub import best_known
@@ -191,7 +191,8 @@ class DenseTemplate(_MatmulBase):
     def gemv(self, wl: dict, target) -> bool:
         """Whether the workload takes the GEMV path on the target."""
         tgt = resolve(target)
-        return wl["M"] <= GEMV_ROWS and wl["weights"] == "packed" and generated_kernels(tgt)
+        return wl["M"] <= GEMV_ROWS and wl["weights"] == "packed" and (
+            generated_kernels(tgt) or (wl["M"] == 1 and one_row_kernel(tgt)))
 
     def space(self, wl: dict, target) -> ConfigSpace:
         tgt = resolve(target)
@@ -225,9 +226,15 @@ class DenseTemplate(_MatmulBase):
             return super().default(wl, tgt)
         # untuned: weight panels prefetched 16 k steps ahead, 4 steps per loop iteration,
         # 256-column blocks (the shipped table has the measured choice per ISA)
+        # Where only the one-row kernel is generated (NEON): 8 steps, no prefetch -- the
+        # weights are one sequential stream the core's own prefetcher follows, and a prfm
+        # per k step costs as much as a load (aarch64 icount: 4599 ticks against 5902 for
+        # u4/p16 on 256x512)
         space = self.space(wl, tgt)
-        want = shipped_knobs(self.name, wl, tgt, space) or {
-            "NC": 256, "unroll": 4, "prefetch": 16, "parallel": False}
+        untuned = ({"NC": 256, "unroll": 4, "prefetch": 16, "parallel": False}
+                   if generated_kernels(tgt) else
+                   {"NC": 256, "unroll": 8, "prefetch": 0, "parallel": False})
+        want = shipped_knobs(self.name, wl, tgt, space) or untuned
         return space.nearest(want)
 
     def quick_configs(self, wl: dict, target) -> list:

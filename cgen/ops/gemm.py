@@ -68,6 +68,14 @@ def generated_kernels(target) -> bool:
     return isa is not None and bool(isa.gemm_rows)
 
 
+def one_row_kernel(target) -> bool:
+    """Whether a one-row GEMM kernel (`blis_kernel` with MR = 1: the GEMV of a single row,
+    independent accumulators over unrolled k) is generated for the target: every vector
+    ISA row, those with a shipped tile only included (NEON)."""
+    isa = _row(target)
+    return isa is not None and not isa.scalar and bool(isa.gemm_tile)
+
+
 def kernel_rows(target) -> tuple:
     """The MR choices of the target's GEMM micro-kernels (0 stands for the shipped kernel)."""
     return _row(target).gemm_rows if generated_kernels(target) else (0,)
@@ -79,6 +87,8 @@ def kernel_shape(target, MR: int = 0) -> tuple:
     if MR == 0:
         return gemm_shape(tgt)
     isa = _row(tgt)
+    if MR == 1 and one_row_kernel(tgt):
+        return 1, isa.gemm_tile[1]
     if not generated_kernels(tgt) or not 1 <= MR <= isa.gemm_max_rows:
         raise TensorizeError(f"no {MR}-row GEMM micro-kernel for target {tgt.name}")
     return MR, isa.gemm_tile[1]
