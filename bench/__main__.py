@@ -20,6 +20,7 @@ SUITES = {
     "mca": ("bench.mca", "llvm-mca: rank correlation with host seconds; NEON GEMM tiles' fraction of the FMA-pipe bound"),
     "arm": ("bench.arm", "ARM kernels vs XNNPACK (Debian arm64) or a physical bound, in QEMU icount instructions"),
     "memory": ("bench.memory", "workspace per test model on cortex-m4 vs the per-op bound and a TFLM-style plan (bytes)"),
+    "models": ("bench.models", "zoo models (zoo/, published sizes) vs onnxruntime one thread on x86-avx2/x86-avx512 (seconds)"),
 }
 
 
