@@ -86,10 +86,13 @@ def cgen_task(case: Case, target):
                 "dw": lambda: f"depthwise:1,{d['C']},{d['H']},{d['W']},3,3,1,1"}[case.kind]()
         return parse_workload(spec, target)
     q = {"x_dtype": "int8", "w_dtype": "int8", "y_dtype": "int8", "rounding": "onnx"}
+    # qdense weights (N, K), as the graph passes constant weights (cgen.graph.routes)
     spec = {"gemm": lambda: ("qdense", {"M": d["M"], "N": d["N"], "K": d["K"], "a_dtype": "int8",
-                                         "b_dtype": "int8", "y_dtype": "int8", "rounding": "onnx"}),
+                                         "b_dtype": "int8", "y_dtype": "int8", "rounding": "onnx",
+                                       "b_layout": "NK"}),
             "fc": lambda: ("qdense", {"M": 1, "N": d["N"], "K": d["K"], "a_dtype": "int8",
-                                       "b_dtype": "int8", "y_dtype": "int8", "rounding": "onnx"}),
+                                       "b_dtype": "int8", "y_dtype": "int8", "rounding": "onnx",
+                                       "b_layout": "NK"}),
             "pw": lambda: ("qconv2d", {"N": 1, "C": d["C"], "H": d["H"], "W": d["W"], "F": d["F"],
                                         "KH": 1, "KW": 1, "w_layout": "packed", **q}),
             "dw": lambda: ("qdepthwise_conv2d", {"N": 1, "C": d["C"], "H": d["H"], "W": d["W"],

@@ -460,8 +460,10 @@ def _qlinear_route(group: Group, graph: Graph, target) -> Route:
     else:
         K, Nn = wa.shape
         M = int(np.prod(x.shape[:-1], dtype=np.int64))
+        # the constant weights go in transposed (N, K): the packed kernels read them in
+        # place instead of transposing K x N bytes on every call
         wl = tm.workload(M, Nn, K, a_dtype=x.dtype, b_dtype=w.dtype, y_dtype=y.dtype,
-                         rounding="onnx", per_channel=per_channel)
+                         rounding="onnx", per_channel=per_channel, b_layout="NK")
         bias = np.zeros(Nn, np.int32)
         channels = Nn
     P = channels if per_channel else 1
@@ -472,11 +474,15 @@ def _qlinear_route(group: Group, graph: Graph, target) -> Route:
             f"{xz.name}__zp": vec(xz, np.int32, 1), f"{wz.name}__zp{P}": vec(wz, np.int32, P),
             f"{yz.name}__zp": vec(yz, np.int32, 1), f"{xs.name}__s": vec(xs, np.float32, 1),
             f"{ws.name}__s{P}": vec(ws, np.float32, P), f"{ys.name}__s": vec(ys, np.float32, 1)}
-    args = [Arg("value", x.name), Arg("const", w.name)] + [Arg("const", k) for k in made]
-    shapes = {1: wa.shape}
+    wname, wshape, packed = w.name, wa.shape, {}
+    if n.op != "qlinear_conv2d":            # b_layout "NK" above
+        wname, wshape = f"{w.name}__nk", wa.shape[::-1]
+        packed = {wname: np.ascontiguousarray(wa.T)}
+    args = [Arg("value", x.name), Arg("const", wname)] + [Arg("const", k) for k in made]
+    shapes = {1: wshape}
     shapes.update({2 + i: a.shape for i, a in enumerate(made.values())})
-    return Route(tm, wl, args, lambda tgt, cfg: _tmpl_build(tm, wl, tgt, cfg, shapes), made,
-                 tuple(group.nodes[1:]), flops=tm.flops(wl))
+    return Route(tm, wl, args, lambda tgt, cfg: _tmpl_build(tm, wl, tgt, cfg, shapes),
+                 {**packed, **made}, tuple(group.nodes[1:]), flops=tm.flops(wl))
 
 
 ROUTES = {
