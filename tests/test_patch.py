@@ -172,6 +172,12 @@ def test_compiled_patches_match_the_reference_on_generic_c():
     assert cm.report.activation_bytes < peak_activations(g)
 
 
+def test_patched_c_is_deterministic():
+    model = two_convs()[0]
+    a, b = (compile_model(model, "generic-c", patches=3) for _ in range(2))
+    assert a.c_source == b.c_source and a.c_source.count("static int") > 9
+
+
 def test_cli_prints_the_plan_and_refuses_a_bad_grid(tmp_path, capsys):
     import onnx
     from cgen.cli import main
