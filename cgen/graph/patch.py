@@ -370,14 +370,11 @@ def network_macs(graph: Graph) -> int:
 
 
 def per_op_lower_bound(graph: Graph, fused: bool = True) -> int:
-    """The per-operator activation lower bound: the largest inputs + outputs of one op
-    (with `fused`, of one fused kernel), graph inputs, outputs and constants excluded."""
-    io = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
-    ops = ([g.inputs + g.outputs for g in fuse(graph).groups] if fused else
-           [tuple(v for v in n.inputs if v.name not in graph.constants) + n.outputs
-            for n in graph.nodes])
-    return max((sum(v.nbytes for v in {v.name: v for v in vals}.values() if v.name not in io)
-                for vals in ops), default=0)
+    """The per-operator activation lower bound (plan_tflm.op_lower_bound), of fused
+    kernels by default."""
+    from .plan_tflm import op_lower_bound
+    return op_lower_bound(graph, fused)
+
 
 __all__ = ["PatchPlan", "plan_patches", "apply_patches", "patch_graph", "prepare_patched",
            "peak_activations", "stage_macs", "per_op_lower_bound", "network_macs"]

@@ -27,17 +27,20 @@ from .memory import Interval, Plan
 TFLM_ALIGN = 16
 
 
-def op_lower_bound(graph) -> int:
-    """The largest inputs + outputs of any single op, graph I/O and constants excluded."""
+def op_lower_bound(graph, fused: bool = False) -> int:
+    """The per-operator activation lower bound: the largest inputs + outputs of any single
+    op (reshapes and other aliases excluded), or with `fused` of any single fused kernel;
+    graph inputs, outputs and constants excluded."""
     io = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
-    best = 0
-    for n in graph.nodes:
-        if n.op in ALIAS_OPS:
-            continue
-        vals = {v.name: v for v in tuple(n.inputs) + tuple(n.outputs)
-                if v is not None and v.name not in io and v.name not in graph.constants}
-        best = max(best, sum(v.nbytes for v in vals.values()))
-    return best
+    if fused:
+        from .fuse import fuse
+        ops = [tuple(g.inputs) + tuple(g.outputs) for g in fuse(graph).groups]
+    else:
+        ops = [tuple(n.inputs) + tuple(n.outputs) for n in graph.nodes if n.op not in ALIAS_OPS]
+    return max((sum(v.nbytes for v in {v.name: v for v in vals if v is not None
+                                       and v.name not in io
+                                       and v.name not in graph.constants}.values())
+                for vals in ops), default=0)
 
 
 def _is_alias(group) -> bool:
