@@ -94,6 +94,9 @@ def run(args) -> int:
             except RuntimeError as e:
                 failed.append(n)
                 common.progress(args, f"  {n}: {e}")
+                continue
+            if args.json:       # as measured: a long run interrupted keeps its records
+                common.print_json_lines(recs[-1:])
     tuned = bool(args.tuning_log)
     below = [r["case"] for r in recs if r["ratio"] < (1.3 if tuned else 1.0)]
     note = (f"models on {args.target}: {len(recs)} of {len(names)} measured; ratio >= "
@@ -101,7 +104,6 @@ def run(args) -> int:
             f" of {len(recs)}" + (f" (below: {', '.join(below)})" if below else "")
             + (f"; failed: {', '.join(failed)}" if failed else ""))
     if args.json:
-        common.print_json_lines(recs)
         common.progress(args, note)
     else:
         heads = ["model", "scale", "params", "cgen ms", "ort ms", "ratio", "max rel err"]
