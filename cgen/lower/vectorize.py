@@ -127,17 +127,45 @@ def _coef(index: Expr, v: Var) -> int:
     return terms.get(v, 0)
 
 
-def _vec_expr(e: Expr, v: Var, isa, lanes_dtype: str):
+def _mentioning(e, v: Var) -> set:
+    """ids of the nodes of e whose subtree mentions v, found in one walk (asking
+    free_vars at every node of a deep tree is quadratic: nested activations took
+    seconds per kernel)."""
+    hit, seen = set(), {}
+
+    def rec(x) -> bool:
+        k = id(x)
+        if k in seen:
+            return seen[k]
+        if isinstance(x, Var):
+            r = x == v
+        else:
+            r = False
+            for f in getattr(x, "__dataclass_fields__", ()):
+                c = getattr(x, f)
+                for y in (c if isinstance(c, tuple) else (c,)):
+                    if hasattr(y, "__dataclass_fields__") and rec(y):
+                        r = True
+        seen[k] = r
+        if r:
+            hit.add(k)
+        return r
+    rec(e)
+    return hit
+
+
+def _vec_expr(e: Expr, v: Var, isa, lanes_dtype: str, hit: set | None = None):
     """(is_vector, expr) for e with v the lane variable at its chunk base."""
-    if v not in free_vars(e):
+    hit = _mentioning(e, v) if hit is None else hit
+    if id(e) not in hit:
         return False, e
     if isinstance(e, Load):
         if e.dtype != "float32" or _coef(e.index, v) != 1:
             raise _Bail()
         return True, VLoad(e.buffer, e.index, lanes_dtype)
     if isinstance(e, Binary) and e.dtype == "float32" and e.op in isa.binary:
-        va, a = _vec_expr(e.a, v, isa, lanes_dtype)
-        vb, b = _vec_expr(e.b, v, isa, lanes_dtype)
+        va, a = _vec_expr(e.a, v, isa, lanes_dtype, hit)
+        vb, b = _vec_expr(e.b, v, isa, lanes_dtype, hit)
         a = a if va else Broadcast(a, lanes_dtype)
         b = b if vb else Broadcast(b, lanes_dtype)
         return True, Binary(e.op, a, b, lanes_dtype)

@@ -2,29 +2,36 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from .expr import Node, Var
+
+
+@functools.cache
+def _field_names(cls) -> tuple:
+    # dataclasses.fields() builds its tuple on every call: a third of lowering's time
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def map_children(node, fn):
     """A copy of node with fn applied to each child node; the same object if none changed."""
     changes = {}
-    for f in dataclasses.fields(node):
-        v = getattr(node, f.name)
+    for name in _field_names(type(node)):
+        v = getattr(node, name)
         if isinstance(v, Node):
             nv = fn(v)
             if nv is not v:
-                changes[f.name] = nv
+                changes[name] = nv
         elif isinstance(v, tuple) and v and isinstance(v[0], Node):
             nv = tuple(fn(y) for y in v)
             if any(a is not b for a, b in zip(nv, v)):
-                changes[f.name] = nv
+                changes[name] = nv
     return dataclasses.replace(node, **changes) if changes else node
 
 
 def children(node):
-    for f in dataclasses.fields(node):
-        v = getattr(node, f.name)
+    for name in _field_names(type(node)):
+        v = getattr(node, name)
         if isinstance(v, Node):
             yield v
         elif isinstance(v, tuple):
