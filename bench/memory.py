@@ -17,9 +17,12 @@ tests/test_memory_objective.py), compiled for --target (default cortex-m4):
   code, weights   flash bytes of the ram build's object (cgen.graph.flash), with
              --flash (builds each model for the target)
 
+  insns      with --icount (Cortex-M targets): instructions of one inference of the
+             latency build and of the ram build as compiled, under `qemu-system-arm
+             -icount` with SysTick calibrated in the same run (bench.peers.mclass)
+
 ratio = tflm / ram (above 1 when cgen's plan is smaller); the closing note says how
-each model stands against 1.1x its bound.  Latency in icount ticks is not measured:
-this project's icount runner is bare-metal aarch64, not Cortex-M.
+each model stands against 1.1x its bound.
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ def add_arguments(p) -> None:
                    help="only these models (default: every one)")
     p.add_argument("--flash", action="store_true",
                    help="also build each ram build for the target and read its code bytes")
+    p.add_argument("--icount", action="store_true",
+                   help="also count the instructions of one inference (latency and ram "
+                        "builds) under qemu-system-arm -icount (Cortex-M targets)")
 
 
 def models() -> dict:
@@ -52,13 +58,13 @@ def per_layer_workspace(model, target, objective: str) -> int:
     return emit_model(fg.graph, kernels, tgt, "m", **options).workspace_bytes
 
 
-def row(name: str, build, target: str, flash: bool = False) -> dict:
+def row(name: str, build, target: str, flash: bool = False, icount: bool = False) -> dict:
     from cgen.graph.drive import legalize
     from cgen.graph.kernels import kernel_target
     from cgen.graph.model import compile_model
     from cgen.graph.pipeline import prepare
     from cgen.graph.plan_tflm import op_lower_bound, tflm_plan
-    model, _ = build()
+    model, feeds = build()
     tgt = kernel_target(target)
     fg = legalize(prepare(model), tgt, "ram")
     bound, tflm = op_lower_bound(fg.graph), tflm_plan(fg).total
@@ -76,6 +82,12 @@ def row(name: str, build, target: str, flash: bool = False) -> dict:
            "weight_bytes": cm.report.weight_bytes, "code_bytes": None}
     if flash:
         rec["code_bytes"] = cm.flash().code_bytes
+    rec["latency_insns"] = rec["ram_insns"] = None
+    if icount:
+        from .peers.mclass import model_instructions
+        fast = compile_model(model, target, name=name, objective="latency", patches="off")
+        rec["latency_insns"] = model_instructions(fast, feeds)
+        rec["ram_insns"] = model_instructions(cm, feeds)
     return rec
 
 
@@ -88,7 +100,7 @@ def run(args) -> int:
     recs = []
     for n in names:
         common.progress(args, f"  {n} ...")
-        recs.append(row(n, table[n], args.target, args.flash))
+        recs.append(row(n, table[n], args.target, args.flash, args.icount))
     def count(key):
         over = [r["case"] for r in recs if r[key] > 1.1 * r["lower_bound_bytes"]]
         above = [r["case"] for r in recs if r[key] > r["tflm_bytes"]]
@@ -108,9 +120,10 @@ def run(args) -> int:
         return 0
     print(common.format_table(
         ["model", "bound", "tflm", "latency", "ram", "patched", "ram/bound", "tflm/ram",
-         "weights", "code"],
+         "weights", "code", "insns latency", "insns ram"],
         [(r["case"], r["lower_bound_bytes"], r["tflm_bytes"], r["latency_bytes"],
           r["ram_bytes"], r["patched_bytes"], r["ram_over_bound"], r["ratio"],
-          r["weight_bytes"], r["code_bytes"]) for r in recs]))
+          r["weight_bytes"], r["code_bytes"], r["latency_insns"], r["ram_insns"])
+         for r in recs]))
     print(note)
     return 0

@@ -46,3 +46,16 @@ def test_ratio_is_tflm_over_ram_and_kws_fits(records):
     assert kws["latency_bytes"] > 1.5 * kws["lower_bound_bytes"]
     assert kws["ram_bytes"] <= 1.1 * kws["lower_bound_bytes"]
     assert kws["lower_bound_bytes"] == 2 * 24 * 25 * 5 * 4
+
+
+def test_icount_counts_one_inference_of_each_build_on_cortex_m4():
+    """--icount: instructions of one inference under qemu-system-arm -icount for the
+    latency and ram builds, and the same count on a second run (a count, not a clock)."""
+    from bench.memory import models, row
+    from bench.peers.mclass import model_instructions
+    from cgen.graph.model import compile_model
+    rec = row("kws_cnn", models()["kws_cnn"], "cortex-m4", icount=True)
+    assert rec["latency_insns"] > 0 and rec["ram_insns"] > 0
+    model, feeds = models()["kws_cnn"]()
+    cm = compile_model(model, "cortex-m4", name="kws_cnn", objective="ram")
+    assert model_instructions(cm, feeds) == rec["ram_insns"]

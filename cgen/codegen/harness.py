@@ -67,17 +67,48 @@ static double cg_now(void) {
 }
 """
 
+# Instructions on an M-profile core under `qemu-system-arm -icount shift=0`: virtual time
+# advances one nanosecond per instruction and SysTick (24 bits, processor clock) runs on
+# it, so instructions per tick are measured once by a loop of known length (2 x 200000
+# instructions) and cg_now() returns instructions so far; calls must lie less than 2^24
+# ticks apart (about 6.7e8 instructions on a 25 MHz board).
+_SYSTICK_CLOCK = """
+#define CG_SYST_CSR (*(volatile unsigned long *)0xE000E010ul)
+#define CG_SYST_RVR (*(volatile unsigned long *)0xE000E014ul)
+#define CG_SYST_CVR (*(volatile unsigned long *)0xE000E018ul)
+static double cg_per_tick = 0.0, cg_count = 0.0;
+static unsigned long cg_last = 0ul;
+
+static double cg_now(void) {
+  unsigned long now;
+  if (cg_per_tick == 0.0) {
+    unsigned long n = 200000ul, t0;
+    CG_SYST_RVR = 0xFFFFFFul; CG_SYST_CVR = 0ul; CG_SYST_CSR = 5ul;
+    t0 = CG_SYST_CVR;
+    __asm__ volatile ("1: subs %0, %0, #1\\n\\tbne 1b" : "+r"(n) : : "cc");
+    cg_per_tick = 400000.0 / (double)((t0 - CG_SYST_CVR) & 0xFFFFFFul);
+    cg_last = CG_SYST_CVR;
+  }
+  now = CG_SYST_CVR;
+  cg_count += (double)((cg_last - now) & 0xFFFFFFul) * cg_per_tick;
+  cg_last = now;
+  return cg_count;
+}
+"""
+
 # timer name -> (feature macro, C of cg_now)
 _TIMERS = {
     "posix": ("#define _POSIX_C_SOURCE 200809L\n", _POSIX_CLOCK),
     "semihosting": ("", _SEMIHOSTING_CLOCK),
+    "systick": ("", _SYSTICK_CLOCK),
 }
 
 
 def prelude(clock: str = "posix") -> str:
     """Includes, file helpers and the timer of a hosted harness; clock "posix" (a
-    monotonic clock_gettime) or "semihosting" (Arm M-profile semihosting's elapsed
-    time, for newlib with rdimon on bare metal)."""
+    monotonic clock_gettime), "semihosting" (Arm M-profile semihosting's elapsed
+    time, for newlib with rdimon on bare metal) or "systick" (instructions, under QEMU
+    -icount on an M-profile board)."""
     try:
         feature, timer = _TIMERS[clock]
     except KeyError:
