@@ -299,3 +299,39 @@ def test_manifest_names_the_objective_generic_c():
     model, _ = MODELS["mlp"]()
     assert compile_model(model, "generic-c").manifest["objective"] == "latency"
     assert compile_model(model, "generic-c", objective="ram").manifest["objective"] == "ram"
+
+
+@pytest.mark.slow
+def test_flash_budget_takes_the_fronts_least_code_configs_cortex_m4():
+    """lenet on cortex-m4 with a front of two configs of its first dense kernel: the fast
+    one with more code and a slower one with less (code measured by building each).  Under
+    a flash budget only the smaller fits: compile takes it from the front and says so;
+    without a front (the fastest configs alone) the same budget is refused in one line."""
+    from cgen.autotune.log import apply_pareto
+    from cgen.graph import ModelError
+    from cgen.graph.drive import lower_graph
+    from cgen.graph.objective import legalize_objective
+    model, _ = MODELS["lenet"]()
+    tgt = kernel_target(TARGET)
+    fg = legalize(prepare(model), tgt, legalize_objective("latency"))
+    k = next(k for k in lower_graph(fg, tgt, None, "latency") if k.template == "dense")
+    wl = k.workload
+    sizes = {}
+    for knobs in ({"pack_a": True, "KC": 256}, {"pack_a": False, "KC": 64},
+                  {"pack_a": True, "KC": 64}, {"pack_a": False, "KC": 256}):
+        cfg = {**k.config, **knobs}
+        one = {**apply_pareto([_rec(cfg, 1e-3, 0, 0, wl, tgt.name)], tgt)}
+        cm = compile_model(model, TARGET, name="m", objective="latency", tuned=one)
+        sizes[cm.flash().total_bytes] = cfg
+    if len(sizes) < 2:
+        pytest.skip("every config of the sample builds to the same flash")
+    big, small = sizes[max(sizes)], sizes[min(sizes)]
+    tuned = apply_pareto([_rec(big, 1e-3, 0, max(sizes), wl, tgt.name),
+                          _rec(small, 2e-3, 0, min(sizes), wl, tgt.name)], tgt)
+    cm = compile_model(model, TARGET, name="m", objective="latency", tuned=tuned,
+                       budget_flash=min(sizes))
+    assert [x.config for x in cm.kernels if x.workload == wl] == [small]
+    assert cm.source.manifest["tuned_picks"].startswith("least code")
+    with pytest.raises(ModelError, match="^flash needs"):
+        compile_model(model, TARGET, name="m", objective="latency", tuned=dict(tuned),
+                      budget_flash=min(sizes))

@@ -214,16 +214,29 @@ def pareto_front(records, cost_unit: str = "s") -> dict:
 class TunedConfigs(dict):
     """workload key -> the fastest knobs (what apply_best gives), and per objective the
     pick from the Pareto front: "ram" the least RAM (then the least time); a workload
-    without a front keeps its fastest config for every objective."""
+    without a front keeps its fastest config for every objective.  `smallest_code()`:
+    the same picks with the least-code config of each front instead (compile's second
+    try when the objective's picks do not fit --budget-flash)."""
 
-    def __init__(self, fastest: dict, least_ram: dict):
+    def __init__(self, fastest: dict, least_ram: dict, least_flash: dict | None = None,
+                 code_first: bool = False):
         super().__init__(fastest)
         self.least_ram = least_ram
+        self.least_flash = least_flash or {}
+        self.code_first = code_first
 
     def for_objective(self, key: str, objective: str = "latency"):
+        if self.code_first and key in self.least_flash:
+            return self.least_flash[key]
         if objective == "ram" and key in self.least_ram:
             return self.least_ram[key]
         return self.get(key)
+
+    def smallest_code(self) -> "TunedConfigs | None":
+        """None when no front knows a config's code bytes (nothing smaller to pick)."""
+        if not self.least_flash:
+            return None
+        return TunedConfigs(self, self.least_ram, self.least_flash, code_first=True)
 
 
 def apply_pareto(log, target=None, templates=None) -> TunedConfigs:
@@ -236,11 +249,15 @@ def apply_pareto(log, target=None, templates=None) -> TunedConfigs:
         tgt = resolve(target)
         want = resolved_target_name(tgt)
         records = _valid_for([r for r in records if r.target == want], tgt, templates)
-    least = {}
+    least, smallest = {}, {}
     for (wkey, _t), rs in sorted(pareto_front(records).items()):
         best = min(rs, key=lambda r: (r.ram_bytes, r.mean_cost))
         least.setdefault(wkey, dict(best.config.get("knobs", best.config)))
-    return TunedConfigs(fastest, least)
+        sized = [r for r in rs if r.flash_bytes is not None]
+        if sized:
+            small = min(sized, key=lambda r: (r.flash_bytes, r.mean_cost))
+            smallest.setdefault(wkey, dict(small.config.get("knobs", small.config)))
+    return TunedConfigs(fastest, least, smallest)
 
 
 def _valid_for(records, tgt, templates=None) -> list:

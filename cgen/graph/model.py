@@ -283,19 +283,31 @@ def compile_model(model, target="host", name: str | None = None, input_shapes=No
     objective = resolve_objective(objective, tgt, budget_ram)
     fused, patch_plan = prepare_patched(model, input_shapes, patches, budget_ram, objective)
     fg = legalize(fused, tgt, legalize_objective(objective))
-    kernels, options = choose_kernels(fg, tgt, tuned, objective, budget_ram, stack_limit)
-    src = emit_model(fg.graph, kernels, tgt, name, _label(model), stack_limit, **options)
-    src.manifest["objective"] = objective
-    rep = src.report
-    if patch_plan is not None:
-        src.manifest["patches"] = patch_plan.to_json()
-    if strict and rep.fallbacks:
-        first = rep.fallbacks[0]
-        raise ModelError(f"{len(rep.fallbacks)} kernel(s) fell back to plain loops for target "
-                         f"{tgt.name} (strict), first {first.kernel}: {first.fallback}",
-                         "fallback")
     from .fit import check_budgets
-    flash = check_budgets(src, kernels, tgt, budget_ram, budget_flash)
+
+    def build(picks):
+        kernels, options = choose_kernels(fg, tgt, picks, objective, budget_ram, stack_limit)
+        src = emit_model(fg.graph, kernels, tgt, name, _label(model), stack_limit, **options)
+        src.manifest["objective"] = objective
+        rep = src.report
+        if patch_plan is not None:
+            src.manifest["patches"] = patch_plan.to_json()
+        if strict and rep.fallbacks:
+            first = rep.fallbacks[0]
+            raise ModelError(f"{len(rep.fallbacks)} kernel(s) fell back to plain loops for "
+                             f"target {tgt.name} (strict), first {first.kernel}: "
+                             f"{first.fallback}", "fallback")
+        return src, kernels, check_budgets(src, kernels, tgt, budget_ram, budget_flash)
+    try:
+        src, kernels, flash = build(tuned)
+    except ModelError as e:
+        # over the flash budget with a tuning log's Pareto fronts: their least-code configs
+        smaller = getattr(tuned, "smallest_code", lambda: None)()
+        if e.kind != "budget" or budget_flash is None or smaller is None \
+                or not str(e).startswith("flash"):
+            raise
+        src, kernels, flash = build(smaller)
+        src.manifest["tuned_picks"] = "least code (flash budget)"
     return CompiledModel(src, kernels, fg, tgt, time.perf_counter() - t0,
                          patches=patch_plan, _flash=flash)
 
