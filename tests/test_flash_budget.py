@@ -222,3 +222,25 @@ def test_missing_binutils_are_one_line_naming_the_package():
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("'riscv99-none-elf-size' not found")
     assert "target rv" in msg and msg.endswith("apt-get install binutils-riscv99-none-elf")
+
+
+def test_cortex_m4_weights_over_the_flash_budget_are_refused_before_any_build(kws, kws_m4,
+                                                                             tmp_path, capsys,
+                                                                             monkeypatch):
+    """A flash budget below the weights alone is refused from the report: no object is
+    built to measure the code (measure_flash is never called)."""
+    import cgen.graph.fit as fit
+    path, _ = kws
+    cm, _ = kws_m4
+    weights = cm.report.weight_bytes
+
+    def no_build(*a, **k):
+        raise AssertionError("an object was built to measure the code")
+    monkeypatch.setattr(fit, "measure_flash", no_build)
+    out = tmp_path / "out"
+    out.mkdir()
+    line = _refused(capsys, ["compile", str(path), "--target", "cortex-m4", "-o", str(out),
+                             "--budget-flash", str(weights - 100)], out)
+    assert line.startswith("cgen compile: error: flash needs more than")
+    assert "weights alone" in line and f"by {100} at least" in line
+    assert len(_contributors(line)) >= 1

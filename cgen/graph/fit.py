@@ -72,6 +72,13 @@ def check_budgets(source, kernels, target, budget_ram: int | None = None,
                          f"live at: {_largest(ram_contributors(source, kernels))}", "budget")
     if budget_flash is None:
         return None
+    if rep.weight_bytes > budget_flash:
+        # the weights alone do not fit: say so before building anything to measure code
+        raise ModelError(f"flash needs more than {rep.weight_bytes} bytes (weights alone, code "
+                         f"not yet counted), over the flash budget of {budget_flash} bytes by "
+                         f"{rep.weight_bytes - budget_flash} at least; largest: "
+                         f"{_largest([(r.kernel, r.weight_bytes, 'weights') for r in rep.rows])}",
+                         "budget")
     flash = measure_flash(source, kernels, target)
     if flash.total_bytes > budget_flash:
         raise ModelError(f"flash needs {flash.total_bytes} bytes (code {flash.code_bytes} + "
