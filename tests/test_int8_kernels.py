@@ -24,6 +24,7 @@ from cgen.tensorize import TensorizeError, int8_microkernel as I8
 from targets import compile_c, resolve
 from targets.runner import Runner
 from targets.target import _cpu_flags, cannot_run
+from tests.util import extreme_operands
 
 
 class Way(NamedTuple):
@@ -128,16 +129,6 @@ def _run(mod, way: Way, arrays, cpu: str | None = None):
     return None
 
 
-def _extreme(inputs, rng):
-    """Some operands at the ends of their ranges (255 x -128 is the largest product)."""
-    for a in inputs[:2]:
-        info = np.iinfo(a.dtype)
-        flat = a.reshape(-1)
-        idx = rng.choice(flat.size, size=max(1, flat.size // 3), replace=False)
-        flat[idx] = rng.choice([info.min, info.max], size=idx.size)
-    return inputs
-
-
 def _dense(way: Way, algo: str, mr: int, K: int):
     tgt = _target(way)
     t = Q.QDenseTemplate()
@@ -160,7 +151,7 @@ def _conv(way: Way, mr: int):
 
 def _check(t, wl, mod, way, seed):
     rng = np.random.default_rng(seed)
-    inputs = _extreme(t.inputs(wl, rng), rng)
+    inputs = extreme_operands(t.inputs(wl, rng), rng)
     err = _run(mod, way, inputs)
     assert err is None, f"{mod.target.name}: {err}"
     np.testing.assert_array_equal(inputs[-1], t.reference(wl, inputs)["Y"])
