@@ -16,7 +16,10 @@ for 4,448 host records; training alone (no --measure, from the log) takes
 ~15 s and gives byte-identical boosters on every run.  Per model,
 the held-out figures are in its .json ("holdout"); 11 of the 12 models ship
 (dense in icount ticks does not: its spaces are nearly flat except where NC
-does not divide N, which knob features cannot see).
+does not divide N, which knob features cannot see).  The conv2d_winograd icount model was
+retrained on 2026-12-06 (`--measure --modes icount --families conv2d_winograd`, 640
+records in 18 min) after the bare-metal harness began copying by 64-byte blocks and
+local buffers lost their zero fill, which changed every icount cost.
 
 1. Records.  For every workload of TRAINING (a handful of small and medium
    shapes per template family: gemm, dense, depthwise_conv2d, and the conv2d
