@@ -44,13 +44,14 @@ def uses_libm(c_source: str) -> bool:
     return _LIBM.search(c_source) is not None
 
 
-def build_elf(mod, extra_flags=()) -> Path:
+def build_elf(mod, extra_flags=(), harness: str | None = None) -> Path:
     """The bare-metal ELF of a built cgen Module (an AArch64 target).
 
     extra_flags go to the kernel's compile only, e.g. ("-fno-tree-vectorize",)
     for a scalar baseline (gcc vectorises plain loops at -O3).  OpenMP pragmas
     are ignored (one core).  Raises CompileError, ValueError for a target
-    that is not AArch64.
+    that is not AArch64.  harness: another harness C (default: cgen.codegen.baremetal's
+    around mod.func), e.g. one around a whole model's entry point.
     """
     tgt = mod.target
     if tgt.arch != "aarch64":
@@ -59,7 +60,8 @@ def build_elf(mod, extra_flags=()) -> Path:
     libm = uses_libm(mod.c_source)
     bm = replace(tgt, name=f"{tgt.name}-baremetal", static=True, threads=False, bare_metal=True,
                  libs=(("-lm",) if libm else ()) + ("-lgcc",))
-    obj = compile_c(harness_source(mod.func, mod.prototype), bm, "object", extra_flags=("-ffreestanding",),
+    harness = harness_source(mod.func, mod.prototype) if harness is None else harness
+    obj = compile_c(harness, bm, "object", extra_flags=("-ffreestanding",),
                     name="cg_baremetal")
     flags = ["-nostdlib", "-T", str(_linker_script_path()), str(obj)]
     if "#pragma omp" in mod.c_source:

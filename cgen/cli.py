@@ -227,17 +227,40 @@ def _profile_model(args) -> int:
     import json
     from cgen.graph.model import compile_model, load_npz, random_feeds
     from cgen.graph.profile import ort_node_seconds, profile_rows, table
+    from cgen.graph.model import model_target
+    from cgen.graph.profile_icount import way_for
     model = _model_file(args.model)
+    if not model_target(args.target).is_host:
+        way_for(model_target(args.target))      # a target it cannot count: refused before a build
     cm = compile_model(model, args.target, args.name, _model_shapes(args), tuned=_tuned(args))
     feeds = load_npz(args.inputs, cm.graph) if args.inputs else random_feeds(cm.graph)
+    if not cm.target.is_host:
+        return _profile_icount(cm, feeds, args)
     peer = None if args.no_peer else ort_node_seconds(model, feeds)
     rows = profile_rows(cm, feeds, number=args.number, peer=peer)
     if args.json:
         for r in rows:
             print(json.dumps({"suite": "profile", "case": cm.name, "target": args.target,
-                              **r.as_dict()}))
+                              "unit": "us", **r.as_dict()}))
     else:
         print(table(rows))
+    return 0
+
+
+def _profile_icount(cm, feeds, args) -> int:
+    """An ARM target: instructions under QEMU -icount, one call (they do not vary); no
+    onnxruntime peer, which does not run there."""
+    import json
+    from cgen.graph.profile_icount import icount_table
+    p = cm.profile_icount(feeds, timeout=args.timeout)
+    if not args.json:
+        print(icount_table(p))
+        return 0
+    for r in p.rows:
+        print(json.dumps({"suite": "profile", "case": cm.name, "target": args.target,
+                          **r.as_dict(), "run_instructions": p.run_instructions,
+                          "counted_by": p.clock,
+                          "peer": f"none (onnxruntime does not run on {p.target})"}))
     return 0
 
 
@@ -340,12 +363,16 @@ def _add_model_parsers(sub) -> None:
     b.add_argument("--json", action="store_true", help="one JSON object (the bench format)")
     b.set_defaults(fn=lambda a: _model_call("bench", _bench_model, a))
     pr = sub.add_parser("profile", help="time each kernel of the compiled model (host targets), "
-                                        "beside onnxruntime's profile of the same nodes")
+                                        "beside onnxruntime's profile of the same nodes; ARM "
+                                        "targets (aarch64, cortex-m) count instructions under "
+                                        "QEMU -icount instead, without onnxruntime")
     common(pr, "host")
     pr.add_argument("--inputs", metavar="IN.npz", help="inputs (default: seeded random)")
     pr.add_argument("--number", type=int, default=50, help="calls per kernel timing (default 50)")
     pr.add_argument("--no-peer", action="store_true", help="skip onnxruntime's profile")
     pr.add_argument("--json", action="store_true", help="one JSON object per kernel")
+    pr.add_argument("--timeout", type=float, default=900.0, metavar="S",
+                    help="per QEMU run, ARM targets (default 900)")
     pr.set_defaults(fn=lambda a: _model_call("profile", _profile_model, a))
 # ---------------------------------------------------------------- end of models block
 

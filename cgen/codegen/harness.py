@@ -159,3 +159,42 @@ def harness_source(func: PrimFunc, prototype: str, files=None, clock: str = "pos
     body.append("  return rc == 0 ? 0 : 3;")
     return (prelude(clock) + "\n" + prototype + "\n\nint main(int argc, char **argv) {\n"
             + "\n".join(body) + "\n}\n")
+
+
+# ------------------------------------------------------------------ profiling hooks
+# A profiling build of a model (cgen.graph.emit.emit_model(profile=N, profile_prelude=
+# PROFILE_EXTERN)) leaves its clock and its report to the harness it is linked with: a
+# bare-metal image has no POSIX clock, and the AArch64 one no stdio either.  Each report
+# is a line "profile KERNEL COUNT" (COUNT per call, in the harness clock's unit).
+PROFILE_EXTERN = ("double cg_prof_now(void);\n"
+                  "void cg_prof_report(const char *kernel, double per_call);\n")
+
+# harness -> the C defining the hooks, appended to that harness's source:
+#   "libc": a harness of prelude() (newlib on Cortex-M: cg_now of the "systick" timer);
+#   "aarch64-baremetal": cgen.codegen.baremetal's (no libc; the PMU cycle counter counts
+#   single instructions under -icount shift=0, cntvct_el0 one per 16 without a PMU).
+PROFILE_HOOKS = {
+    "libc": PROFILE_EXTERN + """
+double cg_prof_now(void) { return cg_now(); }
+void cg_prof_report(const char *kernel, double per_call) {
+  printf("profile %s %.9e\\n", kernel, per_call);
+}
+""",
+    "aarch64-baremetal": PROFILE_EXTERN + """
+double cg_prof_now(void) { return cg_has_pmu ? (double)cg_cycles() : 16.0 * (double)cg_ticks(); }
+void cg_prof_report(const char *kernel, double per_call) {
+  cg_puts("profile ");
+  cg_puts(kernel);
+  cg_line_u64(" ", (uint64_t)(per_call + 0.5));
+}
+""",
+}
+
+
+def profile_hooks(harness: str) -> str:
+    """The C of cg_prof_now / cg_prof_report for a harness kind (PROFILE_HOOKS)."""
+    try:
+        return PROFILE_HOOKS[harness]
+    except KeyError:
+        raise ValueError(f"no profiling hooks for harness {harness!r}; known: "
+                         f"{', '.join(PROFILE_HOOKS)}") from None

@@ -221,20 +221,24 @@ def _unrestricted(k, r):
                    else replace(k.portable, aliased=pair))
 
 
-# a profiling build (emit_model(profile=N)) times each kernel call with a POSIX clock
+# a profiling build (emit_model(profile=N)) times each kernel call with a POSIX clock and
+# reports "KERNEL SECONDS" on stderr (another prelude: cgen.codegen.harness.PROFILE_EXTERN)
 PROFILE_PRELUDE = ("#define _POSIX_C_SOURCE 200809L\n#include <stdio.h>\n#include <time.h>\n"
                    "static double cg_prof_now(void) { struct timespec ts; "
                    "clock_gettime(CLOCK_MONOTONIC, &ts); return (double)ts.tv_sec + 1e-9 * "
-                   "(double)ts.tv_nsec; }\n")
+                   "(double)ts.tv_nsec; }\n"
+                   "static void cg_prof_report(const char *kernel, double s) { "
+                   "fprintf(stderr, \"%s %.9e\\n\", kernel, s); }\n")
 
 
 def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str = "",
                stack_limit: int = STACK_LIMIT, profile: int = 0, in_place: bool = False,
-               align: int = ALIGN) -> ModelSource:
+               align: int = ALIGN, profile_prelude: str = PROFILE_PRELUDE) -> ModelSource:
     """Plan memory and emit the model's C, header, manifest and CMake snippet.
 
     profile: when > 0, a profiling build: NAME_run calls each kernel `profile` times and
-    prints "KERNEL SECONDS_PER_CALL" to stderr per kernel (host only: POSIX clock).
+    prints "KERNEL SECONDS_PER_CALL" to stderr per kernel (host only: POSIX clock);
+    profile_prelude: the C defining cg_prof_now and cg_prof_report for another clock.
     in_place: elementwise kernels write over an input dying there (memory.storage);
     align: the workspace offsets' alignment."""
     check_model_name(name)
@@ -347,7 +351,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         head_comment[-1] += " */"
     source = "\n".join(head_comment) + "\n" + body + "\n" + entry
     if profile:
-        source = PROFILE_PRELUDE + source
+        source = profile_prelude + source
 
     # ---------------------------------------------------------------- report
     rows = []

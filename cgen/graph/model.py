@@ -237,7 +237,8 @@ class CompiledModel:
         from targets import compile_c
         if not self.target.is_host:
             raise ModelError(f"profiling times kernels on this machine: target {self.target.name} "
-                             "does not run here (use host, x86-avx2 or x86-avx512)", "bad_input")
+                             "does not run here (ARM targets: profile_icount, in instructions)",
+                             "bad_input")
         prof = emit_model(self.graph, self.kernels, self.target, self.name, self.source.label,
                           self.source.stack_limit, profile=number,
                           **self.source.plan_options)
@@ -256,6 +257,12 @@ class CompiledModel:
             raise RuntimeError(f"profiling run failed: {proc.stderr.strip()[-500:]}")
         return [(ln.split()[0], float(ln.split()[1])) for ln in proc.stderr.splitlines()
                 if len(ln.split()) == 2]
+
+    def profile_icount(self, feeds, timeout: float = 900.0):
+        """Instructions of each kernel and of one NAME_run on an ARM target, counted under
+        QEMU -icount (cgen.graph.profile_icount.icount_profile; never seconds)."""
+        from .profile_icount import icount_profile
+        return icount_profile(self, feeds, timeout)
 
 
 def compile_model(model, target="host", name: str | None = None, input_shapes=None,
