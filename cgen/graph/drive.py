@@ -102,6 +102,9 @@ def lower_group(fg: FusedGraph, group: Group, target, tuned=None, name: str | No
     `objective` "ram" takes the routes and knobs without scratch (kernels.RAM_KNOBS)."""
     graph = fg.graph
     name = name or f"k{group.id}_{group.nodes[0].op}"
+    if group.nodes[0].op == "loop":     # its body's groups come back here, once
+        from .loop_lower import lower_loop
+        return lower_loop(fg, group, target, tuned, name, objective, lower_group, legalize)
     if group.kind == "injective" and all(n.op in ALIAS_OPS for n in group.nodes) \
             and len(group.inputs) == 1 and len(group.outputs) == 1 \
             and group.inputs[0].dtype == group.outputs[0].dtype:

@@ -33,6 +33,7 @@ from ..codegen.isa import isa_for
 from .entry import Call, Param, buffer, entry_point, no_scratch, workspace_at
 from .graph_ir import Graph, ModelError
 from .kernels import kernel_target
+from .loop_lower import LoopCall, LoopKernel, layout as loop_layout, statement as loop_statement
 from .memory import ALIGN, greedy_by_size, lifetimes, peak_live, plan, storage
 
 STACK_LIMIT = C_STACK_LIMIT["model"]   # see codegen.c.STACK_LIMIT
@@ -247,7 +248,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     values = graph.values()
     values.update({v.name: v for k in kernels for n in k.group.nodes for v in n.outputs})
     # ---------------------------------------------------------------- names
-    taken = {"workspace", "ws", "rc", "i", name + "_run"}
+    taken = {"workspace", "ws", "rc", "i", "t", name + "_run"}
     in_names = [c_identifier(v.name, taken) for v in graph.inputs]
     out_names = [c_identifier(v.name, taken) for v in graph.outputs]
     store = storage(graph, kernels, values, in_place)
@@ -269,7 +270,8 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     # ---------------------------------------------------------------- kernels
     parts = []
     live = [_unrestricted(k, r) for k in kernels if not k.is_alias]
-    for k in live:
+    funcs = [f for k in live for f in (k.functions() if isinstance(k, LoopKernel) else [k])]
+    for k in funcs:         # a loop's body kernels: their functions, once each
         parts.append((k.func, k.portable, isa, False, stack_limit))
     preamble = []
     in_protos = [f"const {C_TYPES[v.dtype]} *{c}" for v, c in zip(graph.inputs, in_names)]
@@ -286,7 +288,9 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         preamble.append("};")
     body, scratch = emit_unit(parts, preamble, guard_fallbacks=True) if parts else (
         "#include <stdint.h>\n#include <math.h>\n" + "\n".join(preamble) + "\n", [])
-    scratch_of = {k.name: s for k, s in zip(live, scratch)}
+    scratch_of = {k.name: s for k, s in zip(funcs, scratch)}
+    loops = {k.name: loop_layout(k, scratch_of, align) for k in live if isinstance(k, LoopKernel)}
+    scratch_of.update({n: lay.total for n, lay in loops.items()})
     # ---------------------------------------------------------------- memory plan
     intervals = lifetimes(kernels, values, store, scratch_of)
     pl = plan(intervals, align)
@@ -312,6 +316,12 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     inputs_read = set()
     calls = []
     for k in live:
+        if k.name in loops:
+            uses_ws = True
+            calls.append(LoopCall(k.name, loop_statement(
+                k, loops[k.name], lambda a, dt: c_ast.ID(const_names[a.name]) if a.kind == "const"
+                else pointer(a.name, dt), const_names.get, pl.offsets[f"s:{k.name}"], scratch_of)))
+            continue
         args = []
         for a, p in zip(k.inputs, k.func.params):
             if a.kind == "const":

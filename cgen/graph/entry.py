@@ -68,8 +68,8 @@ def _count_loop(var: str, n: int, body) -> c_ast.For:
 
 
 def _call(c: Call, profile: int) -> c_ast.Node:
-    status = c_ast.Assignment("|=", c_ast.ID("rc"), c_ast.FuncCall(c_ast.ID(c.kernel),
-                                                                   c_ast.ExprList(list(c.args))))
+    status = getattr(c, "stmt", None) or c_ast.Assignment("|=", c_ast.ID("rc"), c_ast.FuncCall(
+        c_ast.ID(c.kernel), c_ast.ExprList(list(c.args))))     # stmt: a loop (loop_lower)
     if not profile:
         return status
     now = c_ast.FuncCall(c_ast.ID("cg_prof_now"), None)

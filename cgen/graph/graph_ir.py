@@ -65,7 +65,7 @@ def _freeze(v):
         return float(v)
     if isinstance(v, bytes):
         return v.decode()
-    if v is None or isinstance(v, (int, float, str)):
+    if v is None or isinstance(v, (int, float, str, Graph)):     # Graph: a loop's body
         return v
     raise TypeError(f"attribute value {v!r} of type {type(v).__name__} is not supported")
 

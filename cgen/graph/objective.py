@@ -58,7 +58,10 @@ def kernel_scratch(kernels: list, target, stack_limit: int) -> dict:
     isa = isa_for(target)
     out = {}
     for k in kernels:
-        if not k.is_alias:
+        if getattr(k, "body", None):        # a loop: its region (cgen.graph.loop_lower)
+            from .loop_lower import scratch_bytes
+            out[k.name] = scratch_bytes(k, isa, stack_limit)
+        elif not k.is_alias:
             out[k.name] = emit_unit([(k.func, k.portable, isa, False, stack_limit)], [],
                                     guard_fallbacks=True)[1][0]
     return out

@@ -1,18 +1,26 @@
 """Converters of the recurrent ONNX ops (issue 12): LSTM, GRU and RNN, forward, reverse
 and bidirectional, layout 0 or 1, with or without bias, initial states and (LSTM)
-peepholes.
+peepholes, clip and GRU's linear_before_reset.
 
-The input projection of every time step is one matmul (X as (T*B, I) times W^T, both
-biases added once); the recurrence is one step per time point: a (B, H) x (H, G*H)
-matmul, then the gates as elementwise ops that fuse into the matmul's epilogue.  With no
-initial state the first step has no recurrent matmul.  `sequence_lens` must be constant
-and equal to the sequence length for every batch entry (cgen runs every step).
+The input projection of every time step is one matmul before the recurrence (X as
+(T*B, I) times W^T, both biases added once).  The recurrence of each direction is one
+`loop` node (cgen.graph.loop_op) whose body is one time step: a (B, H) x (H, G*H) matmul
+of the state plus that step's slice of the projection, then the gates as elementwise ops
+that fuse into the matmul's epilogue.  Its kernels are built once and NAME_run runs them
+in a loop over time (cgen.graph.loop_lower), so the kernel count does not grow with T.
+The states (h, and c for LSTM) are carried by the loop, from the initial states or zeros.
+Weights computable at import are the body's constants (dense kernels, packed at compile
+time); weights given at run time are loop-invariant inputs.  `sequence_lens` must be
+constant and equal to the sequence length for every batch entry (cgen runs every step).
 Activations are those of the ACTIVATIONS table, without alpha/beta."""
 from __future__ import annotations
 
 import numpy as np
 
+from .graph_ir import Graph, Node, Value
+from .loop_op import LoopSpec
 from .onnx_import import _inp, _refuse
+from .shapes import output_types
 
 # ONNX activation name -> canonical op
 ACTIVATIONS = {"Sigmoid": "sigmoid", "Tanh": "tanh", "Relu": "relu"}
@@ -108,9 +116,9 @@ class _Rnn:
             _refuse(self.imp, f"sequence_lens {lens.tolist()} differ from the sequence length "
                     f"{self.T}; cgen runs every step of every sequence")
 
-    # ------------------------------------------------------------------ projection
-    def projection(self, k: int) -> list:
-        """X W^T + Wb + Rb for direction k: one (B, G*H) value per time step."""
+    # ------------------------------------------------------------------ outer graph
+    def projection(self, k: int) -> str:
+        """X W^T + Wb + Rb for direction k, as (T, B, G*H): the loop's sequence input."""
         imp, n, G, H = self.imp, self.n, self.gates, self.H
         W = self.take(n.input[1], 0, k, f"W{k}")
         WT = self.emit("transpose", [W], {"perm": (1, 0)}, tag=f"WT{k}")
@@ -126,25 +134,44 @@ class _Rnn:
                 zero = imp.add_const(np.zeros(H, np.float32), f"{n.output[0] or 'rnn'}__zero")
                 rb = self.emit("concat", parts[:2] + [zero], {"axis": 0}, tag=f"Rb{k}_zr")
             xw = self.emit("add", [xw, self.emit("add", [wb, rb], tag=f"b{k}")], tag=f"xwb{k}")
-        xw = imp.reshape(xw, (self.T, self.B, G * H), tag=f"xw{k}_t")
-        steps = self.split(xw, 0, self.T, f"xw{k}_steps")
-        return [imp.reshape(s, (self.B, G * H), tag=f"xw{k}_{t}") for t, s in enumerate(steps)]
+        return imp.reshape(xw, (self.T, self.B, G * H), tag=f"xw{k}_t")
 
-    def recurrent(self, k: int) -> str:
+    def recurrent(self, k: int, lo: int = 0, hi: int | None = None) -> str:
+        """Columns lo:hi of R[k]^T, (H, hi - lo), in the outer graph."""
         R = self.take(self.n.input[2], 0, k, f"R{k}")
-        return self.emit("transpose", [R], {"perm": (1, 0)}, tag=f"RT{k}")
+        RT = self.emit("transpose", [R], {"perm": (1, 0)}, tag=f"RT{k}")
+        if lo == 0 and hi is None:
+            return RT
+        return self.emit("slice", [RT], {"starts": (0, lo), "ends": (self.H, hi), "steps": (1, 1)},
+                         tag=f"RT{k}_{lo}")
+
+    def loop(self, step: "_Step", k: int, xw: str, states: list, outs: list) -> list:
+        """The loop node of direction k: `states` (body input, body output, outer init or
+        None); the step's new h is stacked into Y when Y is asked for, and the last h (and
+        c) are final outputs.  Returns the outer names of Y_k (or None) and the finals."""
+        n = self.n
+        want_y = bool(n.output and n.output[0])
+        h_out = states[0][1]
+        finals = [o for _, o, _ in states]
+        spec = LoopSpec(step.graph(list(dict.fromkeys([h_out] + finals))), self.T,
+                        self.dirs[k] == "reverse", (step.x,),
+                        tuple((i, o, init is not None) for i, o, init in states),
+                        tuple(step.invariant), (h_out,) if want_y else (), tuple(finals))
+        ins = [xw] + [init for _, _, init in states if init is not None] + \
+            [outer for outer in step.invariant.values()]
+        first = n.output[0] if n.output else "rnn"
+        names = [self.imp.fresh(f"{first}__y{k}")] if want_y else []
+        names += [self.imp.fresh(f"{first}__last{k}_{j}") for j in range(len(finals))]
+        got = self.imp.emit("loop", ins, spec.attrs(), outputs=names, tag=f"loop{k}")
+        return ([got[0]] if want_y else [None]) + got[1 if want_y else 0:]
 
     # ------------------------------------------------------------------ outputs
-    def finish(self, hs: list, last_h: list, last_c: list | None):
+    def finish(self, ys: list, last_h: list, last_c: list | None):
         """Y (T, D, B, H), Y_h and Y_c (D, B, H); layout 1 puts the batch first."""
         imp, n, T, B, H, D = self.imp, self.n, self.T, self.B, self.H, len(self.dirs)
         outs = [n.output[i] if i < len(n.output) and n.output[i] else None for i in range(3)]
         if outs[0] is not None:
-            per_dir = []
-            for k in range(D):
-                steps = [imp.reshape(h, (1, 1, B, H), tag=f"y{k}_{t}") for t, h in enumerate(hs[k])]
-                per_dir.append(steps[0] if T == 1 else self.emit("concat", steps, {"axis": 0},
-                                                                 tag=f"y{k}"))
+            per_dir = [imp.reshape(y, (T, 1, B, H), tag=f"y{k}") for k, y in enumerate(ys)]
             self._out(per_dir, 1, (T, D, B, H), (2, 0, 1, 3), outs[0])
         for name, last in ((outs[1], last_h), (outs[2], last_c)):
             if name is not None and last is not None:
@@ -162,134 +189,181 @@ class _Rnn:
             self.emit("concat", parts, {"axis": axis}, out=name)
 
 
-def _order(rnn: _Rnn, k: int) -> list:
-    return list(range(rnn.T)) if rnn.dirs[k] == "forward" else list(range(rnn.T - 1, -1, -1))
+class _Step:
+    """One time step of direction k, built as the loop's body graph: the projection's
+    slice `x` (B, G*H), the states, the step's nodes and constants."""
+
+    def __init__(self, rnn: _Rnn, k: int):
+        self.rnn, self.imp, self.k = rnn, rnn.imp, k
+        self.first = rnn.n.output[0] if rnn.n.output and rnn.n.output[0] else rnn.op.lower()
+        self.values: dict = {}
+        self.inputs: list = []
+        self.nodes: list = []
+        self.consts: dict = {}
+        self.invariant: dict = {}           # body input -> outer value
+        self.x = self.input("x", (rnn.B, rnn.gates * rnn.H))
+
+    def input(self, tag: str, shape) -> str:
+        v = Value(self.imp.fresh(f"{self.first}__d{self.k}_{tag}"), tuple(shape), "float32")
+        self.inputs.append(v)
+        self.values[v.name] = v
+        return v.name
+
+    def const(self, array, tag: str) -> str:
+        name = self.imp.fresh(f"{self.first}__d{self.k}_{tag}")
+        self.consts[name] = np.ascontiguousarray(array, np.float32)
+        self.values[name] = Value(name, tuple(self.consts[name].shape), "float32")
+        return name
+
+    def fixed(self, outer: str, tag: str) -> str:
+        """An outer value the step reads at every step: a constant when it is computable
+        at import (the outer nodes that made it are then dead), else an invariant input."""
+        arr = self.imp._try_const(self.imp.resolve(outer))
+        if arr is not None:
+            return self.const(arr, tag)
+        name = self.input(tag, self.imp.v(outer).shape)
+        self.invariant[name] = outer
+        return name
+
+    def emit(self, op: str, ins, attrs=None, tag: str = "", n_out: int = 1):
+        attrs = dict(attrs or {})
+        vals = [self.values[i] for i in ins]
+        types = output_types(op, attrs, [(v.shape, v.dtype) for v in vals])
+        outs = [Value(self.imp.fresh(f"{self.first}__d{self.k}_{tag or op}"), s, dt)
+                for s, dt in types]
+        self.nodes.append(Node.make(op, vals, outs, attrs,
+                                    name=self.imp.fresh(f"{self.rnn.n.name or op}/d{self.k}_{tag}")))
+        for v in outs:
+            self.values[v.name] = v
+        return outs[0].name if n_out == 1 else [v.name for v in outs]
+
+    def split(self, name: str, parts: int, tag: str, sizes=None) -> list:
+        """Parts of name on axis 1; one split node (its parts are materialised, which keeps
+        each fused gate kernel's expression small)."""
+        if parts == 1:
+            return [name]
+        s = self.values[name].shape
+        sizes = tuple(sizes or (s[1] // parts,) * parts)
+        return self.emit("split", [name], {"axis": 1, "sizes": sizes}, tag, n_out=len(sizes))
+
+    def act(self, which: int, x: str, tag: str) -> str:
+        rnn = self.rnn
+        if rnn.clip is not None:
+            c = float(rnn.clip)
+            x = self.emit("clip", [x], {"min": -c, "max": c}, f"{tag}_clip")
+        return self.emit(rnn.acts[self.k][which], [x], tag=tag)
+
+    def matmul_plus(self, x: str, h: str, RT: str, tag: str) -> str:
+        """x + h RT."""
+        return self.emit("add", [x, self.emit("matmul", [h, RT], tag=f"{tag}_hr")], tag=tag)
+
+    def graph(self, outputs: list) -> Graph:
+        return Graph(tuple(self.inputs), tuple(self.values[o] for o in outputs),
+                     tuple(self.nodes), self.consts, f"{self.first}_d{self.k}").validate()
 
 
-def _matmul_plus(rnn: _Rnn, xw: str, h, RT: str, tag: str) -> str:
-    """xw + h RT (just xw while the state is still zero)."""
-    if h is None:
-        return xw
-    return rnn.emit("add", [xw, rnn.emit("matmul", [h, RT], tag=f"{tag}_hr")], tag=tag)
-
-
-def _sigmoid_tanh(rnn: _Rnn, pre: str, tag: str) -> str:
+def _sigmoid_tanh(step: _Step, pre: str, tag: str) -> str:
     """The LSTM gates (i, o, f: sigmoid; c: tanh) activated in one elementwise pass before
     they are split, tanh(x) = 2 sigmoid(2x) - 1: each gate is then a stored value, so no
     kernel nests one vectorised transcendental inside another."""
+    rnn = step.rnn
     if rnn.clip is not None:
         c = float(rnn.clip)
-        pre = rnn.emit("clip", [pre], {"min": -c, "max": c}, tag=f"{tag}_clip")
+        pre = step.emit("clip", [pre], {"min": -c, "max": c}, f"{tag}_clip")
     H = rnn.H
-    scale, shift = (rnn.imp.add_const(np.repeat(np.array(v, np.float32), (3 * H, H)),
-                                      f"{rnn.n.output[0] or 'lstm'}__{what}")
+    scale, shift = (step.const(np.repeat(np.array(v, np.float32), (3 * H, H)), what)
                     for what, v in (("scale", (1, 2)), ("shift", (0, -1))))
-    y = rnn.emit("sigmoid", [rnn.emit("mul", [pre, scale], tag=f"{tag}_s")], tag=f"{tag}_sig")
-    return rnn.emit("add", [rnn.emit("mul", [y, scale], tag=f"{tag}_m"), shift], tag=tag)
+    y = step.emit("sigmoid", [step.emit("mul", [pre, scale], tag=f"{tag}_s")], tag=f"{tag}_sig")
+    return step.emit("add", [step.emit("mul", [y, scale], tag=f"{tag}_m"), shift], tag=tag)
 
 
 def convert_lstm(imp, n, a):
     rnn = _Rnn(imp, n, a)
-    hs, last_h, last_c = [], [], []
+    ys, last_h, last_c = [], [], []
     for k in range(len(rnn.dirs)):
-        xw, RT = rnn.projection(k), rnn.recurrent(k)
-        h, c = rnn.state(5, k, f"h0_{k}"), rnn.state(6, k, f"c0_{k}")
+        xw, step = rnn.projection(k), _Step(rnn, k)
+        RT = step.fixed(rnn.recurrent(k), "RT")
+        H = rnn.H
+        h, c = step.input("h", (rnn.B, H)), step.input("c", (rnn.B, H))
         peep = None
         if _inp(n, 7) is not None:
-            peep = rnn.split(rnn.take(n.input[7], 0, k, f"P{k}"), 0, 3, f"P{k}_split")
-        out = [None] * rnn.T
-        for t in _order(rnn, k):
-            tag = f"d{k}t{t}"
-            pre = _matmul_plus(rnn, xw[t], h, RT, f"{tag}_g")
-            if peep is None and rnn.acts[k][:2] == ["sigmoid", "tanh"]:
-                i, o, f, g = rnn.split(_sigmoid_tanh(rnn, pre, f"{tag}_act"), 1, 4, f"{tag}_gates")
-            else:
-                i, o, f, g = rnn.split(pre, 1, 4, f"{tag}_gates")
-                if peep is not None and c is not None:
-                    i = rnn.emit("add", [i, rnn.emit("mul", [peep[0], c], tag=f"{tag}_pi")],
-                                 tag=f"{tag}_i")
-                    f = rnn.emit("add", [f, rnn.emit("mul", [peep[2], c], tag=f"{tag}_pf")],
-                                 tag=f"{tag}_f")
-                i, f = rnn.act(k, 0, i, f"{tag}_ia"), rnn.act(k, 0, f, f"{tag}_fa")
-                g = rnn.act(k, 1, g, f"{tag}_ca")
-                if peep is None:
-                    o = rnn.act(k, 0, o, f"{tag}_oa")
-            ig = rnn.emit("mul", [i, g], tag=f"{tag}_ig")
-            c = ig if c is None else rnn.emit("add", [rnn.emit("mul", [f, c], tag=f"{tag}_fc"), ig],
-                                              tag=f"{tag}_c")
+            P = rnn.take(n.input[7], 0, k, f"P{k}")
+            peep = [step.fixed(rnn.emit("slice", [P], {"starts": (j * H,), "ends": ((j + 1) * H,),
+                                                       "steps": (1,)}, tag=f"P{k}_{j}"), f"P{j}")
+                    for j in range(3)]
+        pre = step.matmul_plus(step.x, h, RT, "g")
+        if peep is None and rnn.acts[k][:2] == ["sigmoid", "tanh"]:
+            i, o, f, g = step.split(_sigmoid_tanh(step, pre, "act"), 4, "gates")
+        else:
+            i, o, f, g = step.split(pre, 4, "gates")
             if peep is not None:
-                o = rnn.emit("add", [o, rnn.emit("mul", [peep[1], c], tag=f"{tag}_po")], tag=f"{tag}_o")
-                o = rnn.act(k, 0, o, f"{tag}_oa")
-            h = rnn.emit("mul", [o, rnn.act(k, 2, c, f"{tag}_hc")], tag=f"{tag}_h")
-            out[t] = h
-        hs.append(out)
-        last_h.append(h)
-        last_c.append(c)
-    rnn.finish(hs, last_h, last_c)
+                i = step.emit("add", [i, step.emit("mul", [peep[0], c], tag="pi")], tag="i")
+                f = step.emit("add", [f, step.emit("mul", [peep[2], c], tag="pf")], tag="f")
+            i, f, g = step.act(0, i, "ia"), step.act(0, f, "fa"), step.act(1, g, "ca")
+            if peep is None:
+                o = step.act(0, o, "oa")
+        c_new = step.emit("add", [step.emit("mul", [f, c], tag="fc"),
+                                  step.emit("mul", [i, g], tag="ig")], tag="c_new")
+        if peep is not None:
+            o = step.act(0, step.emit("add", [o, step.emit("mul", [peep[1], c_new], tag="po")],
+                                      tag="o"), "oa")
+        h_new = step.emit("mul", [o, step.act(2, c_new, "hc")], tag="h_new")
+        y, lh, lc = rnn.loop(step, k, xw, [(h, h_new, rnn.state(5, k, f"h0_{k}")),
+                                           (c, c_new, rnn.state(6, k, f"c0_{k}"))], n.output)
+        ys.append(y)
+        last_h.append(lh)
+        last_c.append(lc)
+    rnn.finish(ys, last_h, last_c)
 
 
 def convert_gru(imp, n, a):
     rnn = _Rnn(imp, n, a)
     H, lbr = rnn.H, int(a.get("linear_before_reset", 0))
-    one = imp.add_const(np.ones((), np.float32), f"{n.output[0] or 'gru'}__one")
-    hs, last_h = [], []
+    ys, last_h = [], []
     for k in range(len(rnn.dirs)):
-        xw, RT = rnn.projection(k), rnn.recurrent(k)
-        RTzr = rnn.emit("slice", [RT], {"starts": (0, 0), "ends": (H, 2 * H), "steps": (1, 1)},
-                        tag=f"RT{k}_zr")
-        RTh = rnn.emit("slice", [RT], {"starts": (0, 2 * H), "ends": (H, 3 * H), "steps": (1, 1)},
-                       tag=f"RT{k}_h")
+        xw, step = rnn.projection(k), _Step(rnn, k)
+        RTzr = step.fixed(rnn.recurrent(k, 0, 2 * H), "RTzr")
+        RTh = step.fixed(rnn.recurrent(k, 2 * H, 3 * H), "RTh")
         rbh = None
         if lbr and _inp(n, 3) is not None:
-            rbh = rnn.take(n.input[3], 0, k, f"B{k}h")
-            rbh = rnn.emit("slice", [rbh], {"starts": (5 * H,), "ends": (6 * H,), "steps": (1,)},
-                           tag=f"Rbh{k}")
-        h = rnn.state(5, k, f"h0_{k}")
-        out = [None] * rnn.T
-        for t in _order(rnn, k):
-            tag = f"d{k}t{t}"
-            zr, xh = rnn.split(xw[t], 1, 2, f"{tag}_x", sizes=(2 * H, H))
-            # both gates activated before the split: stored, not recomputed in the
-            # candidate's kernel (no transcendental nested in another)
-            zr = rnn.act(k, 0, _matmul_plus(rnn, zr, h, RTzr, f"{tag}_zr"), f"{tag}_zra")
-            z, r = rnn.split(zr, 1, 2, f"{tag}_zrs")
-            if h is None:
-                cand = xh if rbh is None or not lbr else rnn.emit("add", [xh, rnn.emit(
-                    "mul", [r, rbh], tag=f"{tag}_rb")], tag=f"{tag}_hx")
-            elif lbr:
-                hr = rnn.emit("matmul", [h, RTh], tag=f"{tag}_hr")
-                if rbh is not None:
-                    hr = rnn.emit("add", [hr, rbh], tag=f"{tag}_hrb")
-                cand = rnn.emit("add", [xh, rnn.emit("mul", [r, hr], tag=f"{tag}_rh")],
-                                tag=f"{tag}_hx")
-            else:
-                rh = rnn.emit("mul", [r, h], tag=f"{tag}_rh")
-                cand = rnn.emit("add", [xh, rnn.emit("matmul", [rh, RTh], tag=f"{tag}_rhr")],
-                                tag=f"{tag}_hx")
-            cand = rnn.act(k, 1, cand, f"{tag}_ha")
-            keep = rnn.emit("sub", [one, z], tag=f"{tag}_1z")
-            new = rnn.emit("mul", [keep, cand], tag=f"{tag}_zh")
-            h = new if h is None else rnn.emit("add", [new, rnn.emit("mul", [z, h], tag=f"{tag}_zhp")],
-                                               tag=f"{tag}_h")
-            out[t] = h
-        hs.append(out)
-        last_h.append(h)
-    rnn.finish(hs, last_h, None)
+            b = rnn.take(n.input[3], 0, k, f"B{k}h")
+            rbh = step.fixed(rnn.emit("slice", [b], {"starts": (5 * H,), "ends": (6 * H,),
+                                                     "steps": (1,)}, tag=f"Rbh{k}"), "Rbh")
+        h = step.input("h", (rnn.B, H))
+        zr, xh = step.split(step.x, 2, "x", sizes=(2 * H, H))
+        # both gates activated before the split: stored, not recomputed in the
+        # candidate's kernel (no transcendental nested in another)
+        z, r = step.split(step.act(0, step.matmul_plus(zr, h, RTzr, "zr"), "zra"), 2, "zrs")
+        if lbr:
+            hr = step.emit("matmul", [h, RTh], tag="hr")
+            if rbh is not None:
+                hr = step.emit("add", [hr, rbh], tag="hrb")
+            cand = step.emit("add", [xh, step.emit("mul", [r, hr], tag="rh")], tag="hx")
+        else:
+            rh = step.emit("mul", [r, h], tag="rh")
+            cand = step.emit("add", [xh, step.emit("matmul", [rh, RTh], tag="rhr")], tag="hx")
+        cand = step.act(1, cand, "ha")
+        one = step.const(np.ones((), np.float32), "one")
+        new = step.emit("mul", [step.emit("sub", [one, z], tag="1z"), cand], tag="zh")
+        h_new = step.emit("add", [new, step.emit("mul", [z, h], tag="zhp")], tag="h_new")
+        y, lh = rnn.loop(step, k, xw, [(h, h_new, rnn.state(5, k, f"h0_{k}"))], n.output)
+        ys.append(y)
+        last_h.append(lh)
+    rnn.finish(ys, last_h, None)
 
 
 def convert_rnn(imp, n, a):
     rnn = _Rnn(imp, n, a)
-    hs, last_h = [], []
+    ys, last_h = [], []
     for k in range(len(rnn.dirs)):
-        xw, RT = rnn.projection(k), rnn.recurrent(k)
-        h = rnn.state(5, k, f"h0_{k}")
-        out = [None] * rnn.T
-        for t in _order(rnn, k):
-            h = rnn.act(k, 0, _matmul_plus(rnn, xw[t], h, RT, f"d{k}t{t}_g"), f"d{k}t{t}_h")
-            out[t] = h
-        hs.append(out)
-        last_h.append(h)
-    rnn.finish(hs, last_h, None)
+        xw, step = rnn.projection(k), _Step(rnn, k)
+        RT = step.fixed(rnn.recurrent(k), "RT")
+        h = step.input("h", (rnn.B, rnn.H))
+        h_new = step.act(0, step.matmul_plus(step.x, h, RT, "g"), "h_new")
+        y, lh = rnn.loop(step, k, xw, [(h, h_new, rnn.state(5, k, f"h0_{k}"))], n.output)
+        ys.append(y)
+        last_h.append(lh)
+    rnn.finish(ys, last_h, None)
 
 
 RNN_CONVERTERS = {"LSTM": convert_lstm, "GRU": convert_gru, "RNN": convert_rnn}

@@ -17,6 +17,7 @@ import numpy as np
 
 from .graph_ir import Graph, ModelError, Node
 from .layout import pack, unpack
+from .loop_op import run_loop
 from .ops_extra import EXTRA_OPS
 from .resize_geometry import resize_reference
 from .shapes import pool_geometry
@@ -377,6 +378,7 @@ IMPLS: dict = {
     "qlinear_conv2d": _qlinear_conv2d,
     "qlinear_matmul": _qlinear_matmul,
     **{op: d.ref for op, d in EXTRA_OPS.items()},
+    "loop": lambda n, *xs: run_loop(n, xs, run),
 }
 
 

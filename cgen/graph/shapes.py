@@ -17,6 +17,7 @@ import numpy as np
 
 from .graph_ir import Graph, ModelError, Node, Value
 from .opset import BINARY_OPS, UNARY_OPS
+from .loop_op import loop_types
 from .ops_extra import EXTRA_OPS
 
 
@@ -278,6 +279,8 @@ def output_types(op: str, attrs: Mapping, ins: list) -> list:
         raise ModelError(f"{op} does not take bool", "unsupported_dtype")
     if op in EXTRA_OPS:
         return EXTRA_OPS[op].types(a, ins)
+    if op == "loop":
+        return loop_types(a, ins)
     rule = _SHAPES.get(op)
     if rule is None:
         raise ModelError(f"no shape rule for op {op!r}", "unsupported_op")
