@@ -57,3 +57,36 @@ def test_helpers_are_guarded_like_their_callers(target):
         text = "\n".join(out)
         for name in set(re.findall(r"^static inline [\w *]+?\b(cg_\w+)\(", text, re.M)):
             assert len(re.findall(rf"\b{name}\(", text)) > 1, (build, name)
+
+
+def _conv1x1_add(C: int, HW: int, F: int):
+    import numpy as np
+    from onnx import TensorProto, helper as h, numpy_helper
+    rng = np.random.default_rng(3)
+    W = numpy_helper.from_array((rng.standard_normal((F, C, 1, 1)) * 0.1).astype(np.float32), "W")
+    nodes = [h.make_node("Conv", ["X", "W"], ["Y0"]), h.make_node("Add", ["Y0", "R"], ["Y"])]
+    io = [h.make_tensor_value_info(n, TensorProto.FLOAT, [1, c, HW, HW])
+          for n, c in (("X", C), ("R", F))]
+    g = h.make_graph(nodes, "g", io, [h.make_tensor_value_info("Y", TensorProto.FLOAT,
+                                                               [1, F, HW, HW])], [W])
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    feeds = {"X": rng.standard_normal((1, C, HW, HW)).astype(np.float32),
+             "R": rng.standard_normal((1, F, HW, HW)).astype(np.float32)}
+    return m, feeds, W
+
+
+@pytest.mark.parametrize("target", ["x86-avx2", "x86-avx512"])
+def test_a_fused_residual_keeps_the_register_tile(target):
+    """The epilogue block of a GEMM conv covering all its output channels (32 of 32) keeps
+    the channels inside the block: the GEMM under it runs its register tile on pixel
+    blocks that are whole tiles.  Before, such a block became one block per channel, the
+    tile fell to plain loops, and MobileNetV2's residual 1x1 convs ran 5-8x slower."""
+    import numpy as np
+    from onnx import numpy_helper
+    model, feeds, W = _conv1x1_add(192, 28, 32)
+    cm = compile_model(model, target, name="res")
+    k = next(k for k in cm.kernels if not k.is_alias)
+    body = cm.c_source.split(f"static int {k.name}(", 1)[1].split("\n}\n", 1)[0]
+    assert re.search(r"cg_tile_\d+x\d+", body), "the GEMM fell back to plain loops"
+    want = np.einsum("fc,nchw->nfhw", numpy_helper.to_array(W)[:, :, 0, 0], feeds["X"]) + feeds["R"]
+    np.testing.assert_allclose(cm.run(feeds)["Y"], want, rtol=1e-4, atol=1e-4)

@@ -80,7 +80,9 @@ def wrap_output(s, Y: Tensor, ep: Callable, target, block_hint=None):
         split = {}
         for d, factor in hints:
             split[d] = st.split(axes[d], factor=factor)
-        first = min(split)
+        # a hinted axis whose block covers it whole stays inside the block (were it
+        # outside, a 32-channel block of 32 channels would become 32 one-channel blocks)
+        first = min(d for d, _ in block_hint)
         outer = axes[:first] + [split[d][0] for d, _ in hints]
         inner = [split[d][1] if d in split else a for d, a in enumerate(axes) if d >= first]
         *mid, last = inner

@@ -24,6 +24,22 @@ def gemm_default_mr(wl: dict, target) -> int:
 
 
 
+def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int) -> tuple:
+    """(nr, nc) of the default: no tail columns first (a tile's tail runs outside the
+    micro-kernel, and a block that is not a multiple of the epilogue's vector split
+    makes the fused producer compute past the block: 1x1 192->32 at 28x28 ran at a
+    quarter speed with nc=196, nr=24), then the widest tile, then the largest block whose
+    B panel (kc x nc floats) stays under 256 KiB."""
+    choices = next(k.choices for k in sp.knobs if k.name == "nc")
+    ncs = [n for n in choices if 4 * kc * n <= 256 * 1024] or [min(choices)]
+
+    def key(t):
+        nr, nc = t
+        tails = nc % nr + (P % nc) % nr
+        return (tails > 0, nc % vec > 0 and nc != P, -nr, tails, P % nc > 0, -nc)
+    return min(((nr, nc) for nr in nrs for nc in ncs), key=key)
+
+
 def conv2d_gemm_compute(wl: dict, mr: int):
     """te tensors (inputs, col, Ap, Y): Y[n, g, f, p] = sum_k Ap[g, f//mr, k, f%mr] * col[n, g, k, p]
     with p = oy*OW + ox and k = (ci*KH + kh)*KW + kw; Y is (N, G, F/G, OH*OW), NCHW memory."""
@@ -116,12 +132,7 @@ class Conv2dGemmTemplate:
         cg, khw = wl["C"] // wl["groups"], wl["KH"] * wl["KW"]
         # the B block (kc x nc floats) about half of L2, the A block (mc*mr x kc) in L1/L2
         kc = min(cg, 256 // khw if khw > 1 else 256) * khw
-        # whole rows dividing OH: a short last pixel block would still run its empty tiles
-        rows = max(1, min(OH, (256 * 1024) // (4 * kc * OW)))
-        nc = OW * max(r for r in range(1, rows + 1) if OH % r == 0)
-        # the widest tile of the fewest tail columns (a fixed tile's tail runs scalar
-        # where the ISA has no lane masks)
-        nr = min(nrs, key=lambda n: (nc % n + (OH * OW % nc) % n, -n))
+        nr, nc = _pixel_tiling(sp, nrs, OH * OW, kc, 2 * block_lanes(tgt))
         want = {"mr": mr, "nr": nr, "mc": 16, "kc": kc, "nc": nc, "order": "ji",
                 "micro": "masked" if masked_tiles_ok(tgt) else "fixed", "parallel": False}
         return sp.nearest(want)
