@@ -19,10 +19,15 @@ PROFILE_HOOKS) and the plain build, whose one NAME_run gives the whole run's cou
 profiling build's reports would add their own instructions to it).  Both outputs must
 agree before a count is used.  One call is enough: nothing varies from run to run.
 
-A-profile 32-bit targets (armv7, rpi2, rpi3-32, rpi4-32) are refused: their code runs
-under qemu-arm user mode, which has no -icount, and there is no bare-metal armv7 image
-here (its start-up, vectors and semihosting would be a third harness).  onnxruntime has
-no peer figure either: it does not run on these targets.
+  armv7 (armv7, rpi2, rpi3-32, rpi4-32): qemu-system-arm -M virt on the target's core (or
+    cortex-a15 / max), the model's own harness on newlib's rdimon with the "pmu-a32" timer
+    (PMCCNTR, one per instruction); qemu-arm user mode, which runs armv7 otherwise, has no
+    -icount.  The image is built by arm-none-eabi-gcc with the target's flags (the same gcc
+    release as the Linux cross compiler, so the kernels' code is the same but for the C
+    library's calls).
+
+Other targets that do not run here are refused in one line.  onnxruntime has no peer
+figure: it does not run on these targets.
 """
 from __future__ import annotations
 
@@ -164,6 +169,51 @@ def _m_whole(console: str) -> float:
     return float(nums[-1])
 
 
+# An armv7 image: the target's flags, built by arm-none-eabi-gcc (gcc 12 too) on newlib's
+# rdimon (multilib v7-a+simd/hard), linked at -M virt's RAM; cores qemu-system-arm models
+# for a -mcpu, otherwise cortex-a15 for plain armv7-a and `max` for an Armv8 core in AArch32
+A32_RAM = 0x40000000
+A32_CPUS = ("cortex-a7", "cortex-a8", "cortex-a9", "cortex-a15")
+A32_QEMU_ARGS = ("-M", "virt", "-m", "512M", "-nographic", "-monitor", "none", "-net", "none")
+
+
+def _a32_cpu(flags) -> str:
+    cpu = next((f[len("-mcpu="):].split("+")[0] for f in flags if f.startswith("-mcpu=")), "")
+    return cpu if cpu in A32_CPUS else ("max" if cpu else "cortex-a15")
+
+
+def _a32_image(cm, source: str, profiling: bool) -> Path:
+    from targets import compile_c
+    from targets.semihost import LINK_FLAGS
+    from ..codegen.harness import A32_FPU_STARTUP, profile_hooks
+    bm = replace(cm.target, name=f"{cm.target.name}-baremetal", cc="arm-none-eabi-gcc",
+                 triple="arm-none-eabi", apt_package="gcc-arm-none-eabi", sysroot="",
+                 static=True, threads=False)
+    harness = cm.harness_source("pmu-a32") + (profile_hooks("libc") if profiling else "")
+    return compile_c(source, bm, "executable",
+                     extra_flags=LINK_FLAGS + (f"-Wl,-Ttext-segment=0x{A32_RAM:x}",),
+                     name=cm.name + ("_prof" if profiling else "_icount"),
+                     extra_sources=(harness, A32_FPU_STARTUP), strict=not profiling)
+
+
+def _a32_command(cm, exe, timed: bool) -> tuple:
+    """The harness takes its file names from argv here (semihosting's command line)."""
+    from targets.runner import ToolMissing, arg_file
+    from targets.semihost import CMDLINE_MAX
+    if shutil.which("arm-none-eabi-gcc") is None:
+        raise ToolMissing("'arm-none-eabi-gcc' not found; install it with: apt-get install "
+                          "gcc-arm-none-eabi libnewlib-arm-none-eabi")
+    n = len(cm.source.inputs) + len(cm.source.outputs)
+    argv = ["prog"] + (["--time", "1", "1"] if timed else []) + [arg_file(k) for k in range(n)]
+    if len(" ".join(argv)) > CMDLINE_MAX:
+        raise ModelError(f"{n} parameter files do not fit semihosting's command line of "
+                         f"{CMDLINE_MAX} characters", "bad_input")
+    return ["qemu-system-arm", *A32_QEMU_ARGS, "-cpu", _a32_cpu(cm.target.flags()),
+            *_icount_args(), "-semihosting-config",
+            "enable=on,target=native," + ",".join(f"arg={a}" for a in argv),
+            "-kernel", str(exe)], {}
+
+
 @dataclass(frozen=True)
 class _Way:
     """How one family of ARM targets runs a model's image under QEMU -icount."""
@@ -177,19 +227,18 @@ _A64 = _Way("qemu-system-aarch64 -M virt -icount shift=0 (PMU cycle counter: one
             _a64_image, _a64_command, _a64_whole)
 _M = _Way("qemu-system-arm -icount shift=0 on the target's board (SysTick, calibrated "
           "instructions per tick)", _m_image, _m_command, _m_whole)
-# Target.arch -> way; armv7 (A-profile, 32-bit) has none (see the module doc)
-WAYS = {"aarch64": _A64, "armv7e-m": _M, "armv8m": _M}
+_A32 = _Way("qemu-system-arm -M virt -icount shift=0 (PMU cycle counter: one per instruction)",
+            _a32_image, _a32_command, _m_whole)
+# Target.arch -> way
+WAYS = {"aarch64": _A64, "armv7": _A32, "armv7e-m": _M, "armv8m": _M}
 
 
 def way_for(target):
     way = WAYS.get(target.arch)
     if way is None:
-        why = ("its code runs under qemu-arm user mode, which has no -icount, and there is no "
-               "bare-metal armv7 image" if target.arch == "armv7" else
-               f"{target.arch} code has no QEMU -icount runner")
         raise ModelError(f"cannot profile target {target.name}: it does not run on this machine, "
-                         f"and it cannot be counted in instructions ({why}); profile the host, "
-                         f"an aarch64 or a cortex-m target", "bad_input")
+                         f"and {target.arch} code has no QEMU -icount image to count its "
+                         f"instructions in; profile the host or an ARM target", "bad_input")
     return way
 
 
