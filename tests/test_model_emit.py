@@ -90,3 +90,35 @@ def test_a_fused_residual_keeps_the_register_tile(target):
     assert re.search(r"cg_tile_\d+x\d+", body), "the GEMM fell back to plain loops"
     want = np.einsum("fc,nchw->nfhw", numpy_helper.to_array(W)[:, :, 0, 0], feeds["X"]) + feeds["R"]
     np.testing.assert_allclose(cm.run(feeds)["Y"], want, rtol=1e-4, atol=1e-4)
+
+
+def test_an_unfolded_stem_is_built_once_per_pixel_block():
+    """A 3x3 stride-2 stem (3 -> 32 channels, clip epilogue) on x86-avx2: the epilogue's
+    blocks hold every output channel, so the im2col block is built once per pixel block,
+    not once per block of rows (8 times before)."""
+    import numpy as np
+    from onnx import TensorProto, helper as h, numpy_helper
+    rng = np.random.default_rng(0)
+    W = numpy_helper.from_array((rng.standard_normal((32, 3, 3, 3)) * 0.1).astype(np.float32), "W")
+    lo, hi = (numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0), ("hi", 6)))
+    g = h.make_graph([h.make_node("Conv", ["X", "W"], ["Y0"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                      h.make_node("Clip", ["Y0", "lo", "hi"], ["Y"])], "g",
+                     [h.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3, 64, 64])],
+                     [h.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 32, 32, 32])], [W, lo, hi])
+    cm = compile_model(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), "x86-avx2",
+                       name="stem")
+    k = next(k for k in cm.kernels if not k.is_alias)
+    assert k.template == "conv2d_im2col"
+    body = cm.c_source.split(f"static int {k.name}(", 1)[1].split("\n}\n", 1)[0]
+    # the loops above the unfolded block's fill are pixel blocks only: no row-block loop
+    above = body.split("col[", 1)[0]
+    assert not re.search(r"for \(int64_t i2\w* = 0; i2\w* < [2-9]", above)
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    ref = onnx_reference(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), {"X": x})
+    np.testing.assert_allclose(cm.run({"X": x})["Y"], ref, rtol=1e-4, atol=1e-4)
+
+
+def onnx_reference(model, feeds):
+    import onnxruntime as ort
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, feeds)[0]

@@ -66,12 +66,18 @@ def _conv_route(group: Group, graph: Graph, target) -> Route:
     if tm.name in ("conv2d_1x1", "conv2d_im2col"):
         P = int(np.prod(conv_out_hw(n)))
 
+        unfolded = tm.name == "conv2d_im2col"
+
         def hint(cfg):
             """Blocks of the epilogue: the GEMM's pixel block, then rows of micro-tiles
-            whose accumulator block stays near L1 size (EPILOGUE_BLOCK_BYTES)."""
+            whose accumulator block stays near L1 size (EPILOGUE_BLOCK_BYTES).  An
+            unfolded (im2col) pixel block is rebuilt for every block of rows, so there
+            the rows are all the output channels (a 3->32 stem at 224 built it 8 times)."""
             if "nc" not in cfg or "mr" not in cfg:
                 return None
             nc, mr = min(cfg["nc"], P), cfg["mr"]
+            if unfolded:
+                return [(3, cfg["nc"]), (2, wl["F"])]
             rows = (EPILOGUE_BLOCK_BYTES // (4 * nc)) // mr * mr
             rows = max(mr, min(cfg.get("mc", 1) * mr, rows))
             return [(3, cfg["nc"]), (2, rows)]
