@@ -368,8 +368,11 @@ def _add_model_parsers(sub) -> None:
                                         "QEMU -icount instead, without onnxruntime")
     common(pr, "host")
     pr.add_argument("--inputs", metavar="IN.npz", help="inputs (default: seeded random)")
-    pr.add_argument("--number", type=int, default=50, help="calls per kernel timing (default 50)")
-    pr.add_argument("--no-peer", action="store_true", help="skip onnxruntime's profile")
+    pr.add_argument("--number", type=int, default=50,
+                    help="calls per kernel timing (default 50; ARM targets count one call: "
+                         "counts do not vary)")
+    pr.add_argument("--no-peer", action="store_true",
+                    help="skip onnxruntime's profile (never run for ARM targets)")
     pr.add_argument("--json", action="store_true", help="one JSON object per kernel")
     pr.add_argument("--timeout", type=float, default=900.0, metavar="S",
                     help="per QEMU run, ARM targets (default 900)")

@@ -303,12 +303,13 @@ def icount_profile(cm, feeds, timeout: float = 900.0) -> IcountProfile:
 
 def icount_table(p: IcountProfile) -> str:
     head = (f"{'kernel':<28} {'ops':<34} {'template':<18} {'instructions':>13} "
-            f"{'FLOP/insn':>9} {'share':>6}")
+            f"{'FLOP/insn':>9} {'share':>6}  config")
     lines = [f"# {p.target}: {p.unit} per call, counted by {p.clock}; no onnxruntime column "
-             f"(onnxruntime does not run on {p.target})", head, "-" * len(head)]
+             f"(onnxruntime does not run on {p.target})", head, "-" * (len(head) + 20)]
     for r in p.rows:
         lines.append(f"{r.kernel[:28]:<28} {r.ops[:34]:<34} {r.template[:18]:<18} "
-                     f"{r.instructions:>13,.0f} {r.flop_per_instruction:>9.3f} {r.share:>6.1%}")
+                     f"{r.instructions:>13,.0f} {r.flop_per_instruction:>9.3f} {r.share:>6.1%}  "
+                     + (",".join(f"{k}={v}" for k, v in r.config.items()) if r.config else "-"))
     glue = p.run_instructions - p.kernel_instructions
     lines.append(f"total {p.kernel_instructions:,.0f} {p.unit} over {len(p.rows)} kernels; one "
                  f"whole run {p.run_instructions:,.0f} {p.unit} ({glue:,.0f} outside the kernels)")
