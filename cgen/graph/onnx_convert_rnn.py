@@ -94,12 +94,6 @@ class _Rnn:
         sizes = tuple(sizes or (s[axis] // parts,) * parts)
         return self.imp.emit("split", [name], {"axis": axis, "sizes": sizes}, tag=tag)
 
-    def act(self, k: int, which: int, x: str, tag: str) -> str:
-        if self.clip is not None:
-            c = float(self.clip)
-            x = self.emit("clip", [x], {"min": -c, "max": c}, tag=f"{tag}_clip")
-        return self.emit(self.acts[k][which], [x], tag=tag)
-
     def state(self, i: int, k: int, tag: str):
         """Initial state input i for direction k as (B, H), or None when left out."""
         name = _inp(self.n, i)
@@ -117,13 +111,14 @@ class _Rnn:
                     f"{self.T}; cgen runs every step of every sequence")
 
     # ------------------------------------------------------------------ outer graph
-    def projection(self, k: int) -> str:
-        """X W^T + Wb + Rb for direction k, as (T, B, G*H): the loop's sequence input."""
+    def projection(self, k: int, sizes=None) -> list:
+        """X W^T + Wb + Rb for direction k, as (T, B, size) per part of the gate columns
+        (`sizes`, default all): the loop's sequence inputs, one matmul each."""
         imp, n, G, H = self.imp, self.n, self.gates, self.H
+        sizes = tuple(sizes or (G * H,))
         W = self.take(n.input[1], 0, k, f"W{k}")
         WT = self.emit("transpose", [W], {"perm": (1, 0)}, tag=f"WT{k}")
         x2 = imp.reshape(self.X, (self.T * self.B, self.I), tag="x2d")
-        xw = self.emit("matmul", [x2, WT], tag=f"xw{k}")
         bias = _inp(n, 3)
         if bias is not None:
             b = self.take(bias, 0, k, f"B{k}")
@@ -133,8 +128,22 @@ class _Rnn:
                 parts = self.split(rb, 0, G, f"Rb{k}_split")
                 zero = imp.add_const(np.zeros(H, np.float32), f"{n.output[0] or 'rnn'}__zero")
                 rb = self.emit("concat", parts[:2] + [zero], {"axis": 0}, tag=f"Rb{k}_zr")
-            xw = self.emit("add", [xw, self.emit("add", [wb, rb], tag=f"b{k}")], tag=f"xwb{k}")
-        return imp.reshape(xw, (self.T, self.B, G * H), tag=f"xw{k}_t")
+            bias = self.emit("add", [wb, rb], tag=f"b{k}")
+        out, lo = [], 0
+        for j, size in enumerate(sizes):
+            part, bj = WT, bias
+            if len(sizes) > 1:
+                part = self.emit("slice", [WT], {"starts": (0, lo), "ends": (self.I, lo + size),
+                                                 "steps": (1, 1)}, tag=f"WT{k}_{j}")
+                if bias is not None:
+                    bj = self.emit("slice", [bias], {"starts": (lo,), "ends": (lo + size,),
+                                                     "steps": (1,)}, tag=f"b{k}_{j}")
+            xw = self.emit("matmul", [x2, part], tag=f"xw{k}_{j}")
+            if bj is not None:
+                xw = self.emit("add", [xw, bj], tag=f"xwb{k}_{j}")
+            out.append(imp.reshape(xw, (self.T, self.B, size), tag=f"xw{k}_{j}_t"))
+            lo += size
+        return out
 
     def recurrent(self, k: int, lo: int = 0, hi: int | None = None) -> str:
         """Columns lo:hi of R[k]^T, (H, hi - lo), in the outer graph."""
@@ -145,7 +154,7 @@ class _Rnn:
         return self.emit("slice", [RT], {"starts": (0, lo), "ends": (self.H, hi), "steps": (1, 1)},
                          tag=f"RT{k}_{lo}")
 
-    def loop(self, step: "_Step", k: int, xw: str, states: list, outs: list) -> list:
+    def loop(self, step: "_Step", k: int, xws: list, states: list) -> list:
         """The loop node of direction k: `states` (body input, body output, outer init or
         None); the step's new h is stacked into Y when Y is asked for, and the last h (and
         c) are final outputs.  Returns the outer names of Y_k (or None) and the finals."""
@@ -154,10 +163,10 @@ class _Rnn:
         h_out = states[0][1]
         finals = [o for _, o, _ in states]
         spec = LoopSpec(step.graph(list(dict.fromkeys([h_out] + finals))), self.T,
-                        self.dirs[k] == "reverse", (step.x,),
+                        self.dirs[k] == "reverse", tuple(step.xs),
                         tuple((i, o, init is not None) for i, o, init in states),
                         tuple(step.invariant), (h_out,) if want_y else (), tuple(finals))
-        ins = [xw] + [init for _, _, init in states if init is not None] + \
+        ins = list(xws) + [init for _, _, init in states if init is not None] + \
             [outer for outer in step.invariant.values()]
         first = n.output[0] if n.output else "rnn"
         names = [self.imp.fresh(f"{first}__y{k}")] if want_y else []
@@ -190,10 +199,10 @@ class _Rnn:
 
 
 class _Step:
-    """One time step of direction k, built as the loop's body graph: the projection's
-    slice `x` (B, G*H), the states, the step's nodes and constants."""
+    """One time step of direction k, built as the loop's body graph: the step's slices
+    `xs` of the projections (B, size), the states, the step's nodes and constants."""
 
-    def __init__(self, rnn: _Rnn, k: int):
+    def __init__(self, rnn: _Rnn, k: int, xws: list):
         self.rnn, self.imp, self.k = rnn, rnn.imp, k
         self.first = rnn.n.output[0] if rnn.n.output and rnn.n.output[0] else rnn.op.lower()
         self.values: dict = {}
@@ -201,7 +210,7 @@ class _Step:
         self.nodes: list = []
         self.consts: dict = {}
         self.invariant: dict = {}           # body input -> outer value
-        self.x = self.input("x", (rnn.B, rnn.gates * rnn.H))
+        self.xs = [self.input(f"x{j}", self.imp.v(x).shape[1:]) for j, x in enumerate(xws)]
 
     def input(self, tag: str, shape) -> str:
         v = Value(self.imp.fresh(f"{self.first}__d{self.k}_{tag}"), tuple(shape), "float32")
@@ -281,7 +290,8 @@ def convert_lstm(imp, n, a):
     rnn = _Rnn(imp, n, a)
     ys, last_h, last_c = [], [], []
     for k in range(len(rnn.dirs)):
-        xw, step = rnn.projection(k), _Step(rnn, k)
+        xws = rnn.projection(k)
+        step = _Step(rnn, k, xws)
         RT = step.fixed(rnn.recurrent(k), "RT")
         H = rnn.H
         h, c = step.input("h", (rnn.B, H)), step.input("c", (rnn.B, H))
@@ -291,7 +301,7 @@ def convert_lstm(imp, n, a):
             peep = [step.fixed(rnn.emit("slice", [P], {"starts": (j * H,), "ends": ((j + 1) * H,),
                                                        "steps": (1,)}, tag=f"P{k}_{j}"), f"P{j}")
                     for j in range(3)]
-        pre = step.matmul_plus(step.x, h, RT, "g")
+        pre = step.matmul_plus(step.xs[0], h, RT, "g")
         if peep is None and rnn.acts[k][:2] == ["sigmoid", "tanh"]:
             i, o, f, g = step.split(_sigmoid_tanh(step, pre, "act"), 4, "gates")
         else:
@@ -308,8 +318,8 @@ def convert_lstm(imp, n, a):
             o = step.act(0, step.emit("add", [o, step.emit("mul", [peep[1], c_new], tag="po")],
                                       tag="o"), "oa")
         h_new = step.emit("mul", [o, step.act(2, c_new, "hc")], tag="h_new")
-        y, lh, lc = rnn.loop(step, k, xw, [(h, h_new, rnn.state(5, k, f"h0_{k}")),
-                                           (c, c_new, rnn.state(6, k, f"c0_{k}"))], n.output)
+        y, lh, lc = rnn.loop(step, k, xws, [(h, h_new, rnn.state(5, k, f"h0_{k}")),
+                                           (c, c_new, rnn.state(6, k, f"c0_{k}"))])
         ys.append(y)
         last_h.append(lh)
         last_c.append(lc)
@@ -321,7 +331,8 @@ def convert_gru(imp, n, a):
     H, lbr = rnn.H, int(a.get("linear_before_reset", 0))
     ys, last_h = [], []
     for k in range(len(rnn.dirs)):
-        xw, step = rnn.projection(k), _Step(rnn, k)
+        xws = rnn.projection(k, (2 * H, H))      # z and r, then the candidate's part
+        step = _Step(rnn, k, xws)
         RTzr = step.fixed(rnn.recurrent(k, 0, 2 * H), "RTzr")
         RTh = step.fixed(rnn.recurrent(k, 2 * H, 3 * H), "RTh")
         rbh = None
@@ -330,7 +341,7 @@ def convert_gru(imp, n, a):
             rbh = step.fixed(rnn.emit("slice", [b], {"starts": (5 * H,), "ends": (6 * H,),
                                                      "steps": (1,)}, tag=f"Rbh{k}"), "Rbh")
         h = step.input("h", (rnn.B, H))
-        zr, xh = step.split(step.x, 2, "x", sizes=(2 * H, H))
+        zr, xh = step.xs
         # both gates activated before the split: stored, not recomputed in the
         # candidate's kernel (no transcendental nested in another)
         z, r = step.split(step.act(0, step.matmul_plus(zr, h, RTzr, "zr"), "zra"), 2, "zrs")
@@ -346,7 +357,7 @@ def convert_gru(imp, n, a):
         one = step.const(np.ones((), np.float32), "one")
         new = step.emit("mul", [step.emit("sub", [one, z], tag="1z"), cand], tag="zh")
         h_new = step.emit("add", [new, step.emit("mul", [z, h], tag="zhp")], tag="h_new")
-        y, lh = rnn.loop(step, k, xw, [(h, h_new, rnn.state(5, k, f"h0_{k}"))], n.output)
+        y, lh = rnn.loop(step, k, xws, [(h, h_new, rnn.state(5, k, f"h0_{k}"))])
         ys.append(y)
         last_h.append(lh)
     rnn.finish(ys, last_h, None)
@@ -356,11 +367,12 @@ def convert_rnn(imp, n, a):
     rnn = _Rnn(imp, n, a)
     ys, last_h = [], []
     for k in range(len(rnn.dirs)):
-        xw, step = rnn.projection(k), _Step(rnn, k)
+        xws = rnn.projection(k)
+        step = _Step(rnn, k, xws)
         RT = step.fixed(rnn.recurrent(k), "RT")
         h = step.input("h", (rnn.B, rnn.H))
-        h_new = step.act(0, step.matmul_plus(step.x, h, RT, "g"), "h_new")
-        y, lh = rnn.loop(step, k, xw, [(h, h_new, rnn.state(5, k, f"h0_{k}"))], n.output)
+        h_new = step.act(0, step.matmul_plus(step.xs[0], h, RT, "g"), "h_new")
+        y, lh = rnn.loop(step, k, xws, [(h, h_new, rnn.state(5, k, f"h0_{k}"))])
         ys.append(y)
         last_h.append(lh)
     rnn.finish(ys, last_h, None)
