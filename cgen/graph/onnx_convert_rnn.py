@@ -171,7 +171,8 @@ class _Rnn:
         first = n.output[0] if n.output else "rnn"
         names = [self.imp.fresh(f"{first}__y{k}")] if want_y else []
         names += [self.imp.fresh(f"{first}__last{k}_{j}") for j in range(len(finals))]
-        got = self.imp.emit("loop", ins, spec.attrs(), outputs=names, tag=f"loop{k}")
+        # named as the ONNX node: a profile sets the loop beside that node's time
+        got = self.imp.emit("loop", ins, spec.attrs(), outputs=names)
         return ([got[0]] if want_y else [None]) + got[1 if want_y else 0:]
 
     # ------------------------------------------------------------------ outputs
