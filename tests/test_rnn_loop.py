@@ -89,3 +89,11 @@ def test_profile_reports_the_loop_as_one_kernel_on_x86_avx2():
     loop = next(k for k in cm.kernels if isinstance(k, LoopKernel))
     assert times[loop.name] > 0
     assert not any(n.startswith(loop.name + "_") for n in times)
+
+
+def test_the_loop_body_dense_kernels_are_tuning_tasks_on_x86_avx2():
+    """`cgen tune MODEL` tunes the recurrent matmul built once inside the loop."""
+    from cgen.autotune.model_tasks import extract_tasks
+    model, _ = rnn_model("LSTM", "forward", False, seq=16, hidden=8)
+    names = [n for t in extract_tasks(model, "x86-avx2") for n in t.kernels]
+    assert any("_loop_" in n and n.endswith("_matmul") for n in names), names

@@ -107,6 +107,8 @@ def extract_tasks(model, target="host", input_shapes=None, templates=None,
         fg = legalize(prepare(model, input_shapes), tgt, "ram")
         kernels = lower_graph(fg, tgt) + lower_graph(fg, tgt, None, "ram")
     found: dict = {}
+    # a loop (cgen.graph.loop_lower): its body's kernels, built once, are the tasks
+    kernels = [f for k in kernels for f in (k.functions() if hasattr(k, "body") else [k])]
     for k in kernels:
         if k.workload is None or k.template not in table:
             continue        # aliases and built-in computes: nothing to tune
