@@ -1,7 +1,7 @@
 """LSTM and GRU lower to a loop over time (cgen.graph.loop_op / loop_lower), not an
 unrolled graph: the body's kernels are built once and NAME_run runs them in one
 `for (t = 0; t < T; ++t)` loop per direction.  Checked on x86-avx2 and on aarch64 under
-QEMU, with T >= 16, bidirectional, initial states given and not: the outputs match
+QEMU (and bare-metal cortex-m4, slow), with T >= 16, bidirectional, initial states given and not: the outputs match
 onnxruntime, the number of kernel functions is the same for T = 8 and T = 32, and the
 loop over time is in NAME_run."""
 from __future__ import annotations
@@ -32,7 +32,9 @@ def kernel_functions(cm) -> set:
 
 
 @pytest.mark.parametrize("target", [pytest.param("x86-avx2", marks=pytest.mark.isa("x86-avx2")),
-                                    pytest.param("aarch64", marks=pytest.mark.qemu)])
+                                    pytest.param("aarch64", marks=pytest.mark.qemu),
+                                    pytest.param("cortex-m4", marks=[pytest.mark.qemu,
+                                                                     pytest.mark.slow])])
 @pytest.mark.parametrize("op,states,attrs", CASES)
 def test_bidirectional_recurrence_is_one_loop_over_time(target, op, states, attrs):
     from tests.test_models import need_target
