@@ -30,7 +30,7 @@ from .fuse import fuse
 from .graph_ir import ModelError
 from .kernels import Arg, GroupKernel
 from .loop_op import LoopSpec
-from .memory import ALIGN, _round, lifetimes, plan, storage
+from .memory import ALIGN, lifetimes, plan, storage
 from .rules import simplify
 from .shapes import infer_shapes
 
@@ -92,6 +92,10 @@ class Layout:
     out_bind: dict          # root -> index of the body output it is written into
 
 
+def _aligned(n: int, align: int) -> int:
+    return -(-n // align) * align
+
+
 def _seq_written(k: LoopKernel) -> dict:
     """Body output -> index of the node output it is stacked into, for those read."""
     node = k.group.nodes[0]
@@ -111,12 +115,12 @@ def layout(k: LoopKernel, scratch_of: dict, align: int = ALIGN) -> Layout:
     off, state, spill = 0, {}, {}
     for i, _, _ in k.spec.state:
         state[i] = off
-        off += _round(values[i].nbytes, align)
+        off += _aligned(values[i].nbytes, align)
     seq = _seq_written(k)
     for v in g.outputs:
         if v.name not in seq:
             spill[v.name] = off
-            off += _round(v.nbytes, align)
+            off += _aligned(v.nbytes, align)
     ivs = lifetimes(body, values, store, scratch_of)
     pl = plan(ivs, align) if ivs else None
     return Layout(off + (pl.total if pl else 0), state, spill,

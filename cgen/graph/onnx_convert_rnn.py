@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph_ir import Graph, Node, Value
+from .graph_ir import Graph, ModelError, Node, Value
 from .loop_op import LoopSpec
 from .onnx_import import _inp, _refuse
 from .shapes import output_types
@@ -228,7 +228,12 @@ class _Step:
     def fixed(self, outer: str, tag: str) -> str:
         """An outer value the step reads at every step: a constant when it is computable
         at import (the outer nodes that made it are then dead), else an invariant input."""
-        arr = self.imp._try_const(self.imp.resolve(outer))
+        try:
+            arr = self.imp.const(outer, "weight")
+        except ModelError as e:
+            if e.kind != "not_constant":
+                raise
+            arr = None
         if arr is not None:
             return self.const(arr, tag)
         name = self.input(tag, self.imp.v(outer).shape)
