@@ -74,3 +74,20 @@ def test_a_target_this_machine_cannot_run_is_one_line(tmp_path, capsys):
     assert main(["profile", str(path), "--target", str(toml), "--no-peer"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "offboard" in err[0] and "Traceback" not in err[0]
+
+
+def test_a_conv_rewritten_to_nchwc_by_onnxruntime_keeps_its_name():
+    """onnxruntime's NCHWc pass renames a Conv+Relu it fused "relu0_nchwc": its time still
+    goes beside the cgen kernel holding relu0 (was: no peer figure for any such conv)."""
+    import numpy as np
+    from onnx import numpy_helper
+    w = numpy_helper.from_array(np.full((32, 16, 3, 3), 0.01, np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], name="conv0", pads=[1] * 4),
+                           helper.make_node("Relu", ["c"], ["y"], name="relu0")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 32, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 32, 32])],
+                          [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    feeds = {"x": np.ones((1, 16, 32, 32), np.float32)}
+    names = set(ort_node_seconds(m, feeds, runs=2))
+    assert names & {"conv0", "relu0"} and not any(n.endswith("_nchwc") for n in names)

@@ -81,6 +81,7 @@ def ort_node_seconds(model, feeds: dict, runs: int = 20) -> dict:
     with tempfile.TemporaryDirectory(prefix="cgen-ortprof-") as d:
         so.profile_file_prefix = os.path.join(d, "ort")
         data = model.SerializeToString() if hasattr(model, "SerializeToString") else model
+        producer = _producers(data)
         sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
         for _ in range(runs + 1):
             sess.run(None, feeds)
@@ -90,11 +91,21 @@ def ort_node_seconds(model, feeds: dict, runs: int = 20) -> dict:
     for e in events:
         name = e.get("name", "")
         if e.get("cat") == "Node" and name.endswith("_kernel_time"):
-            # onnxruntime names a node it fused "fused NAME"
+            # onnxruntime names a node it fused "fused NAME", and a Conv its NCHWc pass
+            # rewrote "VALUE_nchwc" after the output of the last node fused into it
             node = name[:-len("_kernel_time")].removeprefix("fused ")
+            if node.endswith("_nchwc"):
+                node = producer.get(node[:-len("_nchwc")], node)
             per_node.setdefault(node, []).append(e["dur"] * 1e-6)
     # the first run is the warm-up
     return {n: statistics.median(t[1:] or t) for n, t in per_node.items()}
+
+
+def _producers(data) -> dict:
+    """ONNX value name -> the name of the node producing it."""
+    import onnx
+    graph = onnx.load_from_string(data).graph if isinstance(data, bytes) else onnx.load(data).graph
+    return {out: n.name for n in graph.node for out in n.output if n.name}
 
 
 def table(rows: list) -> str:
