@@ -8,15 +8,16 @@ and NAME_run runs them in one `for (t = 0; t < T; ++t)` loop.
 
 The body graph is simplified, folded, fused and legalized like a model's graph, and each
 of its groups becomes a kernel by the same `lower_group` (passed in by cgen.graph.drive,
-so this module sits below it).  Storage of one step: the sequence inputs are read at
-`x + slot * stride` (slot t, or T-1-t for a reverse loop); the states live in buffers of
-the loop's region, filled from their init inputs (or zeros) before the loop and
-overwritten with the step's outputs at the end of each step; a body output stacked into a
-sequence output is written straight into its slot, the others into buffers of the
-region; the body's intermediates get offsets of their own in the region, from the same
-planner as the model's (cgen.graph.memory), step by step of the body.  After the loop the
-final outputs are copied out of the state buffers.  The region is the loop kernel's
-scratch in the model's plan: it lives for the loop's one step there.
+so this module sits below it).  Storage of one step, with no copy inside the loop: the
+sequence inputs are read at `x + slot * stride` (slot t, or T-1-t for a reverse loop); a
+body output stacked into a sequence output is written straight into its slot, and when
+it is a state the next step reads it there (step 0 reads a buffer filled from the init
+input, or zeros); any other state ping-pongs between two buffers of the loop's region
+(step t reads buffer t & 1 and writes the other).  The body's intermediates get offsets
+of their own in the region, from the same planner as the model's (cgen.graph.memory),
+step by step of the body.  After the loop the final outputs are copied out of what the
+last step wrote.  The region is the loop kernel's scratch in the model's plan: it lives
+for the loop's one step there.  A profiling build times the whole loop as that kernel.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 
 from pycparser import c_ast
 
-from .entry import buffer, no_scratch, workspace_at
+from ..codegen.c import C_TYPES
+from .entry import buffer, no_scratch, pointer_cast, workspace_at
 from .fold import fold_constants, remove_dead
 from .fuse import fuse
 from .graph_ir import ModelError
@@ -85,8 +87,7 @@ def lower_loop(fg, group, target, tuned, name: str, objective: str, lower_group,
 class Layout:
     """Where one step's buffers are, in bytes from the start of the loop's region."""
     total: int
-    state: dict             # body input of a state -> offset
-    spill: dict             # body output not written into a sequence slot -> offset
+    state: dict             # body input of a state -> (offset, bytes of one buffer)
     offsets: dict           # the body plan's offsets ("v:NAME", "s:KERNEL")
     root: object            # body value name -> the value owning its buffer
     out_bind: dict          # root -> index of the body output it is written into
@@ -103,7 +104,9 @@ def _seq_written(k: LoopKernel) -> dict:
 
 
 def layout(k: LoopKernel, scratch_of: dict, align: int = ALIGN) -> Layout:
-    """The loop's region: state buffers, spilled outputs, then the body's own plan."""
+    """The loop's region: the state buffers, then the body's own plan.  A state whose
+    output is stacked into a sequence output reads the previous slot there and has one
+    buffer (its value before step 0); the others ping-pong between two buffers."""
     g, body = k.body_graph, list(k.body)
     values = g.values()
     values.update({v.name: v for b in body for n in b.group.nodes for v in n.outputs})
@@ -112,18 +115,18 @@ def layout(k: LoopKernel, scratch_of: dict, align: int = ALIGN) -> Layout:
     if copies:
         raise ModelError(f"{k.name}: body output {g.outputs[copies[0][0]].name!r} is not "
                          "computed by the body (cgen needs each loop output computed)")
-    off, state, spill = 0, {}, {}
-    for i, _, _ in k.spec.state:
-        state[i] = off
-        off += _aligned(values[i].nbytes, align)
-    seq = _seq_written(k)
-    for v in g.outputs:
-        if v.name not in seq:
-            spill[v.name] = off
-            off += _aligned(v.nbytes, align)
+    seq, carried = _seq_written(k), {o for _, o, _ in k.spec.state}
+    stray = [v.name for v in g.outputs if v.name not in seq and v.name not in carried]
+    if stray:
+        raise ModelError(f"{k.name}: body output {stray[0]!r} is neither stacked nor a state")
+    off, state = 0, {}
+    for i, o, _ in k.spec.state:
+        size = _aligned(values[i].nbytes, align)
+        state[i] = (off, size)
+        off += size if o in seq else 2 * size
     ivs = lifetimes(body, values, store, scratch_of)
     pl = plan(ivs, align) if ivs else None
-    return Layout(off + (pl.total if pl else 0), state, spill,
+    return Layout(off + (pl.total if pl else 0), state,
                   {n: off + o for n, o in (pl.offsets.items() if pl else ())}, r, out_bind)
 
 
@@ -155,6 +158,12 @@ def _decl(name: str, ctype: str) -> c_ast.Decl:
                       None, None)
 
 
+def _ws_buffer(dtype: str, offset) -> c_ast.Node:
+    """(T *) ((void *) (ws + offset)), offset a C expression."""
+    return pointer_cast(C_TYPES[dtype], pointer_cast("void", c_ast.BinaryOp(
+        "+", c_ast.ID("ws"), offset)))
+
+
 def statement(k: LoopKernel, lay: Layout, arg_pointer, const_name, base: int,
               scratch_of: dict) -> c_ast.Compound:
     """The C of the loop: states filled, T steps of the body's calls, finals copied out.
@@ -164,7 +173,10 @@ def statement(k: LoopKernel, lay: Layout, arg_pointer, const_name, base: int,
     spec, g = k.spec, k.body_graph
     node = k.group.nodes[0]
     T = spec.trips
-    slot = c_ast.BinaryOp("-", _int(T - 1), c_ast.ID("t")) if spec.reverse else c_ast.ID("t")
+    t = c_ast.ID("t")
+    slot = c_ast.BinaryOp("-", _int(T - 1), t) if spec.reverse else t
+    before = c_ast.BinaryOp("-", _int(T), t) if spec.reverse else c_ast.BinaryOp("-", t, _int(1))
+    parity = c_ast.BinaryOp("&", t, _int(1))
     values = g.values()
     bvalue = {v.name: v for v in g.inputs}
     outer_in = {}
@@ -173,31 +185,46 @@ def statement(k: LoopKernel, lay: Layout, arg_pointer, const_name, base: int,
             else "value"
         outer_in[bname] = (role, arg_pointer(Arg(kind, v.name), v.dtype))
     seq_out = _seq_written(k)
+    state_of = {o: (i, has) for i, o, has in spec.state}
 
-    def region(offset: int, dtype: str):
-        return buffer(dtype, base + offset)
+    def pair(i: str, dtype: str, which):
+        off, size = lay.state[i]
+        at_pair = c_ast.BinaryOp("*", which, _int(size))
+        return _ws_buffer(dtype, c_ast.BinaryOp("+", _int(base + off), at_pair)
+                          if base + off else at_pair)
 
-    def at_slot(ptr, n: int):
-        return c_ast.BinaryOp("+", ptr, c_ast.BinaryOp("*", slot, _int(n)))
+    def at(ptr, index, n: int):
+        return c_ast.BinaryOp("+", ptr, c_ast.BinaryOp("*", index, _int(n)))
+
+    def stacked(bname: str, dtype: str, index):
+        ptr = arg_pointer(Arg("value", node.outputs[seq_out[bname]].name), dtype)
+        return at(ptr, index, values[bname].size)
 
     def out_pointer(bname: str, dtype: str):
         if bname in seq_out:
-            j = seq_out[bname]
-            ptr = arg_pointer(Arg("value", node.outputs[j].name), dtype)
-            return at_slot(ptr, values[bname].size)
-        return region(lay.spill[bname], dtype)
+            return stacked(bname, dtype, slot)
+        # step t writes the buffer step t+1 reads
+        return pair(state_of[bname][0], dtype, c_ast.BinaryOp("-", _int(1), parity))
+
+    def state_pointer(i: str, o: str, dtype: str):
+        if o in seq_out:        # the previous step's slot; before step 0, the buffer
+            return c_ast.TernaryOp(c_ast.BinaryOp("==", t, _int(0)),
+                                   buffer(dtype, base + lay.state[i][0]),
+                                   stacked(o, dtype, before))
+        return pair(i, dtype, parity)
 
     def pointer(name: str, dtype: str):
         v = lay.root(name)
         if v in lay.out_bind:
             return out_pointer(g.outputs[lay.out_bind[v]].name, dtype)
-        if v in outer_in and outer_in[v][0] == "seq":
-            return at_slot(outer_in[v][1], bvalue[v].size)
+        role = outer_in.get(v, ("",))[0]
+        if role == "seq":
+            return at(outer_in[v][1], slot, bvalue[v].size)
         if v in lay.state:
-            return region(lay.state[v], dtype)
-        if v in outer_in:
+            return state_pointer(v, next(o for i, o, _ in spec.state if i == v), dtype)
+        if role:
             return outer_in[v][1]
-        return region(lay.offsets[f"v:{v}"], dtype)
+        return buffer(dtype, base + lay.offsets[f"v:{v}"])
 
     step = []
     for f in k.functions():
@@ -214,19 +241,16 @@ def statement(k: LoopKernel, lay: Layout, arg_pointer, const_name, base: int,
     first, after = [], []
     for i, o, has in spec.state:
         v = bvalue[i]
-        init = outer_in[i][1] if has else None
-        first.append(_copy(region(lay.state[i], v.dtype), init, v.size))
-        step.append(_copy(region(lay.state[i], v.dtype), out_pointer(o, v.dtype), v.size))
-    state_of = {o: i for i, o, _ in spec.state}
+        first.append(_copy(buffer(v.dtype, base + lay.state[i][0]),
+                           outer_in[i][1] if has else None, v.size))
     for j, bname in enumerate(spec.final, len(spec.seq_out)):
         out = node.outputs[j]
-        if out.name in k.outputs:
-            i = state_of[bname]
-            after.append(_copy(arg_pointer(Arg("value", out.name), out.dtype),
-                               region(lay.state[i], out.dtype), out.size))
-    loop = c_ast.For(c_ast.Assignment("=", c_ast.ID("t"), _int(0)),
-                     c_ast.BinaryOp("<", c_ast.ID("t"), _int(T)),
-                     c_ast.UnaryOp("++", c_ast.ID("t")), c_ast.Compound(step))
+        if out.name in k.outputs:       # what step T-1 wrote
+            last = stacked(bname, out.dtype, _int(spec.slot(T - 1))) if bname in seq_out \
+                else pair(state_of[bname][0], out.dtype, _int(T & 1))
+            after.append(_copy(arg_pointer(Arg("value", out.name), out.dtype), last, out.size))
+    loop = c_ast.For(c_ast.Assignment("=", t, _int(0)), c_ast.BinaryOp("<", t, _int(T)),
+                     c_ast.UnaryOp("++", t), c_ast.Compound(step))
     return c_ast.Compound([_decl("i", "int64_t"), _decl("t", "int")] + first + [loop] + after)
 
 
