@@ -5,7 +5,11 @@ Each model is written as ONNX by the zoo's builder at the chosen scale, then mea
 model compiled with the default configs, its outputs checked against onnxruntime's,
 then interleaved rounds of repeats of the compiled harness and of an onnxruntime
 session with one intra-op thread; best repeats compared.  ratio = onnxruntime seconds /
-cgen seconds (above 1: cgen faster).  With --tuning-log LOG the model is compiled again
+cgen seconds (above 1: cgen faster).  onnxruntime runs in a child process at the target's
+ISA (cgen.graph.ort_peer): on an AVX-512 machine, x86-avx2 masks the AVX-512 bits of CPUID
+for it, since forced AVX2 there stands for an AVX2 host; each record's peer_isa says what
+the peer ran with ("avx2 (cpuid-masked)", "native avx512", or native with the reason the
+mask was unavailable).  With --tuning-log LOG the model is compiled again
 with the log's best configs: ratio is the tuned figure, untuned_ratio the defaults'.
 
 --scale auto (the default) is the published size (`full`) for every model but those in
@@ -99,20 +103,23 @@ def run(args) -> int:
                 common.print_json_lines(recs[-1:])
     tuned = bool(args.tuning_log)
     below = [r["case"] for r in recs if r["ratio"] < (1.3 if tuned else 1.0)]
-    note = (f"models on {args.target}: {len(recs)} of {len(names)} measured; ratio >= "
+    isas = sorted({r["peer_isa"] for r in recs})
+    note = (f"models on {args.target} (onnxruntime: {'; '.join(isas) or '-'}): "
+            f"{len(recs)} of {len(names)} measured; ratio >= "
             f"{1.3 if tuned else 1.0:g}{' tuned' if tuned else ''}: {len(recs) - len(below)}"
             f" of {len(recs)}" + (f" (below: {', '.join(below)})" if below else "")
             + (f"; failed: {', '.join(failed)}" if failed else ""))
     if args.json:
         common.progress(args, note)
     else:
-        heads = ["model", "scale", "params", "cgen ms", "ort ms", "ratio", "max rel err"]
+        heads = ["model", "scale", "params", "cgen ms", "ort ms", "ort isa", "ratio",
+                 "max rel err"]
         rows = [[r["case"], r["scale"], r["params"], r["cgen_s"] * 1e3, r["peer_s"] * 1e3,
-                 r["ratio"], r["max_rel_err"]] for r in recs]
+                 r["peer_isa"], r["ratio"], r["max_rel_err"]] for r in recs]
         if tuned:
-            heads[5:5] = ["untuned ratio"]
+            heads[6:6] = ["untuned ratio"]
             for row, r in zip(rows, recs):
-                row[5:5] = [r["untuned_ratio"]]
+                row[6:6] = [r["untuned_ratio"]]
         print(common.format_table(heads, rows))
         print(note)
     return 1 if failed else 0

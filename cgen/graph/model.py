@@ -28,6 +28,7 @@ from .graph_ir import ModelError
 from .emit import STACK_LIMIT, ModelSource, check_model_name, emit_model
 from .drive import legalize, lower_graph
 from .kernels import kernel_target
+from .ort_peer_child import ort_session, time_ort
 
 
 
@@ -351,6 +352,8 @@ class BenchResult:
     max_rel_err: float      # of the compiled model's outputs against onnxruntime's
     cgen_median_s: float = 0.0
     ort_median_s: float = 0.0
+    peer_isa: str = ""      # the ISA onnxruntime ran with (cgen.graph.ort_peer.OrtPeer.isa)
+    peer_note: str = ""     # why that is not the target's ISA, when it is not
 
     @property
     def ratio(self) -> float:
@@ -362,8 +365,8 @@ class BenchResult:
         return self.ort_median_s / self.cgen_median_s if self.cgen_median_s else 0.0
 
     def line(self) -> str:
-        return (f"{self.name}: cgen {self.cgen_s * 1e6:.1f} us, onnxruntime (1 thread) "
-                f"{self.ort_s * 1e6:.1f} us per call: ratio {self.ratio:.2f} on {self.target} "
+        return (f"{self.name}: cgen {self.cgen_s * 1e6:.1f} us, onnxruntime (1 thread, "
+                f"{self.peer_isa}) {self.ort_s * 1e6:.1f} us per call: ratio {self.ratio:.2f} on {self.target} "
                 f"(medians {self.cgen_median_s * 1e6:.1f} / {self.ort_median_s * 1e6:.1f} us: "
                 f"{self.median_ratio:.2f})")
 
@@ -381,66 +384,38 @@ def random_feeds(graph, seed: int = 0) -> dict:
     return out
 
 
-def ort_session(model, threads: int = 1):
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
-    data = model.SerializeToString() if hasattr(model, "SerializeToString") else (
-        model if isinstance(model, bytes) else str(model))
-    return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-
-
-def time_ort(sess, feeds: dict, repeat: int = 7, min_repeat_s: float = 0.05,
-             warmup: int = 3) -> list:
-    for _ in range(warmup):
-        sess.run(None, feeds)
-    t0 = time.perf_counter()
-    sess.run(None, feeds)
-    one = max(time.perf_counter() - t0, 1e-7)
-    number = max(1, min(1_000_000, int(min_repeat_s / one)))
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            sess.run(None, feeds)
-        out.append((time.perf_counter() - t0) / number)
-    return out
-
-
 def bench_model(model, target="host", feeds=None, name: str | None = None, input_shapes=None,
                 repeat: int = 5, min_repeat_s: float = 0.002, rounds: int = 6,
                 compiled: CompiledModel | None = None) -> BenchResult:
     """Latency of the compiled model (its harness, on the target) against onnxruntime
-    with one thread (in this process), on the same inputs: `rounds` interleaved rounds of
-    `repeat` repeats of each, a repeat lasting about min_repeat_s; see BenchResult."""
+    with one thread, on the same inputs: `rounds` interleaved rounds of `repeat` repeats of
+    each, a repeat lasting about min_repeat_s; see BenchResult.  onnxruntime runs in a
+    child process that sees the target's ISA (cgen.graph.ort_peer: on an AVX-512 machine,
+    x86-avx2 gets an AVX2 onnxruntime by masking CPUID); BenchResult.peer_isa says which."""
+    from .ort_peer import OrtPeer
     cm = compiled or compile_model(model, target, name, input_shapes)
     if not cm.target.is_host:
         raise ModelError(f"bench times the host; target {cm.target.name} runs under emulation "
                          "(use cgen run for correctness there)", "bad_input")
     feeds = feeds if feeds is not None else random_feeds(cm.graph)
     got = cm.run(feeds)
-    sess = ort_session(model)
-    want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
-    err = 0.0
-    for k, a in want.items():
-        a = np.asarray(a)
-        if k in got and a.size and np.issubdtype(a.dtype, np.floating):
-            scale = max(float(np.max(np.abs(a))), 1e-30)
-            err = max(err, float(np.max(np.abs(got[k].astype(np.float64) - a))) / scale)
-    # interleaved rounds of short repeats: both see the same machine load, and a short
-    # repeat fits in one scheduler time slice on a busy machine
-    _, res = cm._run(feeds, repeat=3, number=1)
-    cg_number = max(1, min(1_000_000, int(min_repeat_s / max(min(res.times), 1e-7))))
-    time_ort(sess, feeds, 1, min_repeat_s)
-    cg_t, ort_t = [], []
-    for _ in range(rounds):
-        cg_t += cm._run(feeds, repeat=repeat, number=cg_number)[1].times
-        ort_t += time_ort(sess, feeds, repeat, min_repeat_s, warmup=0)
+    with OrtPeer(model, feeds, cm.target) as peer:
+        err = 0.0
+        for k, a in peer.outputs.items():
+            if k in got and a.size and np.issubdtype(a.dtype, np.floating):
+                scale = max(float(np.max(np.abs(a))), 1e-30)
+                err = max(err, float(np.max(np.abs(got[k].astype(np.float64) - a))) / scale)
+        # interleaved rounds of short repeats: both see the same machine load, and a short
+        # repeat fits in one scheduler time slice on a busy machine
+        _, res = cm._run(feeds, repeat=3, number=1)
+        cg_number = max(1, min(1_000_000, int(min_repeat_s / max(min(res.times), 1e-7))))
+        peer.time(1, min_repeat_s)
+        cg_t, ort_t = [], []
+        for _ in range(rounds):
+            cg_t += cm._run(feeds, repeat=repeat, number=cg_number)[1].times
+            ort_t += peer.time(repeat, min_repeat_s, warmup=0)
     return BenchResult(cm.name, cm.target.name, float(np.min(cg_t)), float(np.min(ort_t)), err,
-                       float(np.median(cg_t)), float(np.median(ort_t)))
+                       float(np.median(cg_t)), float(np.median(ort_t)), peer.isa, peer.note)
 
 
 __all__ = ["CompiledModel", "compile_model", "run_model", "bench_model", "BenchResult",
