@@ -4,6 +4,7 @@ from __future__ import annotations
 from ..te.expr import Binary, Compare, Const, Logic, INDEX
 from ..te.visit import map_children, substitute, free_vars
 from .ir import For, IfThenElse, Seq, Stmt, seq
+from .partition import partition_likely
 from .simplify import linear, from_linear, simplify, simplify_expr
 
 MAX_UNROLL = 64
@@ -136,6 +137,7 @@ def optimize(s: Stmt, isa=None, tensorized=None) -> Stmt:
     s = simplify(s) or Seq(())
     s = guards_to_bounds(s)
     s = simplify(s) or Seq(())
+    s = simplify(partition_likely(s)) or Seq(())
     if tensorized:
         s = tensorize(s, tensorized)
         s = simplify(s) or Seq(())

@@ -38,7 +38,7 @@ import numpy as np
 from .. import te
 from .space import ConfigSpace, Knob, split_choices
 from .common import parallel_knobs, check_op, config_dict, conv_out, conv_out_hw as out_size, from_nchwc_np, pick, to_nchwc_np, vec_choices
-from .nn import _pad_nchw, _pads, _pair
+from .nn import _pads, _pair
 from targets import resolve
 
 NCHW_OP = "depthwise_conv2d"
@@ -142,9 +142,19 @@ def covering_pads(pads, size: tuple, out: tuple, tile: tuple, kernel: tuple, str
     return (t, l, grown[0], grown[1])
 
 
-def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = None):
+def _inside(conds: list, likely: bool):
+    """The padded input's in-image condition; likely (a P computed as its own stage): the
+    lowering cuts its loops into zero borders and an interior plain copy, which the C
+    compiler vectorizes, instead of a select and a conditional load per element."""
+    cond = te.all(*conds)
+    return te.likely(cond) if likely else cond
+
+
+def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = None,
+                           likely: bool = True):
     """te tensors (X, W, P, Y) of the NCHW workload; P is None without padding.
-    With tile (tile_y, tile_x), P also covers the tail tiles (`covering_pads`)."""
+    With tile (tile_y, tile_x), P also covers the tail tiles (`covering_pads`).
+    likely: P's in-image condition is marked (`_inside`); off when P is inlined."""
     N, C, H, W, KH, KW, M = (wl[k] for k in ("N", "C", "H", "W", "KH", "KW", "multiplier"))
     (sh, sw), (dh, dw), pads = wl["stride"], wl["dilation"], tuple(wl["pad"])
     OH, OW = out_size(wl)
@@ -162,10 +172,15 @@ def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = No
         t, l, b, r = pads
         Wh = -(-(W + l + r) // 2)
         P = te.compute((N, C, H + t + b, 2, Wh), lambda n, c, y, ph, xh: te.if_then_else(
-            te.all(y >= t, y < H + t, 2 * xh + ph >= l, 2 * xh + ph < W + l),
+            _inside([y >= t, y < H + t, 2 * xh + ph >= l, 2 * xh + ph < W + l], likely),
             X[n, c, y - t, 2 * xh + ph - l], 0.0), name="P")
         return X, Wt, P, _deinterleaved_taps(P, Wt, (N, C * M, OH, OW), (KH, KW), sh, dh, ch, taps)
-    P = _pad_nchw(X, pads, 0.0, "P") if any(pads) else None
+    P = None
+    if any(pads):
+        t, l, b, r = pads
+        P = te.compute((N, C, H + t + b, W + l + r), lambda n, c, y, x: te.if_then_else(
+            _inside([y >= t, y < H + t, x >= l, x < W + l], likely),
+            X[n, c, y - t, x - l], 0.0), name="P")
     src = P if P is not None else X
     if taps == "expr":
         Y = te.compute((N, C * M, OH, OW), lambda n, o, y, x: _taps_sum(
@@ -215,7 +230,8 @@ def window_tiles(st, c: dict) -> tuple:
     return ch, yo
 
 
-def depthwise_nchwc_compute(wl: dict, taps: str = "expr", tile: tuple | None = None):
+def depthwise_nchwc_compute(wl: dict, taps: str = "expr", tile: tuple | None = None,
+                            likely: bool = True):
     """te tensors (X, W, P, Y) of the NCHWc workload; P is None without padding.
     With tile (tile_y, tile_x), P also covers the tail tiles (`covering_pads`)."""
     N, C, H, W, KH, KW, bn = (wl[k] for k in ("N", "C", "H", "W", "KH", "KW", "bn"))
@@ -230,7 +246,8 @@ def depthwise_nchwc_compute(wl: dict, taps: str = "expr", tile: tuple | None = N
     P = None
     if t or l or b or r:
         P = te.compute((N, Cb, H + t + b, W + l + r, bn), lambda n, c, y, x, i: te.if_then_else(
-            te.all(y >= t, y < H + t, x >= l, x < W + l), X[n, c, y - t, x - l, i], 0.0), name="P")
+            _inside([y >= t, y < H + t, x >= l, x < W + l], likely), X[n, c, y - t, x - l, i],
+            0.0), name="P")
     src = P if P is not None else X
     if taps == "expr":
         Y = te.compute((N, Cb, OH, OW, bn), lambda n, c, y, x, i: _taps_sum(
@@ -285,7 +302,7 @@ class _DepthwiseBase:
         """(knob values, the compute's tensors, a schedule of its output)."""
         check_op(wl, self.name)
         c = config_dict(config)
-        tensors = compute(wl, c["taps"], self._cover(c))
+        tensors = compute(wl, c["taps"], self._cover(c), likely=c.get("pad_at") != "inline")
         return c, tensors, te.create_schedule(tensors[-1])
 
     @staticmethod
@@ -342,6 +359,13 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         st = s[Y]
         o, yo = window_tiles(st, c)
         self._place_pad(s, P, Y, c.get("pad_at", "band"), plane=o, band=yo)
+        if P is not None and len(P.shape) == 5 and c.get("pad_at") != "inline":
+            # the deinterleaved copy: both parities of a column pair in one loop body, so
+            # the interior is one loop of paired loads (gcc's load-lanes / permutes) with
+            # constant bounds
+            pn, pc, py, pph, pxh = s[P].op.axis
+            s[P].reorder(pn, pc, py, pxh, pph)
+            s[P].unroll(pph)
         if c.get("parallel", False) and resolve(target).can_thread:
             st.parallel(o)
         return s, [X, Wt, Y]

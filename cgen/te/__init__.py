@@ -137,6 +137,15 @@ def if_then_else(cond, t, f):
 select = if_then_else
 
 
+def likely(cond):
+    """cond, marked as true on most of the domain: lowering cuts a loop the condition is
+    affine in into border parts and an interior where it holds (cgen.lower.partition)."""
+    cond = as_expr(cond)
+    if cond.dtype != "bool":
+        raise TypeError("likely: the argument must be a condition")
+    return Call("likely", (cond,), "bool")
+
+
 def equal(a, b):
     return compare("==", a, b)
 
