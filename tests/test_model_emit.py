@@ -122,3 +122,20 @@ def onnx_reference(model, feeds):
     import onnxruntime as ort
     s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return s.run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("target", ["x86-avx2", "x86-avx512", "aarch64"])
+def test_channels_without_a_good_divisor_keep_a_wide_tile(target):
+    """58 output channels (ShuffleNetV2) have no divisor between 3 and 12: the GEMM tile
+    takes at least 4 rows and the last, shorter block runs outside it (was 2-row tiles)."""
+    import numpy as np
+    from onnx import numpy_helper
+    model, feeds, W = _conv1x1_add(58, 12, 58)
+    cm = compile_model(model, target, name="c58")
+    k = next(k for k in cm.kernels if not k.is_alias)
+    body = cm.c_source.split(f"static int {k.name}(", 1)[1].split("\n}\n", 1)[0]
+    rows = {int(r) for r in re.findall(r"cg_tile_(\d+)x\d+", body)}
+    assert rows and min(rows) >= 4, rows
+    if target.startswith("x86"):
+        want = np.einsum("fc,nchw->nfhw", numpy_helper.to_array(W)[:, :, 0, 0], feeds["X"])
+        np.testing.assert_allclose(cm.run(feeds)["Y"], want + feeds["R"], rtol=1e-4, atol=1e-4)

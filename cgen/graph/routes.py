@@ -222,7 +222,12 @@ def split_conv_padding(fg: FusedGraph, target, objective: str = "latency") -> Fu
 def _gemm_mr(base: dict, target) -> int:
     """Rows of a GEMM conv's register tile: the family's default, or a larger divisor of
     the output channels per group that still has a register-tile kernel (7 or 11 output
-    channels would otherwise get one-row tiles)."""
+    channels would otherwise get one-row tiles).  When no divisor of at least 4 rows has
+    one, the row count of least estimated time, leftover rows included: full tiles at the
+    tile's FMAs per load (mr x v / (mr + v) for v vectors of columns), leftover rows at
+    about half an FMA per load (they run outside the tile).  ShuffleNet's 58 channels got
+    two-row tiles (7 GFLOP/s) before; 116 keeps its 4-row divisor, measured faster than 11
+    rows with 6 left over."""
     from ..ops.conv.tile import tile_kernel_shape_ok
     from ..ops.conv.gemm import gemm_default_mr
     mr = gemm_default_mr(base, target)
@@ -230,10 +235,17 @@ def _gemm_mr(base: dict, target) -> int:
         return mr
     fg = base["F"] // base["groups"]
     limit = 12 if target.vector_registers >= 32 else 6
-    for d in range(min(fg, limit), mr, -1):
-        if fg % d == 0 and any(tile_kernel_shape_ok(target, d, k * target.lanes()) for k in (1, 2, 3)):
-            return d
-    return mr
+    v = 2
+
+    def cost(m):
+        return (fg - fg % m) * (m + v) / (m * v) + (fg % m) * 2.0
+
+    ok = [m for m in range(1, min(fg, limit) + 1)
+          if m == mr or any(tile_kernel_shape_ok(target, m, k * target.lanes()) for k in (1, 2, 3))]
+    best = max((m for m in ok if fg % m == 0 and m >= mr), default=mr)
+    if fg % best == 0 and best >= min(4, fg):
+        return best
+    return min(ok, key=lambda m: (cost(m), fg % m, -m))
 
 
 def conv_out_hw(n: Node) -> tuple:
