@@ -6,7 +6,7 @@ onnxruntime, one thread.
     name      "dw3x3-32x112x112" (NCHW in and out, like onnxruntime) or
               "dw3x3-32x112x112-nchw16c" (cgen's blocked layout; see `layout`)
     template  cgen.ops.depthwise's DepthwiseNCHWTemplate or DepthwiseNCHWcTemplate
-    workload  its workload (pad 1; stride 1, or 2 for the 96-channel layer)
+    workload  its workload (pad 1; stride 1, or 2 for the 's2' layers)
     layout    "NCHW" or "NCHW16c": what cgen reads and writes.  onnxruntime always
               gets NCHW, so an NCHW16c case times cgen without the layout conversion
               (as inside a network kept in the blocked layout) against onnxruntime on
@@ -39,6 +39,7 @@ LAYERS = (
     ("dw3x3-32x112x112", 32, 112, 1),
     ("dw3x3-96x112x112s2", 96, 112, 2),      # 96 channels, 112x112 in, 56x56 out
     ("dw3x3-144x56x56", 144, 56, 1),
+    ("dw3x3-144x56x56s2", 144, 56, 2),       # 144 channels, 56x56 in, 28x28 out
     ("dw3x3-384x14x14", 384, 14, 1),
 )
 BLOCK = 16

@@ -71,6 +71,17 @@ def test_interior_fill_is_a_plain_copy_x86_avx2(stride, pad_at):
                 assert int(re.findall(r"\d+", hi)[-1]) <= 16, loop.group(0)[:200]
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_partitioned_plane_needs_no_zero_fill_x86_avx2(stride):
+    """The cut fill (borders, then interior) still provably writes the whole stack buffer
+    (cgen.lower.written), so the C has no dead `= {0}` memset per channel."""
+    wl = _wl(8, 28, 28, stride, [1, 1, 1, 1])
+    s, args = T.build(wl, "x86-avx2", _config(wl, "x86-avx2", pad_at="plane"))
+    src = cgen.build(s, args, target="x86-avx2", name="dw").c_source
+    decl = re.findall(r"float P\[\d+\][^;]*;", src)
+    assert decl and all("{0}" not in d for d in decl), decl
+
+
 def test_partition_pass_cuts_on_likely_only():
     """The pass splits a loop at the bounds of an affine likely condition (coefficient 2:
     ceil/floor divisions): zeros at the borders (the condition folded there), a plain

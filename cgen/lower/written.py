@@ -1,8 +1,8 @@
 """Whether a local buffer is wholly written before anything reads it.
 
 The C printer zero-fills a stack buffer (`= {0}`) unless this proves the fill dead: the
-first statement of the allocation's body that touches the buffer is a loop nest of
-unconditional stores to it (constant bounds, affine indices, no read of the buffer) whose
+first statement of the allocation's body that touches the buffer is a loop nest (or a
+sequence of them) of unconditional stores to it (constant bounds, affine indices, no read of the buffer) whose
 indices cover every element.  Anything else -- a guard, a micro-kernel call, a read first,
 a non-affine index -- keeps the fill, so a consumer that relies on zeros (padding written
 only inside the image, an accumulator read before its first store) still gets them.
@@ -39,47 +39,68 @@ def touches(n: Node, buf: Buffer) -> bool:
 
 def written_before_read(buf: Buffer, body: Stmt) -> bool:
     """True when the first statement of body touching buf stores every element of it."""
-    for s in (body.stmts if isinstance(body, Seq) else (body,)):
+    stmts = body.stmts if isinstance(body, Seq) else (body,)
+    for i, s in enumerate(stmts):
         if isinstance(s, Allocate) and s.buffer is not buf:
             if touches(s.body, buf):
                 return written_before_read(buf, s.body)
             continue
         if touches(s, buf):
-            return _covers(s, buf)
+            return _covers(stmts[i:], buf)
     return False
 
 
-def _covers(s: Stmt, buf: Buffer) -> bool:
-    loops = []
-    while isinstance(s, For):
-        if not (isinstance(s.min, Const) and isinstance(s.extent, Const)):
+def _covers(stmts, buf: Buffer) -> bool:
+    """The leading statements that are trees of loops (constant bounds) and sequences whose
+    leaves are unconditional affine stores to buf (a nest, or a nest cut in parts by
+    cgen.lower.partition) store every element of buf."""
+    seen = np.zeros(buf.size, dtype=bool)
+    budget = [MAX_STORES]
+
+    def visit(x, loops) -> bool:
+        if isinstance(x, For):
+            if not (isinstance(x.min, Const) and isinstance(x.extent, Const)):
+                return False
+            return x.extent.value <= 0 or visit(x.body, loops + [(x.var, x.min.value, x.extent.value)])
+        if isinstance(x, Seq):
+            return all(visit(y, loops) for y in x.stmts)
+        if not (isinstance(x, (Store, VStore)) and x.buffer is buf and not touches(x.value, buf)
+                and getattr(x, "count", None) is None and not touches(x.index, buf)):
             return False
-        loops.append((s.var, s.min.value, s.extent.value))
-        s = s.body
-    stores = s.stmts if isinstance(s, Seq) else (s,)
-    if not all(isinstance(x, (Store, VStore)) and x.buffer is buf and not touches(x.value, buf)
-               and getattr(x, "count", None) is None and not touches(x.index, buf) for x in stores):
-        return False
+        return _mark(x, loops, seen, budget)
+    for s in stmts:
+        probe = np.copy(seen)
+        if not visit(s, []):
+            # a statement that is not a store tree (a reader, a guard) ends the prefix;
+            # its partial marks must not count
+            seen = probe
+            break
+        if seen.all():
+            return True
+    return bool(seen.all())
+
+
+def _mark(x, loops, seen, budget) -> bool:
+    """Mark the elements one store writes over its loops; False when not provable."""
     n = int(np.prod([e for _, _, e in loops], dtype=np.int64)) if loops else 1
-    if n * len(stores) > MAX_STORES or n <= 0:
+    budget[0] -= n
+    if budget[0] < 0:
         return False
     grids = np.meshgrid(*[np.arange(lo, lo + e, dtype=np.int64) for _, lo, e in loops],
                         indexing="ij") if loops else []
     value_of = {v: g.ravel() for (v, _, _), g in zip(loops, grids)}
-    seen = np.zeros(buf.size, dtype=bool)
-    for x in stores:
-        terms, c0 = linear(x.index)
-        if not all(isinstance(a, Var) and a in value_of for a in terms):
-            return False            # an index through a Let, a division or a loaded value
-        idx = np.full(n, c0, dtype=np.int64)
-        for a, c in terms.items():
-            idx += c * value_of[a]
-        lanes = split_dtype(x.value.dtype)[1] if isinstance(x, VStore) else 1
-        if idx.min() < 0 or idx.max() + lanes > buf.size:
-            return False
-        for k in range(lanes):
-            seen[idx + k] = True
-    return bool(seen.all())
+    terms, c0 = linear(x.index)
+    if not all(isinstance(a, Var) and a in value_of for a in terms):
+        return False            # an index through a Let, a division or a loaded value
+    idx = np.full(n, c0, dtype=np.int64)
+    for a, c in terms.items():
+        idx += c * value_of[a]
+    lanes = split_dtype(x.value.dtype)[1] if isinstance(x, VStore) else 1
+    if idx.min() < 0 or idx.max() + lanes > seen.size:
+        return False
+    for k in range(lanes):
+        seen[idx + k] = True
+    return True
 
 
 __all__ = ["written_before_read", "touches"]
