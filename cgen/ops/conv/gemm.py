@@ -25,19 +25,27 @@ def gemm_default_mr(wl: dict, target) -> int:
 
 
 def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int) -> tuple:
-    """(nr, nc) of the default: no tail columns first (a tile's tail runs outside the
-    micro-kernel, and a block that is not a multiple of the epilogue's vector split
-    makes the fused producer compute past the block: 1x1 192->32 at 28x28 ran at a
-    quarter speed with nc=196, nr=24), then the widest tile, then the largest block whose
-    B panel (kc x nc floats) stays under 256 KiB."""
+    """(nr, nc) of the default.
+
+    When some block and tile leave no tail columns (a tile's tail runs outside the
+    micro-kernel, and a block that is not a multiple of the epilogue's vector split makes
+    the fused producer compute past it: 1x1 192->32 at 28x28 on x86-avx2 ran at a quarter
+    speed with nc=196, nr=24): the widest tile, then blocks dividing the pixels, then the
+    largest (nc=112 ran 200 us there, nc=224 350 us).  Otherwise blocks dividing the
+    pixels, the largest, then the fewest tail columns (with rows of 55 pixels, SqueezeNet,
+    one-row blocks ran 2-4x slower than 5-row ones).  The B panel (kc x nc floats) stays
+    under 256 KiB."""
     choices = next(k.choices for k in sp.knobs if k.name == "nc")
     ncs = [n for n in choices if 4 * kc * n <= 256 * 1024] or [min(choices)]
 
-    def key(t):
+    def tails(t):
         nr, nc = t
-        tails = nc % nr + (P % nc) % nr
-        return (tails > 0, nc % vec > 0 and nc != P, -nr, tails, P % nc > 0, -nc)
-    return min(((nr, nc) for nr in nrs for nc in ncs), key=key)
+        return nc % nr + (P % nc) % nr
+    pairs = [(nr, nc) for nr in nrs for nc in ncs]
+    exact = [t for t in pairs if tails(t) == 0 and (t[1] % vec == 0 or t[1] == P)]
+    if exact:
+        return min(exact, key=lambda t: (-t[0], P % t[1] > 0, -t[1]))
+    return min(pairs, key=lambda t: (P % t[1] > 0, -t[1], tails(t), -t[0]))
 
 
 def conv2d_gemm_compute(wl: dict, mr: int):
