@@ -98,7 +98,11 @@ def _devices_check(args) -> int:
 
 def _one_line(e: Exception) -> str:
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return msg
+    # a compiler or linker refusal: its first error line says why (e.g. "region `ITCM'
+    # overflowed by 1234 bytes"), which the first line of the exception does not
+    why = [ln.strip() for ln in getattr(e, "message", "").splitlines()
+           if "error" in ln or "overflow" in ln]
+    return f"{msg.rstrip(':')}: {why[0]}" if hasattr(e, "c_path") and why else msg
 
 
 def _add_devices_parser(sub) -> None:

@@ -177,3 +177,15 @@ def test_the_readme_demo(tmp_path):
     assert proc.stdout.rstrip().endswith("OK")
     assert "workspace" in proc.stdout and "ratio" in proc.stdout
     assert (tmp_path / "gen" / "small_cnn.h").exists()
+
+
+def test_a_linker_refusal_names_its_reason_in_the_one_line():
+    """An image over a board's memory fails at link: the line says which region overflowed
+    (it said only "C compilation failed for ...")."""
+    from cgen.cli import _one_line
+    from targets.toolchain import CompileError
+    e = CompileError("/usr/bin/ld: m.elf section `.text' will not fit in region `ITCM'\n"
+                     "/usr/bin/ld: region `ITCM' overflowed by 4096 bytes\n"
+                     "collect2: error: ld returned 1 exit status", "m.c")
+    line = _one_line(e)
+    assert "\n" not in line and "overflowed by 4096 bytes" in line and line.startswith("C compilation")
