@@ -16,10 +16,11 @@ import pytest
 
 import cgen
 from cgen import te
-from cgen.lower.ir import For, Store
+from cgen.lower.ir import Buffer, For, IfThenElse, Store
 from cgen.lower.lower import lower
+from cgen.lower.written import written_before_read
 from cgen.ops.depthwise import DepthwiseNCHWTemplate
-from cgen.te.expr import Select
+from cgen.te.expr import Binary, Compare, Const, Select, Var
 from cgen.te.visit import walk
 from targets import resolve
 from tests.util import assert_matches
@@ -72,14 +73,32 @@ def test_interior_fill_is_a_plain_copy_x86_avx2(stride, pad_at):
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_partitioned_plane_needs_no_zero_fill_x86_avx2(stride):
-    """The cut fill (borders, then interior) still provably writes the whole stack buffer
-    (cgen.lower.written), so the C has no dead `= {0}` memset per channel."""
+@pytest.mark.parametrize("pad_at", ["plane", "band"])
+def test_partitioned_fill_needs_no_zero_fill_x86_avx2(stride, pad_at):
+    """The cut fill (borders, then interior; per band a branch per row) still provably
+    writes the whole stack buffer (cgen.lower.written): no dead `= {0}` memset."""
     wl = _wl(8, 28, 28, stride, [1, 1, 1, 1])
-    s, args = T.build(wl, "x86-avx2", _config(wl, "x86-avx2", pad_at="plane"))
+    s, args = T.build(wl, "x86-avx2", _config(wl, "x86-avx2", pad_at=pad_at))
     src = cgen.build(s, args, target="x86-avx2", name="dw").c_source
     decl = re.findall(r"float P\[\d+\][^;]*;", src)
     assert decl and all("{0}" not in d for d in decl), decl
+
+
+def test_written_if_else_needs_the_same_elements_per_iteration():
+    """A loop whose branches store the same element at each iteration covers the buffer;
+    branches that store different ones (P[i] or P[3 - i]: {0, 1} only) do not."""
+    buf = Buffer("B", "float32", (4,), "local")
+    i = Var("i")
+    zero, one = Const(0.0, "float32"), Const(1.0, "float32")
+    cond = Compare("<", i, Const(2, "int64"))
+
+    def loop(other_index):
+        return For(i, Const(0, "int64"), Const(4, "int64"), "serial",
+                   IfThenElse(cond, Store(buf, i, zero), Store(buf, other_index, one)))
+    assert written_before_read(buf, loop(i))
+    assert not written_before_read(buf, loop(Binary("-", Const(3, "int64"), i, "int64")))
+    assert not written_before_read(buf, For(i, Const(0, "int64"), Const(4, "int64"), "serial",
+                                            IfThenElse(cond, Store(buf, i, zero))))
 
 
 def test_partition_pass_cuts_on_likely_only():
@@ -124,12 +143,6 @@ def test_partition_symbolic_bounds():
     want = np.array([[x[r, i + r - 2] if 2 <= i + r < 10 else 0.0 for i in range(11)]
                      for r in range(5)], np.float32)
     np.testing.assert_array_equal(out, want)
-
-
-def _nodes(root):
-    out = []
-    walk(root, out.append)
-    return out
 
 
 def _check(wl, target, cfg):

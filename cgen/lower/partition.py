@@ -5,14 +5,16 @@ conditional load per element, which no C compiler vectorizes.  For a serial loop
 body holds likely conditions affine in the loop variable (other terms fixed outside the
 loop), the loop is cut in three: before, inside and after the range where every such
 condition holds.  In the middle part those conditions are true (a plain copy, which the
-C compiler vectorizes); the border parts keep them as ordinary conditions.  Every
+C compiler vectorizes); the border parts keep them as ordinary conditions.  When the
+bounds depend on an outer loop the loop stays whole, with a branch per iteration
+between the middle and the border bodies.  Every
 remaining `likely` marker is dropped, so the C printer never sees one.
 """
 from __future__ import annotations
 
 from ..te.expr import Binary, Call, Compare, Const, Logic, INDEX
 from ..te.visit import free_vars, map_children
-from .ir import For, Stmt, seq
+from .ir import For, IfThenElse, Stmt, seq
 from .simplify import from_linear, linear, simplify_expr
 
 LIKELY = "likely"
@@ -153,7 +155,14 @@ def _partition(loop: For) -> Stmt | None:
         return For(loop.var, simplify_expr(mn), ext, loop.kind, body, loop.pragmas)
     edge = strip_likely(loop.body)
     mid = partition_likely(_replace(loop.body, decided))
-    return seq(part(start, a, edge), part(a, b, mid), part(b, end, edge))
+    if isinstance(a, Const) and isinstance(b, Const):
+        return seq(part(start, a, edge), part(a, b, mid), part(b, end, edge))
+    # bounds known at run time only (a term of an outer loop): one loop, a branch per
+    # iteration around the inner loops, whose bounds stay constant (cgen.lower.written
+    # still proves such a fill complete, and the C compiler sees one loop)
+    v = loop.var
+    inside = Logic("&&", Compare(">=", v, a), Compare("<", v, b))
+    return For(v, loop.min, loop.extent, loop.kind, IfThenElse(inside, mid, edge), loop.pragmas)
 
 
 def partition_likely(s: Stmt) -> Stmt:

@@ -14,8 +14,8 @@ from dataclasses import fields
 import numpy as np
 
 from ..te.expr import Const, Node, Var
-from .ir import (Address, Allocate, Buffer, For, Load, Seq, Store, Stmt, VLoad, VStore,
-                 split_dtype)
+from .ir import (Address, Allocate, Buffer, For, IfThenElse, Load, Seq, Store, Stmt, VLoad,
+                 VStore, split_dtype)
 from .simplify import linear
 
 # stores enumerated at most (a bigger nest keeps its fill rather than cost compile time)
@@ -51,56 +51,84 @@ def written_before_read(buf: Buffer, body: Stmt) -> bool:
 
 
 def _covers(stmts, buf: Buffer) -> bool:
-    """The leading statements that are trees of loops (constant bounds) and sequences whose
-    leaves are unconditional affine stores to buf (a nest, or a nest cut in parts by
-    cgen.lower.partition) store every element of buf."""
+    """The leading statements that are trees of loops (constant bounds), sequences and
+    if/else whose two branches store the same elements at every iteration (a row loop cut
+    at run-time bounds by cgen.lower.partition), with unconditional affine stores to buf
+    as leaves, store every element of buf."""
     seen = np.zeros(buf.size, dtype=bool)
     budget = [MAX_STORES]
-
-    def visit(x, loops) -> bool:
-        if isinstance(x, For):
-            if not (isinstance(x.min, Const) and isinstance(x.extent, Const)):
-                return False
-            return x.extent.value <= 0 or visit(x.body, loops + [(x.var, x.min.value, x.extent.value)])
-        if isinstance(x, Seq):
-            return all(visit(y, loops) for y in x.stmts)
-        if not (isinstance(x, (Store, VStore)) and x.buffer is buf and not touches(x.value, buf)
-                and getattr(x, "count", None) is None and not touches(x.index, buf)):
-            return False
-        return _mark(x, loops, seen, budget)
     for s in stmts:
-        probe = np.copy(seen)
-        if not visit(s, []):
-            # a statement that is not a store tree (a reader, a guard) ends the prefix;
-            # its partial marks must not count
-            seen = probe
-            break
+        stores = _stores(s, [], buf, budget)
+        if stores is None:
+            break           # a reader, a guard, a run-time bound: the prefix ends here
+        for idx in stores:
+            seen[idx[:, 1]] = True
         if seen.all():
             return True
     return bool(seen.all())
 
 
-def _mark(x, loops, seen, budget) -> bool:
-    """Mark the elements one store writes over its loops; False when not provable."""
+def _stores(x, loops, buf, budget):
+    """Per leaf store, the (iteration of `loops`, element) pairs it writes as an (n, 2)
+    array; None when x is not a provable store tree."""
+    if isinstance(x, For):
+        if not (isinstance(x.min, Const) and isinstance(x.extent, Const)):
+            return None
+        if x.extent.value <= 0:
+            return []
+        inner = _stores(x.body, loops + [(x.var, x.min.value, x.extent.value)], buf, budget)
+        if inner is None:
+            return None
+        # the pairs keep the iteration of the loops outside x
+        step = x.extent.value
+        return [np.stack([a[:, 0] // step, a[:, 1]], axis=1) for a in inner]
+    if isinstance(x, Seq):
+        out = []
+        for y in x.stmts:
+            got = _stores(y, loops, buf, budget)
+            if got is None:
+                return None
+            out.extend(got)
+        return out
+    if isinstance(x, IfThenElse):
+        if x.else_ is None:
+            return None
+        a, b = _stores(x.then, loops, buf, budget), _stores(x.else_, loops, buf, budget)
+        if a is None or b is None or not np.array_equal(_pairs(a), _pairs(b)):
+            return None
+        return a
+    if not (isinstance(x, (Store, VStore)) and x.buffer is buf and not touches(x.value, buf)
+            and getattr(x, "count", None) is None and not touches(x.index, buf)):
+        return None
+    return _elements(x, loops, buf.size, budget)
+
+
+def _pairs(stores) -> np.ndarray:
+    if not stores:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(stores), axis=0)
+
+
+def _elements(x, loops, size: int, budget):
+    """[(iteration, element) pairs] of one store over its loops, or None."""
     n = int(np.prod([e for _, _, e in loops], dtype=np.int64)) if loops else 1
     budget[0] -= n
     if budget[0] < 0:
-        return False
+        return None
     grids = np.meshgrid(*[np.arange(lo, lo + e, dtype=np.int64) for _, lo, e in loops],
                         indexing="ij") if loops else []
     value_of = {v: g.ravel() for (v, _, _), g in zip(loops, grids)}
     terms, c0 = linear(x.index)
     if not all(isinstance(a, Var) and a in value_of for a in terms):
-        return False            # an index through a Let, a division or a loaded value
+        return None             # an index through a Let, a division or a loaded value
     idx = np.full(n, c0, dtype=np.int64)
     for a, c in terms.items():
         idx += c * value_of[a]
     lanes = split_dtype(x.value.dtype)[1] if isinstance(x, VStore) else 1
-    if idx.min() < 0 or idx.max() + lanes > seen.size:
-        return False
-    for k in range(lanes):
-        seen[idx + k] = True
-    return True
+    if idx.min() < 0 or idx.max() + lanes > size:
+        return None
+    it = np.arange(n, dtype=np.int64)      # row-major iteration number over `loops`
+    return [np.stack([it, idx + k], axis=1) for k in range(lanes)]
 
 
 __all__ = ["written_before_read", "touches"]
