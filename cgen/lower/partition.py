@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ..te.expr import Binary, Call, Compare, Const, Logic, INDEX
 from ..te.visit import free_vars, map_children
-from .ir import For, IfThenElse, Stmt, seq
+from .ir import For, IfThenElse, Let, Stmt, seq
 from .simplify import from_linear, linear, simplify_expr
 
 LIKELY = "likely"
@@ -106,11 +106,12 @@ def strip_likely(node):
     return rec(node)
 
 
-def _loop_vars(s) -> set:
+def _bound_vars(s) -> set:
+    """The variables bound inside s (loops, lets): a bound on an outer loop cannot use them."""
     out = set()
 
     def rec(x):
-        if isinstance(x, For):
+        if isinstance(x, (For, Let)):
             out.add(x.var)
         for f in getattr(x, "__dataclass_fields__", {}):
             v = getattr(x, f)
@@ -129,7 +130,7 @@ def _partition(loop: For) -> Stmt | None:
         return None
     conds = []
     _likely_conds(loop.body, conds)
-    inner = _loop_vars(loop.body)
+    inner = _bound_vars(loop.body)
     lo, hi, decided = None, None, {}
     for c in conds:
         if loop.var not in free_vars(c):
