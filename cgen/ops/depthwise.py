@@ -17,7 +17,9 @@ weights pre-packed as W (C/bn, KH, KW, bn), and writes Y (N, C/bn, OH, OW, bn)
 
 Both compute the zero-padded input P as a stage (placed by the `pad_at` knob:
 inlined, per channel plane, per band of rows, per tile, or whole at root; when
-placed inside the loops it also covers the tail tiles, see `covering_pads`) and
+placed inside the loops it also covers the tail tiles, see `covering_pads`; its
+in-image condition is te.likely, so the lowering cuts the fill into zero borders
+and an interior plain copy or deinterleave that the C compiler vectorizes) and
 the output either as one unrolled expression over the KH*KW taps
 (taps="expr": each output vector is a chain of multiply-adds held in a
 register) or as a reduction over the taps (taps="reduce": the accumulator
