@@ -62,15 +62,18 @@ def _pads(op: str, padding) -> tuple:
     return padding
 
 
-def _pad_nchw(X: Tensor, pads: tuple, fill, name: str) -> Tensor:
-    """X padded by (top, left, bottom, right) on its two last axes with `fill`."""
+def _pad_nchw(X: Tensor, pads: tuple, fill, name: str, likely: bool = False) -> Tensor:
+    """X padded by (top, left, bottom, right) on its two last axes with `fill`; likely (for
+    a stage computed on its own): its fill is cut into borders and a plain interior copy."""
     n, c, h, w = X.shape
     top, left, bottom, right = pads
+
+    def inside(y, x):
+        cond = te.all(y >= top, y < h + top, x >= left, x < w + left)
+        return te.likely(cond) if likely else cond
     return te.compute(
         (n, c, h + top + bottom, w + left + right),
-        lambda b, ch, y, x: te.if_then_else(
-            te.all(y >= top, y < h + top, x >= left, x < w + left),
-            X[b, ch, y - top, x - left], fill),
+        lambda b, ch, y, x: te.if_then_else(inside(y, x), X[b, ch, y - top, x - left], fill),
         name=name)
 
 

@@ -134,7 +134,7 @@ class Pool2dTemplate:
         X = te.placeholder((N, C, H, W), "float32", name="X")
         mx = self.mode == "max"
         fill = reduce_identity("max", "float32") if mx else 0.0
-        P = _pad_nchw(X, full, fill, "P") if any(full) else None
+        P = _pad_nchw(X, full, fill, "P", likely=tile is not None) if any(full) else None
         src = P if P is not None else X
 
         def load(n, c, y, x, i, j):
