@@ -492,5 +492,9 @@ def test_host_key_policy_is_reject_unless_opted_in(sshd):
                 conn.close()
     finally:
         ssh_mod.paramiko.SSHClient = real
+    # refusal by default; only the opt-in records a key, and never by paramiko's blanket
+    # accept-everything policy
     assert isinstance(seen[0], paramiko.RejectPolicy)
-    assert not isinstance(seen[1], paramiko.RejectPolicy) and not isinstance(seen[1], paramiko.AutoAddPolicy)
+    assert type(seen[0]) is ssh_mod._RefuseUnknownHostKey
+    assert not isinstance(seen[1], paramiko.RejectPolicy)
+    assert type(seen[1]) is ssh_mod._RecordUnknownHostKey
