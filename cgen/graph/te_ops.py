@@ -78,8 +78,21 @@ def _clip(x, lo, hi):
 def _gelu(x, approximate):
     if approximate == "tanh":
         inner = _f(math.sqrt(2 / math.pi)) * (x + _f(0.044715) * x * x * x)
-        return _f(0.5) * x * (_f(1.0) + te.tanh(inner))
+        return _f(0.5) * x * (_f(1.0) + tanh_rational(inner))
     return _f(0.5) * x * (_f(1.0) + erf_rational(x * _f(1 / math.sqrt(2))))
+
+
+def _odd_rational(x, clamp, P, Q):
+    """x * P(x^2) / Q(x^2) on x clamped to [-clamp, clamp] (Horner, arithmetic only)."""
+    x = _clip(x, -clamp, clamp)
+    x2 = x * x
+
+    def horner(coefs):
+        acc = _f(coefs[-1])
+        for c in reversed(coefs[:-1]):
+            acc = acc * x2 + _f(c)
+        return acc
+    return x * horner(P) / horner(Q)
 
 
 # tanh(x) ~ x * P(x^2) / Q(x^2) on [-7.905, 7.905] (clamped outside, where tanh rounds to
@@ -105,18 +118,6 @@ _ERF_P = (1.1283791611589022, 0.18576315075054703, 0.05216523735636249, 0.003578
 _ERF_Q = (1.0, 0.49796143734194204, 0.11221860387819196, 0.01458845806385696,
           0.0011213748711819977, 3.859755354795761e-05)
 _ERF_CLAMP = 4.0
-
-
-def _odd_rational(x, clamp, P, Q):
-    x = _clip(x, -clamp, clamp)
-    x2 = x * x
-    p = _f(P[-1])
-    for c in reversed(P[:-1]):
-        p = p * x2 + _f(c)
-    q = _f(Q[-1])
-    for c in reversed(Q[:-1]):
-        q = q * x2 + _f(c)
-    return x * p / q
 
 
 def erf_rational(x):
