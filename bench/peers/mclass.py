@@ -127,30 +127,9 @@ def count_instructions(mod, arrays, timeout: float = 600.0) -> tuple:
 
 def model_instructions(cm, feeds, timeout: float = 900.0) -> float:
     """Instructions of one NAME_run of a compiled Cortex-M model under QEMU icount: the
-    model's own harness with the "systick" timer (cgen.codegen.harness), `--time 1 1`."""
-    from dataclasses import replace
-    from cgen.build import bare_metal_link
-    from targets.runner import runner_for
-    from targets.semihost import arg_file
-    from targets.toolchain import compile_c
-    tgt = cm.target
-    link, startup = bare_metal_link(tgt)
-    exe = compile_c(cm.c_source, tgt, "executable", extra_flags=link, name=cm.name + "_icount",
-                    extra_sources=(cm.harness_source("systick"), startup))
-    runner = runner_for(tgt)
-    runner = replace(runner, prefix=tuple(runner.prefix) + QEMU_ICOUNT)
-    arrays = cm.check_feeds(feeds) + [np.zeros(v.shape, v.dtype) for v in cm.graph.outputs]
-    with tempfile.TemporaryDirectory(prefix="cgen-model-icount-") as d:
-        for k, a in enumerate(arrays):
-            Path(d, arg_file(k)).write_bytes(np.ascontiguousarray(a).tobytes())
-        cmd = runner.command(exe, [], 1, 1)
-        proc = subprocess.run(cmd, cwd=d, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
-    nums = re.findall(r"^\s*([0-9.]+e[+-]\d+)\s*$", proc.stdout, re.M)
-    if proc.returncode != 0 or not nums:
-        raise RuntimeError(f"{cmd[0]} status {proc.returncode}: "
-                           f"{(proc.stdout + proc.stderr).strip()[-300:]}")
-    return float(nums[-1])
+    model's own harness with the "systick" timer (cgen.graph.profile_icount)."""
+    from cgen.graph.profile_icount import run_instructions
+    return run_instructions(cm, feeds, timeout)
 
 
 def m_class_row(case, target: str, row) -> dict:

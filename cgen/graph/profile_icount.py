@@ -265,25 +265,48 @@ def _run(argv: list, arrays: list, staged: dict, n_in: int, timeout: float) -> t
     return console, outs
 
 
+def _checked_way(cm) -> _Way:
+    way = way_for(cm.target)
+    if shutil.which("qemu-system-aarch64" if way is _A64 else "qemu-system-arm") is None:
+        raise ModelError(f"cannot profile target {cm.target.name}: QEMU system emulation is not "
+                         "installed (apt-get install qemu-system-arm)", "bad_input")
+    return way
+
+
+def _count(cm, way: _Way, source: str, profiling: bool, arrays: list, n_in: int,
+           timeout: float) -> tuple:
+    """(console, outputs) of one run of `source`'s image: the profiling build (one count
+    per kernel) or the plain one, timed (one count of NAME_run)."""
+    argv, staged = way.command(cm, way.image(cm, source, profiling), not profiling)
+    return _run(argv, arrays, staged, n_in, timeout)
+
+
+def _arrays(cm, feeds) -> tuple:
+    ins = cm.check_feeds(feeds)
+    return ins + [np.zeros(v.shape, v.dtype) for v in cm.graph.outputs], len(ins)
+
+
+def run_instructions(cm, feeds, timeout: float = 900.0) -> float:
+    """Instructions of one whole NAME_run of an ARM CompiledModel under QEMU -icount (the
+    plain build: nothing added around the kernels)."""
+    way = _checked_way(cm)
+    arrays, n_in = _arrays(cm, feeds)
+    console, _ = _count(cm, way, cm.c_source, False, arrays, n_in, timeout)
+    return way.whole(console)
+
+
 def icount_profile(cm, feeds, timeout: float = 900.0) -> IcountProfile:
     """Instructions of each kernel of `cm` (an AArch64 or Cortex-M CompiledModel) and of
     one whole NAME_run, under QEMU -icount (see the module doc)."""
     from .emit import emit_model
     from ..codegen.harness import PROFILE_EXTERN
-    way = way_for(cm.target)
-    if shutil.which("qemu-system-aarch64" if way is _A64 else "qemu-system-arm") is None:
-        raise ModelError(f"cannot profile target {cm.target.name}: QEMU system emulation is not "
-                         "installed (apt-get install qemu-system-arm)", "bad_input")
+    way = _checked_way(cm)
     src = cm.source
     prof = emit_model(cm.graph, cm.kernels, cm.target, cm.name, src.label, src.stack_limit,
                       profile=1, profile_prelude=PROFILE_EXTERN, **src.plan_options)
-    ins = cm.check_feeds(feeds)
-    arrays = ins + [np.zeros(v.shape, v.dtype) for v in cm.graph.outputs]
-    results = []
-    for profiling, source in ((True, prof.source), (False, cm.c_source)):
-        argv, staged = way.command(cm, way.image(cm, source, profiling), not profiling)
-        results.append(_run(argv, arrays, staged, len(ins), timeout))
-    (console, got), (whole_console, want) = results
+    arrays, n_in = _arrays(cm, feeds)
+    console, got = _count(cm, way, prof.source, True, arrays, n_in, timeout)
+    whole_console, want = _count(cm, way, cm.c_source, False, arrays, n_in, timeout)
     for v, a, b in zip(cm.graph.outputs, got, want):
         if not np.allclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True):
             raise RuntimeError(f"the profiling build's output {v.name} differs from the model's")
