@@ -229,9 +229,8 @@ def _run_model(args) -> int:
 
 def _profile_model(args) -> int:
     import json
-    from cgen.graph.model import compile_model, load_npz, random_feeds
+    from cgen.graph.model import compile_model, load_npz, model_target, random_feeds
     from cgen.graph.profile import ort_node_seconds, profile_rows, table
-    from cgen.graph.model import model_target
     from cgen.graph.profile_icount import way_for
     model = _model_file(args.model)
     if not model_target(args.target).is_host:
