@@ -239,14 +239,14 @@ def _profile_model(args) -> int:
     feeds = load_npz(args.inputs, cm.graph) if args.inputs else random_feeds(cm.graph)
     if not cm.target.is_host:
         return _profile_icount(cm, feeds, args)
-    peer = None if args.no_peer else ort_node_seconds(model, feeds)
+    peer, peer_isa = (None, "none") if args.no_peer else ort_node_seconds(model, feeds, cm.target)
     rows = profile_rows(cm, feeds, number=args.number, peer=peer)
     if args.json:
         for r in rows:
             print(json.dumps({"suite": "profile", "case": cm.name, "target": args.target,
-                              "unit": "us", **r.as_dict()}))
+                              "unit": "us", **r.as_dict(), "peer_isa": peer_isa}))
     else:
-        print(table(rows))
+        print(table(rows, peer_isa))
     return 0
 
 

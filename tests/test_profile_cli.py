@@ -14,6 +14,7 @@ from onnx import TensorProto, helper  # noqa: E402
 from cgen.cli import main  # noqa: E402
 from cgen.graph.model import compile_model, random_feeds  # noqa: E402
 from cgen.graph.profile import ort_node_seconds, profile_rows  # noqa: E402
+from targets import resolve  # noqa: E402
 from tests.zoo import ZOO  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def test_onnxruntime_nodes_go_beside_the_kernel_holding_them(tmp_path):
     model = _softmax_tanh_model()
     cm = compile_model(model, "x86-avx2", name="st")
     feeds = random_feeds(cm.graph)
-    peer = ort_node_seconds(model, feeds, runs=3)
+    peer, isa = ort_node_seconds(model, feeds, cm.target, runs=3)
     assert {"tanh0", "sm0"} <= peer.keys()
     rows = profile_rows(cm, feeds, number=3, peer=peer)
     matched = sum(r.peer_seconds for r in rows if r.peer_seconds is not None)
@@ -89,5 +90,25 @@ def test_a_conv_rewritten_to_nchwc_by_onnxruntime_keeps_its_name():
                           [w])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     feeds = {"x": np.ones((1, 16, 32, 32), np.float32)}
-    names = set(ort_node_seconds(m, feeds, runs=2))
+    names = set(ort_node_seconds(m, feeds, resolve("x86-avx2"), runs=2)[0])
     assert names & {"conv0", "relu0"} and not any(n.endswith("_nchwc") for n in names)
+
+
+@pytest.mark.isa("avx2")
+def test_the_profile_peer_runs_at_the_targets_isa(tmp_path, capsys):
+    """`cgen profile --target x86-avx2` times onnxruntime in the bench's peer process, so on
+    an AVX-512 machine its nodes run AVX2 kernels as `cgen bench` times them (was: an
+    in-process, native AVX-512 onnxruntime beside AVX2 code)."""
+    from cgen.graph.ort_peer import OrtPeer
+    path = tmp_path / "st.onnx"
+    onnx.save(_softmax_tanh_model(), path)
+    model = _softmax_tanh_model()
+    feeds = random_feeds(compile_model(model, "x86-avx2", name="st").graph)
+    with OrtPeer(model, feeds, resolve("x86-avx2")) as peer:
+        want = peer.isa
+    assert main(["profile", str(path), "--target", "x86-avx2", "--json", "--number", "3"]) == 0
+    rows = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    assert {r["peer_isa"] for r in rows} == {want}
+    assert any(r["peer_us"] for r in rows)
+    assert main(["profile", str(path), "--target", "x86-avx2", "--number", "3"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"onnxruntime: 1 thread, {want}"

@@ -14,6 +14,7 @@ label, `OrtPeer.isa`, says so; `OrtPeer.note` is then the one-line reason.
     with OrtPeer(model, feeds, target) as peer:     # peer.outputs: name -> array
         peer.isa                                    # "avx2 (cpuid-masked)", "native avx512"
         peer.time(repeat, min_repeat_s, warmup)     # seconds per call, timed in the child
+        peer.node_seconds(runs)                     # ONNX node -> seconds, its profiler
 
 The child is long-lived so that the bench interleaves its repeats with cgen's.
 """
@@ -143,6 +144,13 @@ class OrtPeer:
         self._proc.stdin.write(json.dumps({"time": [repeat, min_repeat_s, warmup]}) + "\n")
         self._proc.stdin.flush()
         return [float(t) for t in self._read()["times"]]
+
+    def node_seconds(self, runs: int = 20) -> dict:
+        """ONNX node name -> seconds of its kernel (ort_peer_child.node_seconds, in the child,
+        so a masked peer's profile is the masked ISA's too)."""
+        self._proc.stdin.write(json.dumps({"profile": int(runs)}) + "\n")
+        self._proc.stdin.flush()
+        return {n: float(t) for n, t in self._read()["nodes"].items()}
 
     def close(self) -> None:
         proc = getattr(self, "_proc", None)

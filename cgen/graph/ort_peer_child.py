@@ -7,26 +7,32 @@ cgen), so that with the CPUID mask preloaded (cpuid_mask.c) every library that r
 reads it masked.  The protocol is one JSON object per line: the child answers its start
 with {"ready": ...} (the ISA it sees, checked before any timing, and the output names; the
 outputs themselves go to OUT as .npz), then each request {"time": [REPEAT, MIN_REPEAT_S,
-WARMUP]} with {"times": [...]} (seconds per call, perf_counter in the child), until
-{"quit": true} or the end of its input.  A failure is {"error": "one line"}.
+WARMUP]} with {"times": [...]} (seconds per call, perf_counter in the child), and
+{"profile": RUNS} with {"nodes": {NODE: seconds}} (onnxruntime's profiler, node_seconds),
+until {"quit": true} or the end of its input.  A failure is {"error": "one line"}.
 """
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 
-def ort_session(model, threads: int = 1):
+def ort_session(model, threads: int = 1, profile_prefix: str | None = None):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     data = model.SerializeToString() if hasattr(model, "SerializeToString") else (
         model if isinstance(model, bytes) else str(model))
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
@@ -48,6 +54,33 @@ def time_ort(sess, feeds: dict, repeat: int = 7, min_repeat_s: float = 0.05,
             sess.run(None, feeds)
         out.append((time.perf_counter() - t0) / number)
     return out
+
+
+def node_seconds(model, feeds: dict, runs: int = 20) -> dict:
+    """ONNX node name -> median seconds of its kernel in onnxruntime (one thread, its
+    profiler), over `runs` runs after one warm-up."""
+    import onnx
+    data = model.SerializeToString() if hasattr(model, "SerializeToString") else model
+    graph = (onnx.load_from_string(data) if isinstance(data, bytes) else onnx.load(data)).graph
+    producer = {out: n.name for n in graph.node for out in n.output if n.name}
+    with tempfile.TemporaryDirectory(prefix="cgen-ortprof-") as d:
+        sess = ort_session(data, profile_prefix=os.path.join(d, "ort"))
+        for _ in range(runs + 1):
+            sess.run(None, feeds)
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    per_node: dict = {}
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
+            # onnxruntime names a node it fused "fused NAME", and a Conv its NCHWc pass
+            # rewrote "VALUE_nchwc" after the output of the last node fused into it
+            node = name[:-len("_kernel_time")].removeprefix("fused ")
+            if node.endswith("_nchwc"):
+                node = producer.get(node[:-len("_nchwc")], node)
+            per_node.setdefault(node, []).append(e["dur"] * 1e-6)
+    # the first run is the warm-up
+    return {n: statistics.median(t[1:] or t) for n, t in per_node.items()}
 
 
 def cpu_features() -> dict:
@@ -111,6 +144,8 @@ def serve(argv, proto) -> int:
         if "time" in req:
             repeat, min_repeat_s, warmup = req["time"]
             say({"times": time_ort(sess, feeds, int(repeat), float(min_repeat_s), int(warmup))})
+        elif "profile" in req:
+            say({"nodes": node_seconds(model, feeds, int(req["profile"]))})
         elif req.get("quit"):
             break
     return 0

@@ -9,10 +9,6 @@ figure rather than a wrong one.
 """
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import tempfile
 from dataclasses import dataclass
 
 
@@ -71,48 +67,23 @@ def profile_rows(compiled, feeds, number: int = 50, peer: dict | None = None) ->
             for k in kernels]
 
 
-def ort_node_seconds(model, feeds: dict, runs: int = 20) -> dict:
-    """ONNX node name -> median seconds of its kernel in onnxruntime (one thread, its
-    profiler), over `runs` runs after one warm-up."""
-    import onnxruntime as ort
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    so.enable_profiling = True
-    with tempfile.TemporaryDirectory(prefix="cgen-ortprof-") as d:
-        so.profile_file_prefix = os.path.join(d, "ort")
-        data = model.SerializeToString() if hasattr(model, "SerializeToString") else model
-        producer = _producers(data)
-        sess = ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-        for _ in range(runs + 1):
-            sess.run(None, feeds)
-        with open(sess.end_profiling()) as f:
-            events = json.load(f)
-    per_node: dict = {}
-    for e in events:
-        name = e.get("name", "")
-        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
-            # onnxruntime names a node it fused "fused NAME", and a Conv its NCHWc pass
-            # rewrote "VALUE_nchwc" after the output of the last node fused into it
-            node = name[:-len("_kernel_time")].removeprefix("fused ")
-            if node.endswith("_nchwc"):
-                node = producer.get(node[:-len("_nchwc")], node)
-            per_node.setdefault(node, []).append(e["dur"] * 1e-6)
-    # the first run is the warm-up
-    return {n: statistics.median(t[1:] or t) for n, t in per_node.items()}
+def ort_node_seconds(model, feeds: dict, target, runs: int = 20) -> tuple:
+    """(ONNX node name -> median seconds of its kernel in onnxruntime, over `runs` runs
+    after one warm-up, the ISA onnxruntime ran with).  The peer is cgen.graph.ort_peer's
+    child process, so for x86-avx2 on an AVX-512 machine its kernels are the AVX2 ones, as
+    `cgen bench` times them."""
+    from .ort_peer import OrtPeer
+    with OrtPeer(model, feeds, target) as peer:
+        return peer.node_seconds(runs), peer.isa
 
 
-def _producers(data) -> dict:
-    """ONNX value name -> the name of the node producing it."""
-    import onnx
-    graph = onnx.load_from_string(data).graph if isinstance(data, bytes) else onnx.load(data).graph
-    return {out: n.name for n in graph.node for out in n.output if n.name}
-
-
-def table(rows: list) -> str:
+def table(rows: list, peer_isa: str = "") -> str:
     total = sum(r.seconds for r in rows)
     peer = any(r.peer_seconds is not None for r in rows)
     head = f"{'kernel':<28} {'ops':<34} {'template':<18} {'us':>9} {'GFLOP/s':>8} {'share':>6}"
     lines = [head + ("  ort us   ratio" if peer else ""), "-" * (len(head) + (16 if peer else 0))]
+    if peer and peer_isa:
+        lines.insert(0, f"onnxruntime: 1 thread, {peer_isa}")
     for r in rows:
         line = (f"{r.kernel[:28]:<28} {r.ops[:34]:<34} {r.template[:18]:<18} "
                 f"{r.seconds * 1e6:>9.1f} {r.gflops:>8.2f} {r.share:>6.1%}")
