@@ -518,9 +518,12 @@ def _tune_model(args, mtasks, measurer) -> int:
                       on_default=on_default, on_plan=on_plan, pretrained=_pretrained(args))
     print(format_table(rows))
     for r in rows:
-        if r.result.best is not None:
-            print(f"  {r.mtask.task.describe()}: {_knobs_line(r.result.best)} "
-                  f"(kernels {', '.join(r.mtask.kernels)})")
+        sel = r.selection
+        pick = sel.record if sel is not None else r.result.best
+        if pick is not None:
+            why = f"; {sel.chosen}: {sel.reason}" if sel is not None else ""
+            print(f"  {r.mtask.task.describe()}: {_knobs_line(pick)} "
+                  f"(kernels {', '.join(r.mtask.kernels)}{why})")
     print(f"log: {args.log}  (apply it with: cgen compile {args.model_file} --target {args.target} "
           f"--tuning-log {args.log} -o DIR)")
     _tune_plot(args, [r.result for r in rows])
@@ -593,7 +596,10 @@ def _add_tune_parser(sub) -> None:
                     "  TEMPLATE:{JSON}                 any template, its workload's keywords\n\n"
                     "MODEL.onnx: one task per distinct kernel workload of the fused graph;\n"
                     "--trials is the total, shared by each task's share of the model's\n"
-                    "estimated time (each task's default config is measured first).")
+                    "estimated time (each task's default config is measured first).  Then\n"
+                    "each task's default and its fastest candidates are re-measured together,\n"
+                    "interleaved; a tuned config is kept only when its median beats the\n"
+                    "default's by the margin, and the log records which one and why.")
     t.add_argument("model_file", nargs="?", metavar="MODEL.onnx",
                    help="tune the kernels of this model (instead of --workload)")
     t.add_argument("--workload", action="append", metavar="SPEC",

@@ -39,6 +39,8 @@ class Record:
     version: int = VERSION
     ram_bytes: int | None = None     # the config's own buffers (cgen.autotune.footprint)
     flash_bytes: int | None = None   # its code (.text) on the target; both absent in old logs
+    selection: dict | None = None    # a verdict of cgen.autotune.baseline: this config is the
+    #                                  one compile takes (default or tuned, and why); absent else
 
     def __post_init__(self):
         if self.error is not None and not isinstance(self.error, MeasureError):
@@ -74,6 +76,8 @@ class Record:
              "timestamp": self.timestamp, "version": self.version}
         if self.ram_bytes is not None:     # added fields: written only when known
             d["ram_bytes"], d["flash_bytes"] = self.ram_bytes, self.flash_bytes
+        if self.selection is not None:
+            d["selection"] = self.selection
         return json.dumps(d, sort_keys=True)
 
     @staticmethod
@@ -84,7 +88,8 @@ class Record:
                       config=d["config"], costs=tuple(d.get("costs", ())),
                       cost_unit=d.get("cost_unit", "s"), error=d.get("error"),
                       timestamp=d.get("timestamp", 0.0), version=d.get("version", VERSION),
-                      ram_bytes=d.get("ram_bytes"), flash_bytes=d.get("flash_bytes"))
+                      ram_bytes=d.get("ram_bytes"), flash_bytes=d.get("flash_bytes"),
+                      selection=d.get("selection"))
 
 
 def resolved_target_name(target) -> str:
@@ -147,17 +152,22 @@ def read_log(path) -> list:
 
 
 def best_records(records, cost_unit: str | None = None) -> dict:
-    """(canonical workload, target, cost unit) -> the fastest successful record.
+    """(canonical workload, target, cost unit) -> the record whose config compile takes:
+    the last selection record (cgen.autotune.baseline: the default and the fastest
+    candidates re-measured together, a candidate kept only when it beat the default beyond
+    the noise) when the workload has one, else the fastest successful record.
 
     Seconds and icount ticks are never compared: the unit is part of the key."""
-    best = {}
+    best, chosen = {}, {}
     for r in records:
         if not r.ok or (cost_unit and r.cost_unit != cost_unit):
             continue
         key = (canonical(r.workload), r.target, r.cost_unit)
+        if r.selection is not None:
+            chosen[key] = r
         if key not in best or r.mean_cost < best[key].mean_cost:
             best[key] = r
-    return best
+    return {**best, **chosen}
 
 
 def apply_best(log, target=None, cost_unit: str | None = None, templates=None) -> dict:

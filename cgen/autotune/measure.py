@@ -164,6 +164,16 @@ class Measurer:
     def measure(self, task, configs):
         """Yield one record per config, in the order of `configs`, each as soon as it is known."""
         prep = self.prepare(task)
+        built = self._build_all(task, configs)
+        pool = self.pool_for(task.target)
+        for c, (mod, err) in zip(configs, built):
+            if err is not None:
+                yield err
+                continue
+            yield self._run(task, c, mod, prep, pool)
+
+    def _build_all(self, task, configs) -> list:
+        """[(module, None) or (None, error record)] in the order of configs."""
         tgt = task.target
         futs = [self._builders.submit(build_candidate, task.template, task.workload, tgt, c)
                 for c in configs]
@@ -177,26 +187,59 @@ class Measurer:
             except Exception as e:      # a template bug is this candidate's error, not the run's
                 built.append((None, error_record(task.workload, tgt, c, ErrorKind.COMPILE_ERROR,
                                                  f"{type(e).__name__}: {e}")))
-        pool = self.pool_for(tgt)
-        for c, (mod, err) in zip(configs, built):
-            if err is not None:
-                yield err
-                continue
-            yield self._run(task, c, mod, prep, pool)
+        return built
 
-    def _run(self, task, config, mod, prep, pool) -> Record:
+    def interleaved(self, task, configs, rounds: int):
+        """One record per config whose costs are `rounds` samples taken in rounds: each
+        config is built once, checked and calibrated, then round r runs every config one
+        repeat, in an order rotated by r, so load from other tenants falls on all alike."""
+        prep = self.prepare(task)
+        built = self._build_all(task, configs)
+        pool = self.pool_for(task.target)
+        out = [err for _mod, err in built]
+        number = [0] * len(configs)
+        for i, (c, (mod, err)) in enumerate(zip(configs, built)):
+            if err is None:
+                first = self._run(task, c, mod, prep, pool, repeat=1)
+                if first.ok:
+                    number[i] = calibrate_number(first.costs[0], self.min_repeat_ms)
+                else:
+                    out[i] = first
+        costs = [[] for _ in configs]
+        live = [i for i in range(len(configs)) if out[i] is None]
+        for r in range(rounds if live else 0):
+            for i in live[r % len(live):] + live[:r % len(live)]:
+                if out[i] is not None:
+                    continue
+                rec = self._run(task, configs[i], built[i][0], prep, pool, repeat=1,
+                                number=number[i], min_repeat_ms=0.0, check=False)
+                if rec.ok:
+                    costs[i].append(rec.costs[0])
+                else:
+                    out[i] = rec
+        for i in live:
+            if out[i] is None:
+                inp = measure_input(task.workload, task.target, configs[i],
+                                    toolchain_info(task.target, built[i][0].extra_flags))
+                out[i] = Record.of(inp, MeasureResult(tuple(costs[i]), self.cost_unit))
+        return out
+
+    def _run(self, task, config, mod, prep, pool, repeat=None, number: int = 1,
+             min_repeat_ms=None, check: bool = True) -> Record:
         tgt = task.target
+        repeat = self.repeat if repeat is None else repeat
+        min_ms = self.min_repeat_ms if min_repeat_ms is None else min_repeat_ms
         inp = measure_input(task.workload, tgt, config, toolchain_info(tgt, mod.extra_flags))
         names = [p.name for p in mod.func.params]
         arrays = {n: a.copy() for n, a in zip(names, prep.inputs)}
         if pool is None:
-            res = mod.benchmark(*arrays.values(), repeat=self.repeat,
-                                min_repeat_ms=self.min_repeat_ms, timeout=self.timeout)
+            res = mod.benchmark(*arrays.values(), repeat=repeat, number=number,
+                                min_repeat_ms=min_ms, timeout=self.timeout)
         else:
             res = pool.submit(mod.executable(), arrays, [n for n in names if n in mod.func.outputs],
-                              target=tgt, repeat=self.repeat, min_repeat_ms=self.min_repeat_ms,
+                              target=tgt, repeat=repeat, number=number, min_repeat_ms=min_ms,
                               timeout=self.timeout).result()
-        if res.error is None:
+        if res.error is None and check:
             bad = check_outputs(res.outputs, prep.reference)
             if bad:
                 return Record.of(inp, MeasureResult.failed(ErrorKind.WRONG_ANSWER, bad))

@@ -11,6 +11,11 @@ kernels scheduled for one core: `cgen.graph.kernels.kernel_target`), and every
 group whose kernel comes from an operator template becomes a task; groups with
 the same (template, workload) are one task whose `count` is how many there are.
 
+After its trials, each task's default and its fastest candidates are measured
+again together, interleaved, and a candidate is kept only when it beats the
+default beyond the noise (cgen.autotune.baseline); the verdict is a log record
+that compile's apply_best follows.
+
 Trials are shared by each task's share of the model's estimated time: every
 task's default config is measured first (it is also trial 1 of that task, and
 is read back from the log on a resumed run), then the rest of the budget goes
@@ -59,6 +64,7 @@ class ModelTuneRow:
     mtask: ModelTask
     trials: int                         # trials given to the task (its default included)
     result: object                      # the Tuner's TuneResult
+    selection: object = None            # baseline.Selection: the config compile takes
 
     @property
     def best_cost(self) -> float | None:
@@ -227,11 +233,13 @@ def allocate_trials(total: int, shares, caps, floor: int = MIN_TRIALS_PER_TASK) 
 def tune_model(mtasks, measurer, log, trials: int, *, seed: int = 0, batch_size: int = 8,
                model: str = "rank", search: str = "model", early_stopping=None,
                progress: bool = False, floor: int = MIN_TRIALS_PER_TASK, on_default=None,
-               on_plan=None, on_task=None, pretrained=None) -> list:
-    """Measure the defaults, share `trials` among the tasks, tune each: [ModelTuneRow].
+               on_plan=None, on_task=None, pretrained=None, verify: bool = True) -> list:
+    """Measure the defaults, share `trials` among the tasks, tune each, and (verify) keep
+    each tuned config only if it beats the default when re-measured: [ModelTuneRow].
 
     pretrained: task -> (model, feature names) or None, the ranking before a task
     has records of its own (cgen.autotune.pretrained.load_pretrained)."""
+    from .baseline import select
     from .tuner import Tuner, transfer_set
     measure_defaults(mtasks, measurer, log, on_default)
     alloc = allocate_trials(trials, estimated_times(mtasks),
@@ -246,6 +254,8 @@ def tune_model(mtasks, measurer, log, trials: int, *, seed: int = 0, batch_size:
                       batch_size=batch_size, transfer=transfer, progress=progress,
                       pretrained=pretrained(mt.task) if pretrained else None)
         row = ModelTuneRow(mt, n, tuner.tune(n, early_stopping=early_stopping))
+        if verify:
+            row.selection = select(mt.task, measurer, row.result.records, mt.default_index, log)
         rows.append(row)
         if on_task is not None:
             on_task(row)
@@ -253,25 +263,31 @@ def tune_model(mtasks, measurer, log, trials: int, *, seed: int = 0, batch_size:
 
 
 def format_table(rows) -> str:
-    """task, count, trials, default and best GFLOP/s, speed-up; then the estimated time of
-    the template kernels in one run of the model, before and after."""
+    """task, count, trials, default and best GFLOP/s, speed-up, and which config compile
+    takes; then the estimated time of the template kernels in one run of the model, before
+    and after.  With a selection (cgen.autotune.baseline) the speed-up is the re-measured
+    one (1.00x when the default is kept), else the tuning run's best against the default."""
     wid = min(max([len(r.mtask.task.describe()) for r in rows] + [4]), 80)
     head = f"{'task':<{wid}} {'count':>5} {'trials':>6} {'default GFLOP/s':>15} " \
-           f"{'best GFLOP/s':>12} {'speed-up':>8}"
+           f"{'best GFLOP/s':>12} {'speed-up':>8} {'kept':>7}"
     lines = [head, "-" * len(head)]
     before = after = 0.0
     complete = True
     for r in rows:
-        mt = r.mtask
+        mt, sel = r.mtask, r.selection
         d, b = mt.default_cost, r.best_cost
-        up = f"{d / b:.2f}x" if d and b else "-"
+        up = d / b if d and b else None
+        if sel is not None:
+            up = sel.speedup
+        kept = sel.chosen if sel is not None else "-"
         dg = f"{mt.default_gflops:.2f}" if d else "failed"
         bg = f"{r.best_gflops:.2f}" if b else "failed"
+        ups = f"{up:.2f}x" if up else "-"
         lines.append(f"{mt.task.describe()[:wid]:<{wid}} {mt.count:>5} {len(r.result.records):>6} "
-                     f"{dg:>15} {bg:>12} {up:>8}")
-        if d and b:
+                     f"{dg:>15} {bg:>12} {ups:>8} {kept:>7}")
+        if d and up:
             before += mt.count * d
-            after += mt.count * min(b, d)
+            after += mt.count * d / max(up, 1.0)
         else:
             complete = False
     if before > 0:
