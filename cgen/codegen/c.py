@@ -13,8 +13,8 @@ import numpy as np
 from pycparser import c_ast, c_generator
 
 from ..te import BITWISE
-from ..te.expr import (Binary, Call, Cast, Compare, Const, Expr, Logic, Not, Select, Var,
-                       INDEX, is_float)
+from ..te.expr import (Binary, Call, Cast, Compare, Const, Expr, Logic, Not, Reinterpret,
+                       Select, Var, INDEX, is_float)
 from ..lower.ir import (Address, Allocate, Broadcast, Buffer, CallKernel, Evaluate, For,
                         IfThenElse, Let, Load, PrimFunc, Seq, Store, Stmt, VLoad, VStore,
                         split_dtype)
@@ -55,6 +55,9 @@ HELPERS = {
     **{op: "static inline {T} cg_%s_{S}({T} a, {T} b) {{ return ({T})(a %s b); }}" % (op, c)
        for op, c in (("bitand", "&"), ("bitor", "|"), ("bitxor", "^"))},
     "bitnot": "static inline {T} cg_bitnot_{S}({T} a) {{ return ({T})~a; }}",
+    # te.reinterpret: a bit cast through a union (C99 defines reading the other member)
+    "as_int32": "static inline int32_t cg_as_int32(float a) { union { float f; int32_t i; } u; u.f = a; return u.i; }",
+    "as_float32": "static inline float cg_as_float32(int32_t a) { union { float f; int32_t i; } u; u.i = a; return u.f; }",
     "shl": "static inline {T} cg_shl_{S}({T} a, {T} b) {{ return (b < 0 || b >= (int)(8 * sizeof({T}))) ? ({T})0 : ({T})((unsigned long long)a << b); }}",
     "shr": "static inline {T} cg_shr_{S}({T} a, {T} b) {{ return (b < 0 || b >= (int)(8 * sizeof({T}))) ? ({T})(a < 0 ? -1 : 0) : ({T})(a >> b); }}",
 }
@@ -141,9 +144,9 @@ class CEmitter:
 
     # ------------------------------------------------------------ helpers
     def helper(self, kind: str, dtype: str) -> str:
-        if kind == "sigmoid":
-            key, name = "sigmoid", "cg_sigmoid_f32"
-            text = HELPERS["sigmoid"]
+        if kind in ("sigmoid", "as_int32", "as_float32"):
+            key, name = kind, "cg_sigmoid_f32" if kind == "sigmoid" else f"cg_{kind}"
+            text = HELPERS[kind]
         else:
             key = f"{kind}_{dtype}"
             name = f"cg_{kind}_{SUFFIX[dtype]}"
@@ -168,8 +171,10 @@ class CEmitter:
         if isinstance(e, Load):
             return c_ast.ArrayRef(c_ast.ID(self.names.get(e.buffer, e.buffer.name)), self.expr(e.index))
         if isinstance(e, (VLoad, Broadcast, Address)) or (
-                isinstance(e, Binary) and split_dtype(e.dtype)[1] > 1):
+                isinstance(e, (Binary, Reinterpret, Call)) and split_dtype(e.dtype)[1] > 1):
             return self.vector_expr(e)
+        if isinstance(e, Reinterpret):
+            return self.call(self.helper(f"as_{e.dtype}", e.dtype), self.expr(e.value))
         if isinstance(e, Binary):
             a, b = self.expr(e.a), self.expr(e.b)
             if e.op in ("//", "%"):
@@ -226,6 +231,11 @@ class CEmitter:
             return self.call(isa.load, self.address(e.buffer, e.index))
         if isinstance(e, Broadcast):
             return self.call(isa.set1, self.expr(e.value))
+        if isinstance(e, Reinterpret):
+            cast = isa.as_int if split_dtype(e.dtype)[0] == "int32" else isa.as_float
+            return self.call(cast, self.expr(e.value))
+        if isinstance(e, Call):     # int32 shift left by a constant (the vectorizer's only call)
+            return self.call(isa.int_shl, self.expr(e.args[0]), self.expr(e.args[1]))
         # a + b*c -> one fused multiply-add
         if e.op == "+":
             for acc, prod in ((e.a, e.b), (e.b, e.a)):

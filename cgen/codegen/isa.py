@@ -289,6 +289,11 @@ class VectorISA:
     # tiles' A values then need no broadcast (MVE's vfma.f32 q, q, r)
     fma_scalar: str | None = None
     int8: tuple = ()                # Int8Ops ways of the int8 kernels, best first
+    # bit casts between the float32 vector and the int32 vector of the same lanes, and
+    # the int32 shift left by a constant (exp's 2^n: cgen.te.fastmath)
+    as_int: str | None = None
+    as_float: str | None = None
+    int_shl: str | None = None
     serves: tuple = ()              # (Target.isa, Target.arch) pairs whose kernels use this row
 
     @property
@@ -308,6 +313,7 @@ NEON_AARCH64 = VectorISA(
     dict(_NEON_BINARY, **{"/": "vdivq_f32"}), "vfmaq_f32", ("acc", "a", "b"),
     guard_macro="__ARM_NEON", vregs=32, load_aligned="vld1q_f32", store_aligned="vst1q_f32",
     lane_fma="vfmaq_laneq_f32", lane_width=4, gemm_tile=(8, 8, "lanes"), int8=(NEON_DOTPROD_I8, NEON_A64_I8),
+    as_int="vreinterpretq_s32_f32", as_float="vreinterpretq_f32_s32", int_shl="vshlq_n_s32",
     serves=(("neon", "aarch64"),))
 
 # armv7 NEON: no vector divide; vfmaq_f32 needs VFPv4 (-mfpu=neon-vfpv4); the by-lane
@@ -318,6 +324,7 @@ NEON_ARMV7 = VectorISA(
     guard_macro="__ARM_NEON", vregs=16, load_aligned="vld1q_f32", store_aligned="vst1q_f32",
     lane_fma="vmlaq_lane_f32", lane_width=2, half_type="float32x2_t", half_low="vget_low_f32",
     half_high="vget_high_f32", gemm_tile=(4, 8, "lanes"), int8=(NEON_A32_I8,),
+    as_int="vreinterpretq_s32_f32", as_float="vreinterpretq_f32_s32", int_shl="vshlq_n_s32",
     serves=(("neon", "armv7"),))
 
 # Helium (MVE) float32, Armv8.1-M with the FP extension (__ARM_FEATURE_MVE & 2): 8 q
@@ -329,7 +336,9 @@ MVE = VectorISA(
     {"+": "vaddq_f32", "-": "vsubq_f32", "*": "vmulq_f32", "max": "vmaxnmq_f32",
      "min": "vminnmq_f32"}, "vfmaq_f32", ("acc", "a", "b"),
     guard_macro="__ARM_FEATURE_MVE", vregs=8, load_aligned="vld1q_f32", store_aligned="vst1q_f32",
-    fma_scalar="vfmaq_n_f32", gemm_tile=(3, 8, "rows"), int8=(MVE_I8,), serves=(("mve", "armv8m"),))
+    fma_scalar="vfmaq_n_f32", gemm_tile=(3, 8, "rows"), int8=(MVE_I8,),
+    as_int="vreinterpretq_s32_f32", as_float="vreinterpretq_f32_s32", int_shl="vshlq_n_s32",
+    serves=(("mve", "armv8m"),))
 
 AVX2 = VectorISA(
     "avx2", "immintrin.h", 8, "__m256", "_mm256_loadu_ps", "_mm256_storeu_ps", "_mm256_set1_ps",
@@ -339,7 +348,8 @@ AVX2 = VectorISA(
     setzero="_mm256_setzero_ps", load_aligned="_mm256_load_ps", store_aligned="_mm256_store_ps",
     prefetch="_mm_prefetch", prefetch_hint="_MM_HINT_T0",
     gemm_tile=(6, 16, "rows"), gemm_rows=(4, 6), gemm_max_rows=6,
-    int8=(AVX2_I8,), serves=(("avx2", "x86_64"),))
+    int8=(AVX2_I8,), as_int="_mm256_castps_si256", as_float="_mm256_castsi256_ps",
+    int_shl="_mm256_slli_epi32", serves=(("avx2", "x86_64"),))
 
 AVX512 = VectorISA(
     "avx512", "immintrin.h", 16, "__m512", "_mm512_loadu_ps", "_mm512_storeu_ps", "_mm512_set1_ps",
@@ -350,7 +360,8 @@ AVX512 = VectorISA(
     setzero="_mm512_setzero_ps", load_aligned="_mm512_load_ps", store_aligned="_mm512_store_ps",
     prefetch="_mm_prefetch", prefetch_hint="_MM_HINT_T0", tail="mask",
     gemm_tile=(6, 32, "rows"), gemm_rows=(4, 6, 8, 12), gemm_max_rows=12,
-    int8=(AVX512_VNNI_I8, AVX512_I8), serves=(("avx512", "x86_64"),))
+    int8=(AVX512_VNNI_I8, AVX512_I8), as_int="_mm512_castps_si512",
+    as_float="_mm512_castsi512_ps", int_shl="_mm512_slli_epi32", serves=(("avx512", "x86_64"),))
 
 # Plain C99: one lane, every operation written as C operators (None); 32 registers is the
 # budget of a Cortex-M4's FPv4-SP (s0-s31) and of aarch64, so a 4x4 tile stays in registers.

@@ -1,7 +1,8 @@
 """The canonical op set as te index functions: per node, a function from an output
 index to a te expression of its inputs' (`node_fns`), chained over a group's nodes
 (`build_fns`), with the group's inputs as placeholders made on first use (`Inputs`).
-Sigmoid and tanh are rational functions (no libm call), so their loops vectorize.
+Sigmoid and tanh are rational functions and exp a polynomial times 2^n (te.exp_poly): no
+libm call, so their loops vectorize.
 """
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ UNARY: Mapping[str, Callable] = {
     "hard_swish": lambda x, a: x * _clip(x * _f(1 / 6) + _f(0.5), 0.0, 1.0),
     "erf": lambda x, a: erf_rational(x) if x.dtype == "float32" else te.erf(x),
     "gelu": lambda x, a: _gelu(x, a.get("approximate", "none")),
-    "exp": lambda x, a: te.exp(x),
+    "exp": lambda x, a: te.exp_poly(x) if x.dtype == "float32" else te.exp(x),
     "log": lambda x, a: te.log(x),
     "sqrt": lambda x, a: te.sqrt(x),
     "neg": lambda x, a: _f(0, x.dtype) - x,

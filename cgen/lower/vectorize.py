@@ -3,7 +3,8 @@ stores of the ISA's lane count, with a masked or scalar tail.
 
 Only what maps one-to-one onto vector instructions is vectorized: float32
 stores contiguous in the loop variable whose values are built from
-contiguous or loop-invariant loads and + - * / min max.  Anything else keeps
+contiguous or loop-invariant loads and + - * / min max, and the float32 <-> int32 bit
+casts and int32 shift by a constant of exp (cgen.te.fastmath).  Anything else keeps
 a plain loop, which the C compiler may still vectorize.
 
 A vectorized loop over outputs with reduction loops inside (a pooling or
@@ -14,9 +15,10 @@ and a vector of outputs accumulates over the reduction.
 """
 from __future__ import annotations
 
-from ..te.expr import Binary, Const, Expr, Var, INDEX
+from ..te.expr import Binary, Call, Const, Expr, Reinterpret, Var, INDEX
 from ..te.visit import free_vars, map_children, substitute
-from .ir import (Broadcast, For, Seq, Stmt, Store, VLoad, VStore, Load, seq, vector_dtype)
+from .ir import (Broadcast, For, Seq, Stmt, Store, VLoad, VStore, Load, seq, split_dtype,
+                 vector_dtype)
 from .simplify import linear, simplify_expr
 
 MAX_UNROLL_CHUNKS = 8
@@ -169,6 +171,15 @@ def _vec_expr(e: Expr, v: Var, isa, lanes_dtype: str, hit: set | None = None):
         a = a if va else Broadcast(a, lanes_dtype)
         b = b if vb else Broadcast(b, lanes_dtype)
         return True, Binary(e.op, a, b, lanes_dtype)
+    lanes = split_dtype(lanes_dtype)[1]
+    if isinstance(e, Reinterpret) and (isa.as_int if e.dtype == "int32" else isa.as_float):
+        # a bit cast of a vector; the float32 side is the one the loop's loads make
+        va, a = _vec_expr(e.value, v, isa, lanes_dtype, hit)
+        return True, Reinterpret(vector_dtype(e.dtype, lanes), a)
+    if (isinstance(e, Call) and e.name == "shl" and e.dtype == "int32" and isa.int_shl
+            and isinstance(e.args[1], Const) and 0 <= e.args[1].value < 32):
+        va, a = _vec_expr(e.args[0], v, isa, lanes_dtype, hit)
+        return True, Call("shl", (a, e.args[1]), vector_dtype("int32", lanes))
     raise _Bail()
 
 

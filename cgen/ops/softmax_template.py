@@ -11,7 +11,8 @@ axis is innermost, or the loop outside the axis for a strided axis: a slab),
 the max per row of the stored exp when exp is stored, else whole first.
 The output's last axis is vectorized (ex / sum is contiguous / invariant);
 for a strided axis the reductions run outside the last axis, so their loads
-are contiguous vectors too, except where exp is evaluated (a libm call).
+are contiguous vectors too.  exp is te.exp_poly (no libm call), so a stored exp's last
+axis is vectorized as well.
 """
 from __future__ import annotations
 
@@ -88,6 +89,9 @@ class SoftmaxTemplate:
         elif row is not None and not self.log:
             # the stored exp is the max's only reader: the max per row of it
             s[mx].compute_at(s[ex], s[ex].op.axis[row_dim])
+        if c["exp"] == "root":
+            # exp_poly is arithmetic and bit casts: its loop vectorizes like the output's
+            s[ex].vectorize(s[ex].split(s[ex].op.axis[-1], factor=c["vec"])[1])
         for red in (mx, sm):
             rst = s[red]
             if k < r - 1:                 # reduce outside the (contiguous) last axis

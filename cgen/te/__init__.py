@@ -4,9 +4,10 @@ from __future__ import annotations
 import builtins
 
 from .expr import (Expr, Const, Var, IterVar, Binary, Compare, Logic, Not, Select, Cast,
-                   Call, TensorLoad, Reduce, as_expr, cast, const, binary, compare, logic,
-                   is_float, is_int, reduce_identity, _unify)
+                   Call, Reinterpret, TensorLoad, Reduce, as_expr, cast, const, binary, compare,
+                   logic, is_float, is_int, reduce_identity, reinterpret, _unify)
 from .tensor import Tensor, PlaceholderOp, ComputeOp, placeholder, compute, reduce_axis
+from .fastmath import exp_poly
 
 UNARY_FLOAT = ("exp", "log", "sqrt", "tanh", "sigmoid", "erf", "floor", "rint", "sin", "cos",
                "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh")

@@ -134,6 +134,25 @@ class Cast(Expr):
 
 
 @dataclass(frozen=True, slots=True)
+class Reinterpret(Expr):
+    """The bits of a float32 read as an int32, or back (a bit cast, not a conversion):
+    exp's 2^n is an exponent field built with integer operations."""
+    dtype: str
+    value: Expr
+
+
+REINTERPRET = {"float32": "int32", "int32": "float32"}
+
+
+def reinterpret(dtype: str, value) -> Expr:
+    value = as_expr(value)
+    if REINTERPRET.get(value.dtype) != dtype:
+        raise TypeError(f"reinterpret: only float32 <-> int32 bit casts, not "
+                        f"{value.dtype} -> {dtype}")
+    return Reinterpret(dtype, value)
+
+
+@dataclass(frozen=True, slots=True)
 class Call(Expr):
     """A math intrinsic: exp log sqrt tanh sigmoid erf floor rint abs."""
     name: str
