@@ -253,10 +253,14 @@ def avg_pool2d(X: Tensor, kernel, strides=None, pads=0, ceil_mode: bool = False,
 
 
 # ---------------------------------------------------------------- softmax
-def softmax(X: Tensor, axis: int = -1, name: str = "softmax"):
+def softmax(X: Tensor, axis: int = -1, name: str = "softmax", lanes: int = 1):
     """exp(X - max) / sum(exp(X - max)) along `axis`, in four stages.
 
-    The max and the sum keep the reduced axis with extent 1.
+    The max and the sum keep the reduced axis with extent 1.  With lanes > 1, an
+    innermost axis that is a whole number (>= 2) of `lanes` is reduced in two steps: a
+    stage of `lanes` partial results (element w takes w, w + lanes, ...: a vector
+    accumulator when its lane axis is vectorized) and their reduction; the partial
+    stages are the final stages' only inputs (`op.input_tensors`).
     Returns (Y, max, exp, sum).
     """
     op = "softmax"
@@ -268,16 +272,26 @@ def softmax(X: Tensor, axis: int = -1, name: str = "softmax"):
         raise ValueError(f"{op}: axis {axis} is out of range for shape {X.shape}")
     axis %= nd
     red_shape = tuple(1 if d == axis else n for d, n in enumerate(X.shape))
+    N = X.shape[axis]
+    split = lanes > 1 and axis == nd - 1 and N % lanes == 0 and N >= 2 * lanes
 
     def at(idx, v):
         return tuple(v if d == axis else i for d, i in enumerate(idx))
-    k1 = te.reduce_axis((0, X.shape[axis]), name="k")
-    mx = te.compute(red_shape, lambda *i: te.max(X[at(i, k1)], axis=k1), name=f"{name}_max")
+
+    def reduce(combiner, T, stage):
+        if not split:
+            k = te.reduce_axis((0, N), name="k")
+            return te.compute(red_shape, lambda *i: combiner(T[at(i, k)], axis=k), name=stage)
+        k = te.reduce_axis((0, N // lanes), name="k")
+        part = te.compute(red_shape[:-1] + (lanes,), lambda *i: combiner(
+            T[i[:-1] + (k * lanes + i[-1],)], axis=k), name=f"{stage}_part")
+        q = te.reduce_axis((0, lanes), name="q")
+        return te.compute(red_shape, lambda *i: combiner(part[i[:-1] + (q,)], axis=q), name=stage)
+    mx = reduce(te.max, X, f"{name}_max")
     # exp_poly: arithmetic and bit casts only, so the exp loop vectorizes (libm's expf is a
     # scalar call); exp(-inf) is 0 there too
     ex = te.compute(X.shape, lambda *i: te.exp_poly(X[i] - mx[at(i, 0)]), name=f"{name}_exp")
-    k2 = te.reduce_axis((0, X.shape[axis]), name="k")
-    sm = te.compute(red_shape, lambda *i: te.sum(ex[at(i, k2)], axis=k2), name=f"{name}_sum")
+    sm = reduce(te.sum, ex, f"{name}_sum")
     out = te.compute(X.shape, lambda *i: ex[i] / sm[at(i, 0)], name=name)
     return out, mx, ex, sm
 

@@ -11,7 +11,8 @@ axis is innermost, or the loop outside the axis for a strided axis: a slab),
 the max per row of the stored exp when exp is stored, else whole first.
 The output's last axis is vectorized (ex / sum is contiguous / invariant);
 for a strided axis the reductions run outside the last axis, so their loads
-are contiguous vectors too.  exp is te.exp_poly (no libm call), so a stored exp's last
+are contiguous vectors too; along an innermost axis they are split in `lanes` partial
+results, one vector accumulator, reduced at the end of the row.  exp is te.exp_poly (no libm call), so a stored exp's last
 axis is vectorized as well.
 """
 from __future__ import annotations
@@ -56,11 +57,12 @@ class SoftmaxTemplate:
                 "parallel": False}
         return pick(self.space(wl, target), want)
 
-    def compute(self, wl: dict):
-        """te tensors (X, Y, max, exp, sum)."""
+    def compute(self, wl: dict, lanes: int = 1):
+        """te tensors (X, Y, max, exp, sum); lanes: see cgen.ops.nn.softmax."""
         shape, axis = tuple(wl["shape"]), wl["axis"]
         X = te.placeholder(shape, "float32", name="X")
-        out, mx, ex, sm = softmax_stages(X, axis, name="Y" if not self.log else "Ysm")
+        out, mx, ex, sm = softmax_stages(X, axis, name="Y" if not self.log else "Ysm",
+                                         lanes=lanes)
         if not self.log:
             return X, out, mx, ex, sm
 
@@ -72,7 +74,8 @@ class SoftmaxTemplate:
     def build(self, wl: dict, target, config):
         check_op(wl, self.name)
         c = config_dict(config)
-        X, Y, mx, ex, sm = self.compute(wl)
+        lanes = resolve(target).lanes()
+        X, Y, mx, ex, sm = self.compute(wl, lanes)
         s = te.create_schedule(Y)
         r, k = len(wl["shape"]), wl["axis"]
         st = s[Y]
@@ -94,6 +97,12 @@ class SoftmaxTemplate:
             s[ex].vectorize(s[ex].split(s[ex].op.axis[-1], factor=c["vec"])[1])
         for red in (mx, sm):
             rst = s[red]
+            part = [t for t in red.op.input_tensors if t.name.endswith("_part")]
+            if part:
+                # the lanes' partial results, one vector accumulator, per row
+                if row is not None:
+                    s[part[0]].compute_at(rst, rst.op.axis[row_dim])
+                s[part[0]].vectorize(s[part[0]].op.axis[-1])
             if k < r - 1:                 # reduce outside the (contiguous) last axis
                 *outer, last = rst.op.axis
                 rst.reorder(*outer, *rst.op.reduce_axis, last)
