@@ -64,8 +64,9 @@ def test_reinterpret_is_float32_int32_only():
 
 
 def test_softmax_exp_loop_is_vector_code_on_avx2():
-    """x86-avx2: no libm expf anywhere, and the stores of the exp stage are AVX2 vectors
-    built with the exp bit casts (the old expf kept this loop scalar)."""
+    """x86-avx2: no libm expf anywhere, the stores of the exp stage are AVX2 vectors built
+    with the exp bit casts (the old expf kept this loop scalar), and the reductions along
+    the row are vector accumulators."""
     tm = SoftmaxTemplate()
     wl = tm.workload([2, 16, 64], -1)
     cfg = dict(config_dict(tm.default(wl, "x86-avx2")), exp="root")
@@ -76,6 +77,8 @@ def test_softmax_exp_loop_is_vector_code_on_avx2():
     stores = [ln for ln in src.splitlines() if "_mm256_storeu_ps(&Y_exp" in ln]
     assert stores and all("_mm256_slli_epi32" in ln and "_mm256_castsi256_ps" in ln
                           for ln in stores)
+    # the row's sum and max accumulate in one vector each (lane partials)
+    assert "_mm256_storeu_ps(&Y_sum_part" in src and "_mm256_storeu_ps(&Y_max_part" in src
     ins = tm.inputs(wl, np.random.default_rng(1))
     ins[0][0, 0, :3] = -np.inf          # exp(-inf - max) = 0, as onnxruntime
     mod(*ins)
