@@ -119,6 +119,25 @@ def linear(e: Expr):
     return {a: c for a, c in terms.items() if c != 0}, c0
 
 
+def _merge_divmod(terms: dict, c0: int) -> tuple:
+    """(x // c) * c * k + (x % c) * k -> x * k in a linear form (true for floor and for
+    truncating division alike): a flat index split into a row and a column and put back
+    together, as a window over a padded plane read along its flattened rows, is the
+    flat index again, so its loads stay contiguous vectors."""
+    for t, k in list(terms.items()):
+        if not (isinstance(t, Binary) and t.op == "%" and isinstance(t.b, Const)):
+            continue
+        q = Binary("//", t.a, t.b, t.dtype)
+        if t not in terms or terms.get(q) != k * t.b.value:
+            continue
+        del terms[t], terms[q]
+        inner, i0 = linear(t.a)
+        for a, c in inner.items():
+            terms[a] = terms.get(a, 0) + c * k
+        c0 += i0 * k
+    return {a: c for a, c in terms.items() if c != 0}, c0
+
+
 def from_linear(terms: dict, c0: int, dtype: str = INDEX) -> Expr:
     out = None
     items = [(a, c) for a, c in terms.items() if c != 0]
@@ -232,7 +251,7 @@ def _simp(e: Expr, ranges: dict) -> Expr:
             if r is not None:
                 return r
         if dt == INDEX and op in ("+", "-", "*"):
-            terms, c0 = linear(e)
+            terms, c0 = _merge_divmod(*linear(e))
             if not (_fits(c0, dt) and all(_fits(k, dt) for k in terms.values())):
                 return e  # regrouped, a constant would not fit int64 (x + 2**62 + 2**62)
             mm = [t for t, k in terms.items() if isinstance(t, Binary) and t.op in ("min", "max")

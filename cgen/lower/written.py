@@ -51,10 +51,10 @@ def written_before_read(buf: Buffer, body: Stmt) -> bool:
 
 
 def _covers(stmts, buf: Buffer) -> bool:
-    """The leading statements that are trees of loops (constant bounds), sequences and
-    if/else whose two branches store the same elements at every iteration (a row loop cut
-    at run-time bounds by cgen.lower.partition), with unconditional affine stores to buf
-    as leaves, store every element of buf."""
+    """The leading statements that are trees of loops (constant bounds), sequences,
+    allocations and if/else whose two branches store the same elements at every iteration
+    (a row loop cut at run-time bounds by cgen.lower.partition), with unconditional affine
+    stores to buf as leaves, store every element of buf."""
     seen = np.zeros(buf.size, dtype=bool)
     budget = [MAX_STORES]
     for s in stmts:
@@ -70,7 +70,12 @@ def _covers(stmts, buf: Buffer) -> bool:
 
 def _stores(x, loops, buf, budget):
     """Per leaf store, the (iteration of `loops`, element) pairs it writes as an (n, 2)
-    array; None when x is not a provable store tree."""
+    array; None when x is not a provable store tree.  A statement that neither reads nor
+    writes buf (another stage filled at the same loop) adds nothing."""
+    if not touches(x, buf):
+        return []
+    if isinstance(x, Allocate):
+        return _stores(x.body, loops, buf, budget)
     if isinstance(x, For):
         if not (isinstance(x.min, Const) and isinstance(x.extent, Const)):
             return None
