@@ -524,10 +524,21 @@ def _tune_model(args, mtasks, measurer) -> int:
             why = f"; {sel.chosen}: {sel.reason}" if sel is not None else ""
             print(f"  {r.mtask.task.describe()}: {_knobs_line(pick)} "
                   f"(kernels {', '.join(r.mtask.kernels)}{why})")
+    if not args.no_model_check and args.cost == "time" and args.objective == "latency" \
+            and measurer_runs_here(args):
+        from cgen.autotune.model_check import check_model
+        print(check_model(_model_file(args.model_file), args.target, rows, args.log,
+                          _model_shapes(args)).line)
     print(f"log: {args.log}  (apply it with: cgen compile {args.model_file} --target {args.target} "
           f"--tuning-log {args.log} -o DIR)")
     _tune_plot(args, [r.result for r in rows])
     return 0
+
+
+def measurer_runs_here(args) -> bool:
+    """The in-model check times both builds on this machine: a host target, no --device."""
+    from targets import resolve
+    return not args.device and resolve(args.target).is_host
 
 
 def _tune_plot(args, results) -> None:
@@ -641,6 +652,10 @@ def _add_tune_parser(sub) -> None:
                    help="each repeat lasts at least MS milliseconds (default 20)")
     t.add_argument("--timeout", type=float, default=20.0, metavar="S",
                    help="a candidate's run timeout (default 20)")
+    t.add_argument("--no-model-check", action="store_true",
+                   help="with MODEL.onnx: skip the final check that times the tuned model "
+                        "against the default one (interleaved) and falls back per kernel, "
+                        "then entirely, when the tuned one is not faster")
     t.set_defaults(fn=lambda a: _model_call("tune", _tune, a, bad_input_status=2))
 # ---------------------------------------------------------------- end of tune block
 

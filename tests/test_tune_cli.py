@@ -240,8 +240,9 @@ def test_tune_model_then_compile_and_run_with_the_log(tiny_model, tmp_path, caps
     assert "default GFLOP/s" in out and "best GFLOP/s" in out
     every = _records(log)
     recs = [r for r in every if "selection" not in r]       # the trials
-    sels = [r for r in every if "selection" in r]           # one verdict per task
-    assert len(recs) == 12 and len(sels) == 2
+    sels = [r for r in every if "selection" in r]   # a verdict per task (+ in-model fallbacks)
+    assert len(recs) == 12 and len(sels) >= 2
+    assert "in-model check" in out
     for mt in mtasks:       # each task: its default measured, at least the floor of 4 trials
         mine = [r for r in recs if canonical(r["workload"]) == mt.task.key]
         assert len(mine) >= 4, mt.task.describe()
@@ -280,7 +281,7 @@ def test_tune_model_then_compile_and_run_with_the_log(tiny_model, tmp_path, caps
     capsys.readouterr()
     every = _records(log)
     assert len([r for r in every if "selection" not in r]) == 12
-    assert len([r for r in every if "selection" in r]) == 4
+    assert len([r for r in every if "selection" in r]) >= len(sels) + 2
 
 
 def test_stale_tuning_log_records_are_passed_over(tiny_model, tmp_path, capsys):

@@ -6,9 +6,11 @@ config slower than the default.  After a task is tuned, its default config and
 the few fastest other candidates are built once and measured again together,
 interleaved (round r runs them in an order rotated by r, so drift and other
 tenants' load fall on every config alike), `rounds` samples each.  The candidate
-with the lowest median wins only when its median is at least `margin` below the
-default's; otherwise the default stays.  The default is measured in every such
-comparison, also on a resumed run whose log already holds it.
+with the lowest median wins only when its median and its best sample are both at
+least `margin` below the default's (a burst of load lifts a median or a single
+sample; it seldom lifts both the same way); otherwise the default stays.  The
+default is measured in every such comparison, also on a resumed run whose log
+already holds it.
 
 The verdict is one more log record: the chosen config, its interleaved costs,
 and a `selection` field saying what was compared and why
@@ -22,8 +24,8 @@ import statistics
 from .log import LogWriter
 
 TOP = 3             # candidates re-measured with the default
-ROUNDS = 7          # interleaved samples of each
-MARGIN = 0.04       # a candidate's median must be this fraction below the default's
+ROUNDS = 9          # interleaved samples of each
+MARGIN = 0.04       # a candidate's median and best sample must be this fraction below the default's
 
 
 @dataclass(frozen=True)
@@ -104,13 +106,15 @@ def select(task, measurer, records, default_index: int, log=None, *, top: int = 
         chosen, rec, why = "tuned", b_rec, f"the default failed ({kind})"
     elif b_med is None:
         chosen, rec, why = "default", recs[0], "no correct tuned candidate"
-    elif b_med <= d_med * (1.0 - margin):
+    elif b_med <= d_med * (1.0 - margin) and \
+            min(b_rec.costs) <= min(recs[0].costs) * (1.0 - margin):
         chosen, rec, why = "tuned", b_rec, \
-            f"median {d_med / b_med:.3f}x faster than the default (needs {1 / (1 - margin):.3f}x)"
+            f"median {d_med / b_med:.3f}x and best {min(recs[0].costs) / min(b_rec.costs):.3f}x " \
+            f"the default's (needs {1 / (1 - margin):.3f}x)"
     else:
         chosen, rec, why = "default", recs[0], \
-            f"best candidate #{b_idx} only {d_med / b_med:.3f}x the default's median " \
-            f"(needs {1 / (1 - margin):.3f}x)"
+            f"best candidate #{b_idx} only {d_med / b_med:.3f}x the default's median and " \
+            f"{min(recs[0].costs) / min(b_rec.costs):.3f}x its best (needs {1 / (1 - margin):.3f}x)"
     note = {"chosen": chosen, "reason": why, "default_index": default_index,
             "default_median": d_med, "rounds": rounds, "margin": margin,
             "compared": [[i, m] for i, m in zip(idx, meds)]}
