@@ -131,3 +131,74 @@ def test_interleaved_measurement_builds_once_and_samples_each_round(task, tmp_pa
     (rec,) = read_log(log)
     assert len(rec.costs) == 3 and rec.selection["compared"][0][0] == d
     assert [i for i, _ in rec.selection["compared"]] == [d, other]
+
+
+# ---------------------------------------------------------------- the in-model check
+def _model_rows(tmp_path):
+    """Two tasks whose verdicts chose a tuned config, logged; rows as tune_model gives."""
+    from cgen.autotune.baseline import Selection
+    from cgen.autotune.log import LogWriter
+    from cgen.autotune.model_tasks import ModelTuneRow
+    log = tmp_path / "m.jsonl"
+    rows = []
+    with LogWriter(log) as w:
+        for k, spec in enumerate(("gemm:64,64,64", "gemm:32,64,128")):
+            t = parse_workload(spec, TARGET)
+            d = default_index(t)
+            base = dict(workload=t.workload, target=t.target_name, toolchain={})
+            dr = Record(config=t.space().get(d).to_json(), costs=(1.0,), **base)
+            tr = Record(config=t.space().get((d + 1) % t.space().size).to_json(), costs=(0.8,),
+                        selection={"chosen": "tuned", "reason": "test"}, **base)
+            w.write(dr)
+            w.write(tr)
+            mt = ModelTask(t, 1, (f"k{k}",), d, dr)
+            rows.append(ModelTuneRow(mt, 2, None, Selection(tr, "tuned", "test")))
+    return rows, log
+
+
+def _fake_machine(monkeypatch, model_times, kernels):
+    """check_model's builds and timings replaced: each call of time_interleaved returns the
+    next (default, tuned) pair of (median, best) seconds; kernel_times returns `kernels`."""
+    import cgen.graph.model as gm
+    from cgen.autotune import model_check
+    calls = iter(model_times)
+    monkeypatch.setattr(model_check, "_build", lambda *a: type("CM", (), {"graph": None})())
+    monkeypatch.setattr(gm, "random_feeds", lambda graph: {})
+    monkeypatch.setattr(model_check, "time_interleaved", lambda models, feeds, rounds: next(calls))
+    monkeypatch.setattr(model_check, "kernel_times", lambda models, feeds: kernels)
+
+
+def _chosen(row, log):
+    t = row.mtask.task
+    return t.space().index_of(apply_best(read_log(log), TARGET)[t.key])
+
+
+def test_model_check_sends_back_the_task_slower_in_the_model(tmp_path, monkeypatch):
+    from cgen.autotune.model_check import check_model
+    rows, log = _model_rows(tmp_path)
+    # the tuned model is slower; in the profile k0's tuned kernel is slower, k1's faster;
+    # without k0's config the tuned model is faster
+    _fake_machine(monkeypatch, [[(1.0, 0.9), (1.1, 1.0)], [(1.0, 0.9), (0.9, 0.8)]],
+                  [{"k0": 1.0, "k1": 1.0}, {"k0": 1.2, "k1": 0.7}])
+    chk = check_model("m.onnx", TARGET, rows, log)
+    assert chk.reverted == (rows[0].mtask.task.describe(),)
+    assert _chosen(rows[0], log) == rows[0].mtask.default_index
+    assert _chosen(rows[1], log) != rows[1].mtask.default_index
+
+
+def test_model_check_falls_back_entirely_when_still_not_faster(tmp_path, monkeypatch):
+    from cgen.autotune.model_check import check_model
+    rows, log = _model_rows(tmp_path)
+    _fake_machine(monkeypatch, [[(1.0, 0.9), (1.1, 1.0)], [(1.0, 0.9), (1.05, 0.95)]],
+                  [{"k0": 1.0, "k1": 1.0}, {"k0": 1.2, "k1": 0.7}])
+    chk = check_model("m.onnx", TARGET, rows, log)
+    assert len(chk.reverted) == 2 and "sent back" in chk.line
+    assert all(_chosen(r, log) == r.mtask.default_index for r in rows)
+
+
+def test_model_check_keeps_a_faster_tuned_model(tmp_path, monkeypatch):
+    from cgen.autotune.model_check import check_model
+    rows, log = _model_rows(tmp_path)
+    _fake_machine(monkeypatch, [[(1.0, 0.9), (0.8, 0.7)]], [])
+    chk = check_model("m.onnx", TARGET, rows, log)
+    assert chk.reverted == () and all(_chosen(r, log) != r.mtask.default_index for r in rows)
