@@ -48,9 +48,18 @@ def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int) -> tup
     return min(pairs, key=lambda t: (P % t[1] > 0, -t[1], tails(t), -t[0]))
 
 
-def conv2d_gemm_compute(wl: dict, mr: int):
+def input_is_b(wl: dict) -> bool:
+    """Whether the GEMM's B matrix is the input itself: a 1x1 kernel at stride 1 without
+    padding reads X[n, g*Cg + k, p] (H*W = OH*OW pixels, row k at stride H*W), so no
+    unfolded copy is needed (knob col="direct")."""
+    return ((wl["KH"], wl["KW"]) == (1, 1) and wl["stride"] == [1, 1]
+            and not any(wl["pad"]))
+
+
+def conv2d_gemm_compute(wl: dict, mr: int, direct: bool = False):
     """te tensors (inputs, col, Ap, Y): Y[n, g, f, p] = sum_k Ap[g, f//mr, k, f%mr] * col[n, g, k, p]
-    with p = oy*OW + ox and k = (ci*KH + kh)*KW + kw; Y is (N, G, F/G, OH*OW), NCHW memory."""
+    with p = oy*OW + ox and k = (ci*KH + kh)*KW + kw; Y is (N, G, F/G, OH*OW), NCHW memory.
+    `direct` (input_is_b): the sum reads X in place and col is None."""
     N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
     (sh, sw), (dh, dw), (top, left, _, _) = wl["stride"], wl["dilation"], wl["pad"]
     OH, OW = out_size(wl)
@@ -73,8 +82,17 @@ def conv2d_gemm_compute(wl: dict, mr: int):
         # likely: the fill is cut into zero borders and a plain interior copy
         inside = te.likely(te.all(y >= 0, y < H, x >= 0, x < W))
         return te.if_then_else(inside, X[n, g * Cg + ci, y, x], 0.0)
-    col = te.compute((N, G, KK, P), colval, name="col")
     k = te.reduce_axis((0, KK), name="k")
+    if direct:
+        if not input_is_b(wl):
+            raise ValueError(f"{wl['op']}: col='direct' needs a 1x1 kernel, stride 1, no padding")
+        # the column as p - row * OW (not p % OW): the address (row * W + column) is then
+        # linear in p by itself, the row terms cancelling, whatever the simplifier knows
+        Y = te.compute((N, G, Fg, P), lambda n, g, f, p: te.sum(
+            Ap[g, f // mr, k, f % mr] * X[n, g * Cg + k, p // OW, p - (p // OW) * OW], axis=k),
+            name="Y")
+        return ins, None, Ap, Y
+    col = te.compute((N, G, KK, P), colval, name="col")
     Y = te.compute((N, G, Fg, P), lambda n, g, f, p: te.sum(
         Ap[g, f // mr, k, f % mr] * col[n, g, k, p], axis=k), name="Y")
     return ins, col, Ap, Y
@@ -87,7 +105,10 @@ class Conv2dGemmTemplate:
     image is unfolded (im2col) block by block into a KC x NC buffer computed at the
     GEMM's depth-block loop, whose loops are split so no division is left in them;
     the MR x NR register tile is a micro-kernel.  conv2d_1x1 is the same family
-    restricted to 1x1 kernels, where the buffer is a plain (strided) copy."""
+    restricted to 1x1 kernels, where the buffer is a plain (strided) copy, and at stride
+    1 without padding no copy at all: knob col="direct" reads B from the input in place
+    (the copy only paid for itself as a contiguous stream, and layers with few output
+    channels shared it among few tile rows)."""
 
     def __init__(self, name: str = "conv2d_im2col", only_1x1: bool = False):
         self.name = name
@@ -127,8 +148,10 @@ class Conv2dGemmTemplate:
                           | {r * OW for r in range(1, min(OH, 32) + 1) if OH % r == 0}))
         mc = tuple(m for m in (1, 2, 4, 8, 16, 32, 64) if m == 1 or (m // 2) * min(mrs) < fg)
         micro = ("masked", "fixed", "off") if masked_tiles_ok(tgt) else ("fixed", "off")
+        col = ("direct", "copy") if input_is_b(wl) else ("copy",)
         knobs = [Knob("mr", mrs), Knob("nr", tuple(nrs)), Knob("mc", mc), Knob("kc", kc),
-                 Knob("nc", nc), Knob("order", ("ji", "ij")), Knob("micro", micro)]
+                 Knob("nc", nc), Knob("order", ("ji", "ij")), Knob("micro", micro),
+                 Knob("col", col)]
         knobs += parallel_knobs(tgt)
         return ConfigSpace(tuple(knobs))
 
@@ -143,7 +166,8 @@ class Conv2dGemmTemplate:
         kc = min(cg, 256 // khw if khw > 1 else 256) * khw
         nr, nc = _pixel_tiling(sp, nrs, OH * OW, kc, 2 * block_lanes(tgt))
         want = {"mr": mr, "nr": nr, "mc": 16, "kc": kc, "nc": nc, "order": "ji",
-                "micro": "masked" if masked_tiles_ok(tgt) else "fixed", "parallel": False}
+                "micro": "masked" if masked_tiles_ok(tgt) else "fixed", "parallel": False,
+                "col": "direct" if input_is_b(wl) else "copy"}
         return sp.nearest(want)
 
     def quick_configs(self, wl: dict, target) -> list:
@@ -161,9 +185,7 @@ class Conv2dGemmTemplate:
         tgt = resolve(target)
         c = config_dict(config)
         mr, nr = c["mr"], c["nr"]
-        _, OW = out_size(wl)
-        KH, KW = wl["KH"], wl["KW"]
-        ins, col, _, Y = conv2d_gemm_compute(wl, mr)
+        ins, col, _, Y = conv2d_gemm_compute(wl, mr, direct=c.get("col") == "direct")
         s = te.create_schedule(Y)
         st = s[Y]
         n, g, f, p = st.op.axis
@@ -184,8 +206,18 @@ class Conv2dGemmTemplate:
                 and tile_kernel_shape_ok(tgt, mr, nr)):
             st.tensorize(kk, tile_intrin(tgt, mr, nr, masked=c["micro"] == "masked",
                                           a_packed=True))
-        # the unfolded block: k = (ci, kh, kw) and p = (oy, ox) split so its loops divide nothing
-        cst = s[col]
+        if col is not None:
+            self._schedule_col(s[col], st, kc, wl)
+        if c.get("parallel") and tgt.can_thread:
+            st.parallel(pc)
+        return s, ins + [Y]
+
+    @staticmethod
+    def _schedule_col(cst, st, kc, wl):
+        """The unfolded block at the depth-block loop: k = (ci, kh, kw) and p = (oy, ox)
+        split so its loops divide nothing."""
+        _, OW = out_size(wl)
+        KH, KW = wl["KH"], wl["KW"]
         _, _, ck, cp = cst.op.axis
         if KH * KW > 1:
             _, ckr = cst.split(ck, factor=KH * KW)
@@ -195,9 +227,6 @@ class Conv2dGemmTemplate:
         if wl["stride"][1] == 1:
             cst.vectorize(cx)
         cst.compute_at(st, kc)
-        if c.get("parallel") and tgt.can_thread:
-            st.parallel(pc)
-        return s, ins + [Y]
 
     def inputs(self, wl: dict, rng) -> list:
         N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
