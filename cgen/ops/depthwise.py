@@ -449,6 +449,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         s[F].vectorize(k)
         s[P].compute_at(s[F], fo)
         s[F].compute_at(s[Y], o)
+        s[Y].vectorize(s[Y].split(x, factor=vec)[1])
         if c.get("parallel", False) and resolve(target).can_thread:
             s[Y].parallel(o)
         return s, [X, Wt, Y]
