@@ -11,7 +11,10 @@ workspace of `NAME_WORKSPACE_BYTES`.  Offsets come from cgen.graph.memory:
 each buffer is an interval from the step of the kernel writing it to the
 last step reading it; each kernel's scratch (its large local buffers) is an
 interval of its own step.  Alias groups (reshape) write nothing: their output
-is their input's buffer, whose lifetime covers every reader of either.
+is their input's buffer, whose lifetime covers every reader of either.  A concat
+whose parts are contiguous ranges of its output is written in place where the plan
+does not grow (memory.concat_views, choose_views): each part's producer writes its
+range of the concat's buffer, and the concat is not called.
 
 The C file holds no mutable globals, calls no allocator and includes only
 <stdint.h>, <math.h> and, behind the ISA's predefined macro, the intrinsics
@@ -34,7 +37,8 @@ from .entry import Call, Param, buffer, entry_point, no_scratch, workspace_at
 from .graph_ir import Graph, ModelError
 from .kernels import kernel_target
 from .loop_lower import LoopCall, LoopKernel, layout as loop_layout, statement as loop_statement
-from .memory import ALIGN, greedy_by_size, lifetimes, peak_live, plan, storage
+from .memory import (ALIGN, choose_views, concat_views, greedy_by_size, lifetimes, peak_live,
+                     plan, storage)
 
 STACK_LIMIT = C_STACK_LIMIT["model"]   # see codegen.c.STACK_LIMIT
 WORKSPACE_ALIGN = 16        # alignment the caller's workspace must have
@@ -73,7 +77,8 @@ class LayerRow:
     shape: tuple
     dtype: str
     bytes: int
-    storage: str            # "workspace", "output", "alias", "input"
+    storage: str            # "workspace", "output", "alias", "input", "in place" (a
+                            # concat whose parts were written into its buffer)
     offset: int | None
     scratch_bytes: int
     scratch_offset: int | None
@@ -153,6 +158,7 @@ class ModelSource:
     label: str = ""                 # what the model was compiled from (the file's comment)
     stack_limit: int = STACK_LIMIT  # as emitted: a profiling build re-emits with the same
     plan_options: dict = field(default_factory=dict)   # in_place / align, the same again
+    views: tuple = ()               # the concat kernels written in place (not called)
 
     @property
     def workspace_bytes(self) -> int:
@@ -215,8 +221,11 @@ def _unrestricted(k, r):
     if not k.outputs or r(k.outputs[0]) == k.outputs[0]:
         return k
     n = len(k.inputs)
-    pair = tuple(p.name for a, p in zip(k.inputs, k.func.params)
-                 if a.kind == "value" and r(a.name) == r(k.outputs[0]))
+    out = k.outputs[0]
+    pair = tuple(p.name for a, p in zip(k.inputs, k.func.params) if a.kind == "value"
+                 and r(a.name) == r(out) and r.offset(a.name) == r.offset(out))
+    if not pair:            # parts of one concat: distinct ranges of its buffer
+        return k
     pair += (k.func.params[n].name,)
     return replace(k, func=replace(k.func, aliased=pair), portable=None if k.portable is None
                    else replace(k.portable, aliased=pair))
@@ -234,14 +243,16 @@ PROFILE_PRELUDE = ("#define _POSIX_C_SOURCE 200809L\n#include <stdio.h>\n#includ
 
 def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str = "",
                stack_limit: int = STACK_LIMIT, profile: int = 0, in_place: bool = False,
-               align: int = ALIGN, profile_prelude: str = PROFILE_PRELUDE) -> ModelSource:
+               align: int = ALIGN, profile_prelude: str = PROFILE_PRELUDE,
+               concat_in_place: bool = True) -> ModelSource:
     """Plan memory and emit the model's C, header, manifest and CMake snippet.
 
     profile: when > 0, a profiling build: NAME_run calls each kernel `profile` times and
     prints "KERNEL SECONDS_PER_CALL" to stderr per kernel (host only: POSIX clock);
     profile_prelude: the C defining cg_prof_now and cg_prof_report for another clock.
     in_place: elementwise kernels write over an input dying there (memory.storage);
-    align: the workspace offsets' alignment."""
+    align: the workspace offsets' alignment; concat_in_place: concats whose parts can be
+    written into their buffer are (memory.concat_views), where the plan does not grow."""
     check_model_name(name)
     tgt = kernel_target(target)
     isa = isa_for(tgt)
@@ -251,8 +262,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     taken = {"workspace", "ws", "rc", "i", "t", name + "_run"}
     in_names = [c_identifier(v.name, taken) for v in graph.inputs]
     out_names = [c_identifier(v.name, taken) for v in graph.outputs]
-    store = storage(graph, kernels, values, in_place)
-    r, produced, out_bind, copies, reads = store
+    r0, _, _, copies, _ = storage(graph, kernels, values, in_place)   # before any view
     input_index = {v.name: i for i, v in enumerate(graph.inputs)}
     # ---------------------------------------------------------------- constants
     consts = {}
@@ -268,11 +278,6 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
             consts[src] = np.ascontiguousarray(graph.constants[src])
     const_names = {c: c_identifier(c, taken, "w_") for c in consts}
     # ---------------------------------------------------------------- kernels
-    parts = []
-    live = [_unrestricted(k, r) for k in kernels if not k.is_alias]
-    funcs = [f for k in live for f in (k.functions() if isinstance(k, LoopKernel) else [k])]
-    for k in funcs:         # a loop's body kernels: their functions, once each
-        parts.append((k.func, k.portable, isa, False, stack_limit))
     preamble = []
     in_protos = [f"const {C_TYPES[v.dtype]} *{c}" for v, c in zip(graph.inputs, in_names)]
     out_protos = [f"{C_TYPES[v.dtype]} *{c}" for v, c in zip(graph.outputs, out_names)]
@@ -286,11 +291,34 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         preamble.append(f"static const {ctype} {const_names[c]}[{max(arr.size, 1)}] = {{")
         preamble.append(_array_literal(arr) if arr.size else "  0,")
         preamble.append("};")
-    body, scratch = emit_unit(parts, preamble, guard_fallbacks=True) if parts else (
-        "#include <stdint.h>\n#include <math.h>\n" + "\n".join(preamble) + "\n", [])
-    scratch_of = {k.name: s for k, s in zip(funcs, scratch)}
-    loops = {k.name: loop_layout(k, scratch_of, align) for k in live if isinstance(k, LoopKernel)}
+
+    def unit(r, skip):
+        """The C of the kernels not in `skip` (parameters sharing a buffer under `r`
+        without restrict) and, per function, its scratch bytes."""
+        live = [_unrestricted(k, r) for k in kernels if not k.is_alias and k.name not in skip]
+        # a loop's body kernels: their functions, once each
+        funcs = [f for k in live for f in (k.functions() if isinstance(k, LoopKernel) else [k])]
+        parts = [(k.func, k.portable, isa, False, stack_limit) for k in funcs]
+        src, sizes = emit_unit(parts, preamble, guard_fallbacks=True) if parts else (
+            "#include <stdint.h>\n#include <math.h>\n" + "\n".join(preamble) + "\n", [])
+        return src, {k.name: s for k, s in zip(funcs, sizes)}, live
+
+    def aliasing(r):
+        return [None if u is k else u.func.aliased for k in kernels if not k.is_alias
+                for u in [_unrestricted(k, r)]]
+    # concats written in place: a candidate's function is emitted only if it is copied after all
+    cands = concat_views(graph, kernels, values) if concat_in_place else {}
+    body, scratch_of, live = unit(r0, set(cands))
+    if cands:
+        scratch_of.update(unit(r0, {k.name for k in kernels if k.name not in cands})[1])
+    loops = {k.name: loop_layout(k, scratch_of, align) for k in kernels
+             if isinstance(k, LoopKernel)}
     scratch_of.update({n: lay.total for n, lay in loops.items()})
+    views = choose_views(graph, kernels, values, cands, scratch_of, in_place, align)
+    store = storage(graph, kernels, values, in_place, views)
+    r, produced, out_bind, copies, reads = store
+    if set(views) != set(cands) or aliasing(r) != aliasing(r0):
+        body, _, live = unit(r, set(views))
     # ---------------------------------------------------------------- memory plan
     intervals = lifetimes(kernels, values, store, scratch_of)
     pl = plan(intervals, align)
@@ -310,7 +338,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         if v in consts:
             return c_ast.ID(const_names[v])
         used.append(1)
-        return buffer(dtype, pl.offsets[f"v:{v}"])
+        return buffer(dtype, pl.offsets[f"v:{v}"] + r.offset(value))
     uses_ws = False
     used = []
     inputs_read = set()
@@ -379,8 +407,9 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
         elif v in out_bind:
             where, off = "output", None
         else:
-            where, off = "workspace", pl.offsets[f"v:{r(v)}"]
-        sb = 0 if k.is_alias else scratch_of[k.name]
+            where, off = ("in place" if k.name in views else "workspace",
+                          pl.offsets[f"v:{r(v)}"] + r.offset(v))
+        sb = 0 if k.is_alias else scratch_of.get(k.name, 0)
         rows.append(LayerRow(step, k.name, k.describe(), k.template, v, tuple(val.shape),
                              val.dtype, val.nbytes, where, off, sb,
                              pl.offsets.get(f"s:{k.name}") if sb else None, wb, k.flops,
@@ -411,7 +440,7 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     }
     return ModelSource(name, tgt.name, header, source, manifest, cmake, report, ins, outs,
                        fast_flags, fast_macro, tuple(intervals), model_label, stack_limit,
-                       {"in_place": in_place, "align": align})
+                       {"in_place": in_place, "align": align}, tuple(views))
 
 
 def _header(name, tgt, label, proto, ins, outs, ws, wb, macro, flags) -> str:

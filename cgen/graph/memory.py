@@ -7,7 +7,9 @@ the smaller workspace kept.
 `storage` says which values share a buffer before any placement: an alias kernel
 (reshape) writes nothing, its output is its input's buffer; an elementwise kernel
 writes over a same-sized input that dies there (in place); a kernel producing a
-graph output writes into the caller's buffer.  `lifetimes` turns that into the
+graph output writes into the caller's buffer; a concat whose parts are contiguous
+ranges of its output (`concat_views`) has its parts written in place by their
+producers, where the plan does not grow (`choose_views`).  `lifetimes` turns that into the
 intervals the planner places: one per buffer from the step writing it to the last
 step reading it, and one per kernel scratch (im2col, packing) for its own step.
 """
@@ -116,28 +118,58 @@ def _in_place_ok(k, values: dict) -> tuple:
                  and values[a.name].nbytes == out.nbytes)
 
 
-def storage(graph, kernels: list, values: dict, in_place: bool = False):
+class Roots:
+    """name -> the value owning its buffer (`r(name)`), and the byte offset of the name's
+    bytes in that buffer (`r.offset(name)`: 0 but for the inputs of a concat written in
+    place).  `views` maps such a concat's output to its first and last producer steps."""
+
+    def __init__(self):
+        self.link = {}          # name -> (the name holding it, byte offset there)
+        self.views = {}         # concat output -> (first, last) step writing a part
+
+    def __call__(self, name: str) -> str:
+        while name in self.link:
+            name = self.link[name][0]
+        return name
+
+    def offset(self, name: str) -> int:
+        off = 0
+        while name in self.link:
+            name, o = self.link[name]
+            off += o
+        return off
+
+
+def storage(graph, kernels: list, values: dict, in_place: bool = False, views=None):
     """Roots, storage and lifetimes of the kernels' values (in call order).
 
-    Returns (root, produced, out_bind, copies, reads): root(name) is the value owning
-    the name's buffer, produced maps a root to the step writing it, out_bind a root to
-    the graph output index it is written into, copies lists (output index, source root)
-    made at the end, reads a root to the last step reading it.  With `in_place`, an
-    elementwise kernel's output takes the buffer of an input that dies at its step."""
-    link = {}
+    Returns (root, produced, out_bind, copies, reads): root (a `Roots`) maps a name to
+    the value owning its buffer, produced maps a root to the step writing it, out_bind a
+    root to the graph output index it is written into, copies lists (output index, source
+    root) made at the end, reads a root to the last step reading it.  With `in_place`, an
+    elementwise kernel's output takes the buffer of an input that dies at its step.
+    `views` (from `concat_views`: concat kernel name -> its parts and their byte offsets)
+    are concats written in place: each part is its producer's output placed in the
+    concat's buffer, which lives from the first part's producer on; the concat kernel is
+    not run."""
+    views = views or {}
+    r = Roots()
+    link = r.link
     for k in kernels:
         if k.is_alias:
-            link[k.outputs[0]] = k.inputs[0].name
-
-    def r(name):
-        while name in link:
-            name = link[name]
-        return name
+            link[k.outputs[0]] = (k.inputs[0].name, 0)
     produced = {}
     for step, k in enumerate(kernels):
-        if not k.is_alias:
+        if not k.is_alias and k.name not in views:
             for v in k.outputs:
                 produced[v] = step
+    for k in kernels:
+        if k.name in views:
+            steps = [produced[x] for x, _ in views[k.name]]
+            r.views[k.outputs[0]] = (min(steps), max(steps))
+            produced[k.outputs[0]] = min(steps)
+            for x, off in views[k.name]:
+                link[x] = (k.outputs[0], off)
     graph_out = {v.name for v in graph.outputs}
     out_bind, copies = {}, []
 
@@ -154,7 +186,7 @@ def storage(graph, kernels: list, values: dict, in_place: bool = False):
     def last_reads():
         rd = {}
         for step, k in enumerate(kernels):
-            if not k.is_alias:
+            if not k.is_alias and k.name not in views:
                 for a in k.inputs:
                     if a.kind == "value":
                         rd[r(a.name)] = max(rd.get(r(a.name), -1), step)
@@ -166,17 +198,88 @@ def storage(graph, kernels: list, values: dict, in_place: bool = False):
     if in_place:
         for step, k in enumerate(kernels):
             out = k.outputs[0] if k.outputs else None
-            if out is None or out in graph_out or r(out) in out_bind:
+            if out is None or out in graph_out or out in link or r(out) in out_bind:
                 continue
             for name in _in_place_ok(k, values):
                 src = r(name)
                 if (src in produced and produced[src] < step and src not in out_bind
                         and reads.get(src) == step):
-                    link[out] = src
+                    link[out] = (name, 0)     # the same bytes as the input (a concat's part)
                     bind()
                     reads = last_reads()
                     break
     return r, produced, out_bind, copies, reads
+
+
+# ====================================================================== concat in place
+def concat_views(graph, kernels: list, values: dict) -> dict:
+    """The concat kernels whose parts may be written straight into the concat's buffer:
+    concat kernel name -> ((part, byte offset), ...).
+
+    A concat qualifies when it is a kernel of its own (no fused op), every dim before its
+    axis is 1 (each part is one contiguous range of the output), its output is no graph
+    output, and each part is the one output of a kernel writing its own buffer (not a
+    graph input, constant, graph output, alias, loop or another concat written in place),
+    read by no alias and a part of no other concat written in place."""
+    made = {}
+    for step, k in enumerate(kernels):
+        for v in k.outputs:
+            made[v] = k
+    graph_io = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
+    viewed = {a.name for k in kernels if k.is_alias for a in k.inputs}
+    out, claimed = {}, set()
+    for k in kernels:
+        nodes = k.group.nodes
+        if k.is_alias or len(nodes) != 1 or nodes[0].op != "concat" or len(k.outputs) != 1:
+            continue
+        node, c = nodes[0], k.outputs[0]
+        shape = tuple(values[c].shape)
+        axis = node.attr("axis") % len(shape)
+        parts = [v.name for v in node.inputs]
+        if (c in graph_io or c in viewed or any(d != 1 for d in shape[:axis])
+                or len(set(parts)) != len(parts) or any(a.kind != "value" for a in k.inputs)):
+            continue
+        ok = True
+        for x in parts:
+            p = made.get(x)
+            ok = ok and not (x in graph_io or x in graph.constants or x in viewed
+                             or x in claimed or p is None or p.is_alias or p.name in out
+                             or getattr(p, "body", None) is not None or len(p.outputs) != 1
+                             or values[x].dtype != values[c].dtype)
+        if not ok:
+            continue
+        offs, off = [], 0
+        for x in parts:
+            offs.append((x, off))
+            off += values[x].nbytes
+        if off != values[c].nbytes:
+            continue
+        claimed.update(parts)
+        out[k.name] = tuple(offs)
+    return out
+
+
+def choose_views(graph, kernels: list, values: dict, candidates: dict, scratch: dict,
+                 in_place: bool = False, align: int = ALIGN) -> dict:
+    """The candidate concats written in place whose plan needs no more workspace than
+    copying them (all of them when that holds, else each kept only where the plan does
+    not grow): a concat's buffer lives from its first part's producer on, so in place
+    can cost bytes while a long branch runs between its parts."""
+    def total(chosen):
+        ivs = lifetimes(kernels, values, storage(graph, kernels, values, in_place, chosen),
+                        scratch)
+        return plan(ivs, align).total if ivs else 0
+    if not candidates:
+        return {}
+    base = total({})
+    if total(candidates) <= base:
+        return dict(candidates)
+    chosen = {}
+    for name, parts in candidates.items():
+        t = total({**chosen, name: parts})
+        if t <= base:
+            chosen[name], base = parts, t
+    return chosen
 
 
 def lifetimes(kernels: list, values: dict, store, scratch: dict) -> list:
@@ -187,6 +290,12 @@ def lifetimes(kernels: list, values: dict, store, scratch: dict) -> list:
     intervals = []
     for step, k in enumerate(kernels):
         if k.is_alias:
+            continue
+        if k.outputs and k.outputs[0] in r.views:      # a concat written in place
+            v = k.outputs[0]
+            first, last = r.views[v]
+            intervals.append(Interval(f"v:{v}", values[v].nbytes, first,
+                                      max(last, reads.get(v, last))))
             continue
         for v in k.outputs:
             if v in out_bind or r(v) != v:
