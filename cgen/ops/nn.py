@@ -292,7 +292,10 @@ def softmax(X: Tensor, axis: int = -1, name: str = "softmax", lanes: int = 1):
     # scalar call); exp(-inf) is 0 there too
     ex = te.compute(X.shape, lambda *i: te.exp_poly(X[i] - mx[at(i, 0)]), name=f"{name}_exp")
     sm = reduce(te.sum, ex, f"{name}_sum")
-    out = te.compute(X.shape, lambda *i: ex[i] / sm[at(i, 0)], name=name)
+    # one division per row: the row's loop multiplies by the loop-invariant reciprocal
+    # (a vector divide per element took a third of the kernel's time on AVX-512)
+    out = te.compute(X.shape, lambda *i: ex[i] * (const(1.0, "float32") / sm[at(i, 0)]),
+                     name=name)
     return out, mx, ex, sm
 
 
