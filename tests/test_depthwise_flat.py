@@ -25,8 +25,8 @@ from tests.util import assert_matches
 T = DepthwiseNCHWTemplate()
 
 
-def _wl(C, H, W, K, pad=None, dilation=1, multiplier=1):
-    return T.workload(1, C, H, W, K, K, 1, K // 2 * dilation if pad is None else pad,
+def _wl(C, H, W, K, pad=None, dilation=1, multiplier=1, stride=1):
+    return T.workload(1, C, H, W, K, K, stride, K // 2 * dilation if pad is None else pad,
                       dilation, multiplier)
 
 
@@ -81,34 +81,40 @@ def test_flat_rows_emit_whole_vectors_x86_avx2():
     ("x86-avx2", (32, 14, 14, 3), "flat"), ("x86-avx2", (32, 28, 28, 3), "tile"),
     ("x86-avx512", (32, 28, 28, 3), "flat"), ("x86-avx512", (32, 56, 56, 3), "tile"),
     ("aarch64", (32, 14, 14, 3), "flat"), ("aarch64", (32, 28, 28, 3), "tile"),
-    ("cortex-m4", (32, 7, 7, 3), "tile")])
+    ("cortex-m4", (32, 7, 7, 3), "tile"),
+    ("x86-avx2", (32, 14, 14, 3, None, 1, 1, 2), "flat"),
+    ("x86-avx2", (32, 56, 56, 3, None, 1, 1, 2), "tile"),
+    ("aarch64", (32, 28, 28, 5, None, 1, 1, 2), "flat")])
 def test_default_rows_per_isa(target, shape, rows):
     """The measured rule: flat below max(16, 2 * lanes) output columns, never on a
-    scalar ISA, never with stride 2."""
+    scalar ISA, never with stride 3 or unequal strides."""
     assert T.default(_wl(*shape), target)["rows"] == rows
-    s2 = T.workload(1, 32, 14, 14, 3, 3, 2, 1)
-    assert T.default(s2, target)["rows"] == "tile"
+    for stride in ((3, 3), (1, 2)):
+        other = T.workload(1, 32, 14, 14, 3, 3, stride, 1)
+        assert {k.name: k.choices for k in T.space(other, target).knobs}["rows"] == ("tile",)
 
 
 X86 = [pytest.param("x86-avx2", marks=pytest.mark.isa("avx2")),
        pytest.param("x86-avx512", marks=pytest.mark.isa("avx512")), "generic-c"]
-CASES = [(8, 7, 7, 3, None, 1, 1), (8, 7, 7, 5, None, 1, 1), (4, 25, 5, 3, None, 1, 1),
-         (4, 9, 6, 3, [2, 0, 1, 1], 1, 1), (4, 10, 11, 3, None, 2, 1), (3, 7, 7, 3, None, 1, 2)]
+CASES = [(8, 7, 7, 3, None, 1, 1, 1), (8, 7, 7, 5, None, 1, 1, 1), (4, 25, 5, 3, None, 1, 1, 1),
+         (4, 9, 6, 3, [2, 0, 1, 1], 1, 1, 1), (4, 10, 11, 3, None, 2, 1, 1),
+         (3, 7, 7, 3, None, 1, 2, 1), (8, 14, 14, 3, None, 1, 1, 2), (4, 13, 11, 5, None, 1, 1, 2),
+         (4, 12, 9, 3, [0, 1, 1, 0], 1, 2, 2), (4, 15, 14, 3, None, 2, 1, 2)]
 
 
 @pytest.mark.parametrize("target", X86)
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "c{}h{}w{}k{}p{}d{}m{}".format(*c))
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "c{}h{}w{}k{}p{}d{}m{}s{}".format(*c))
 def test_flat_rows_match_reference(target, case):
-    """Odd widths, 5x5 windows, asymmetric and zero pads, dilation 2, multiplier 2."""
-    C, H, W, K, pad, d, m = case
-    _run(_wl(C, H, W, K, pad, d, m), target, "flat")
+    """Stride 1 and 2, odd sizes, 5x5 windows, asymmetric and zero pads, dilation 2,
+    multiplier 2."""
+    _run(_wl(*case), target, "flat")
 
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("target", ["aarch64", "armv7"])
 def test_flat_rows_match_reference_qemu(target):
-    for C, H, W, K, pad, d, m in CASES[:4]:
-        _run(_wl(C, H, W, K, pad, d, m), target, "flat")
+    for case in CASES[:4] + CASES[6:8]:
+        _run(_wl(*case), target, "flat")
 
 
 @pytest.mark.isa("avx2")

@@ -29,10 +29,11 @@ lives in the output tile, which gcc keeps in registers when it can).
   (unrolled) by tile_x columns (vectorized along W).  For stride 1 the tap
   loads are contiguous vectors; larger strides leave a plain loop that gcc
   vectorizes with shuffles.
-* depthwise_conv2d (NCHW), rows="flat" (stride 1): the window runs along the padded
-  plane's flattened rows (`depthwise_flat_compute`), so one vector spans several short
-  output rows (7x7, 14x14 images) instead of idling lanes past each row's end, and a
-  copy keeps the valid columns; the default for rows narrower than max(16, 2 * lanes).
+* depthwise_conv2d (NCHW), rows="flat" (stride 1 or 2): the window runs along the
+  padded plane's flattened rows (`depthwise_flat_compute`; stride 2 over the input's
+  four parity planes), so one vector spans several short output rows (7x7, 14x14
+  images) instead of idling lanes past each row's end, and a copy keeps the valid
+  columns; the default for rows narrower than max(16, 2 * lanes).
 * depthwise_conv2d_nchwc: the vector runs over the bn channels of a block, so
   every tap load is a contiguous vector whatever the stride; a tile of
   tile_y x tile_x output pixels (unrolled) is held in registers.
@@ -201,44 +202,63 @@ def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = No
     return X, Wt, P, Y
 
 
+# strides with a flat-rows form: stride 2 reads its input split into the four
+# (row parity, column parity) planes, where the window is a stride-1 one again
+FLAT_STRIDES = (1, 2)
+
+
+def _flat_pitch(wl: dict) -> int:
+    """Columns of one row of the (parity) plane the flat rows run along."""
+    s = wl["stride"][1]
+    return -(-(wl["W"] + wl["pad"][1] + wl["pad"][3]) // s)
+
+
 def flat_length(wl: dict, vec: int) -> int:
-    """Elements of a flat-rows output plane: OH padded rows of Wp columns, in whole
+    """Elements of a flat-rows output plane: OH rows of the plane's pitch, in whole
     vectors of `vec`."""
     OH, _ = out_size(wl)
-    Wp = wl["W"] + wl["pad"][1] + wl["pad"][3]
-    return -(-OH * Wp // vec) * vec
+    return -(-OH * _flat_pitch(wl) // vec) * vec
 
 
 def depthwise_flat_compute(wl: dict, vec: int, likely: bool = True):
-    """te tensors (X, W, P, F, Y) of a stride-1 NCHW workload computed along flattened
-    padded rows: F at p is the window at flat position p = y * Wp + x of the padded
-    plane (Wp = W + l + r columns, x >= OW is junk read across a row end), so one vector
-    runs over several short output rows; Y copies the OW valid columns of each row.
-    P gets extra bottom rows so every vector of F reads inside it."""
+    """te tensors (X, W, P, F, Y) of an NCHW workload with stride 1 or 2 (the same along
+    H and W) computed along flattened padded rows.  P holds the zero-padded input as
+    s x s planes (row parity, column parity) of Ws = ceil(Wp / s) columns, so tap (i, j)
+    of output (y, x) reads plane ((i*dh) % s, (j*dw) % s) at row y + (i*dh) // s,
+    column x + (j*dw) // s: a stride-1 window.  F at p is the window at flat position
+    p = y * Ws + x (x >= OW is junk read across a row end), so one vector runs over
+    several short output rows; Y copies the OW valid columns of each row.  P gets extra
+    bottom rows so every vector of F reads inside it."""
     N, C, H, W, KH, KW, M = (wl[k] for k in ("N", "C", "H", "W", "KH", "KW", "multiplier"))
-    (dh, dw), (t, l, b, r) = wl["dilation"], wl["pad"]
-    if tuple(wl["stride"]) != (1, 1):
-        raise ValueError("flat rows need stride 1")
+    (dh, dw), (t, l, b, r), (sh, sw) = wl["dilation"], wl["pad"], wl["stride"]
+    if sh != sw or sh not in FLAT_STRIDES:
+        raise ValueError(f"flat rows need the same stride along H and W, one of "
+                         f"{FLAT_STRIDES}, got {(sh, sw)}")
+    st = sh
     OH, OW = out_size(wl)
-    Wp, L = W + l + r, flat_length(wl, vec)
-    reach = (L - 1) + (KH - 1) * dh * Wp + (KW - 1) * dw + 1
-    Hp = max(H + t + b, -(-reach // Wp))
+    Ws, L = _flat_pitch(wl), flat_length(wl, vec)
+    reach = (L - 1) + ((KH - 1) * dh // st) * Ws + (KW - 1) * dw // st + 1
+    Hs = max(-(-(H + t + b) // st), -(-reach // Ws))
     X = te.placeholder((N, C, H, W), "float32", name="X")
     Wt = te.placeholder((C * M, 1, KH, KW), "float32", name="W")
-    P = te.compute((N, C, Hp, Wp), lambda n, c, y, x: te.if_then_else(
-        _inside([y >= t, y < H + t, x >= l, x < W + l], likely), X[n, c, y - t, x - l], 0.0),
-        name="P")
+
+    def fill(n, c, ry, rx, y, x):
+        yy, xx = y * st + ry, x * st + rx
+        return te.if_then_else(_inside([yy >= t, yy < H + t, xx >= l, xx < W + l], likely),
+                               X[n, c, yy - t, xx - l], 0.0)
+    P = te.compute((N, C, st, st, Hs, Ws), fill, name="P")
 
     def tap(n, o, p, i, j):
-        q = p + i * dh * Wp + j * dw
-        return P[n, o if M == 1 else o // M, q // Wp, q % Wp] * Wt[o, 0, i, j]
+        q = p + (i * dh // st) * Ws + j * dw // st
+        return (P[n, o if M == 1 else o // M, i * dh % st, j * dw % st, q // Ws, q % Ws]
+                * Wt[o, 0, i, j])
     # F in whole vectors (p = v * vec + l): the span of F that Y reads, rounded out to
     # whole vectors, is what a stage computed at Y's channel loop covers, so F has no
     # scalar tail (flat, the span would end inside the last vector)
     F = te.compute((N, C * M, L // vec, vec), lambda n, o, v, k: _taps_sum(
         lambda i, j: tap(n, o, v * vec + k, i, j), KH, KW), name="F")
     Y = te.compute((N, C * M, OH, OW), lambda n, o, y, x: F[
-        n, o, (y * Wp + x) // vec, (y * Wp + x) % vec], name="Y")
+        n, o, (y * Ws + x) // vec, (y * Ws + x) % vec], name="Y")
     return X, Wt, P, F, Y
 
 
@@ -310,12 +330,17 @@ def depthwise_nchwc_compute(wl: dict, taps: str = "expr", tile: tuple | None = N
 
 
 def _flat_pays(wl: dict, lanes: int) -> bool:
-    """Flat rows for stride-1 layers with output rows narrower than max(16, 2 * lanes).
-    Measured per ISA, tiled against flat (3x3 unless said): x86-avx2 7x7 5x5 194 -> 106
-    us, 14x14 212 -> 85 us, 28x28 68 -> 83 us; x86-avx512 7x7 49 -> 39 us, 28x28 52 -> 43
-    us, 56x56 211 -> 344 us; aarch64 (-icount ticks) 7x7 3754 -> 3038, 14x14 12905 ->
-    9824, 28x28 23085 -> 32349.  Past that the extra copy outweighs the idle lanes."""
-    if tuple(wl["stride"]) != (1, 1) or lanes < 2:
+    """Flat rows for stride-1 and stride-2 layers with output rows narrower than
+    max(16, 2 * lanes).  Measured per ISA, tiled against flat (3x3 unless said):
+    stride 1: x86-avx2 7x7 5x5 194 -> 106 us, 14x14 212 -> 85 us, 28x28 68 -> 83 us;
+    x86-avx512 7x7 49 -> 39 us, 28x28 52 -> 43 us, 56x56 211 -> 344 us; aarch64 (-icount
+    ticks) 7x7 3754 -> 3038, 14x14 12905 -> 9824, 28x28 23085 -> 32349.  Stride 2 (output
+    size): x86-avx2 7x7 232 -> 67 us, 14x14 5x5 390 -> 199 us, 28x28 349 -> 462 us;
+    x86-avx512 level within noise up to 28x28; aarch64 7x7 5506 -> 4856, 14x14 5x5
+    18271 -> 15396, 28x28 36801 -> 99400.  Past that the extra copy outweighs the idle
+    lanes."""
+    sh, sw = wl["stride"]
+    if sh != sw or sh not in FLAT_STRIDES or lanes < 2:
         return False
     return out_size(wl)[1] < max(16, 2 * lanes)
 
@@ -396,7 +421,8 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
                                          Knob("tile_x", vec_choices(OW, resolve(target).lanes(), 64))],
                             tile=False)
         # last, so the indices of the tiled configs (tuning logs, TopHub) stay the same
-        rows = ("tile", "flat") if tuple(wl["stride"]) == (1, 1) else ("tile",)
+        sh, sw = wl["stride"]
+        rows = ("tile", "flat") if sh == sw and sh in FLAT_STRIDES else ("tile",)
         return ConfigSpace(space.knobs + (Knob("rows", rows),))
 
     def default(self, wl: dict, target):
@@ -449,6 +475,10 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         s[F].vectorize(k)
         s[P].compute_at(s[F], fo)
         s[F].compute_at(s[Y], o)
+        # the parity planes unrolled: each plane's border/interior cut has constant bounds
+        _, _, ry, rx, _, _ = s[P].op.axis
+        s[P].unroll(ry)
+        s[P].unroll(rx)
         s[Y].vectorize(s[Y].split(x, factor=vec)[1])
         if c.get("parallel", False) and resolve(target).can_thread:
             s[Y].parallel(o)
