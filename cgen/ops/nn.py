@@ -285,8 +285,14 @@ def softmax(X: Tensor, axis: int = -1, name: str = "softmax", lanes: int = 1):
         k = te.reduce_axis((0, N // lanes), name="k")
         part = te.compute(red_shape[:-1] + (lanes,), lambda *i: combiner(
             T[i[:-1] + (k * lanes + i[-1],)], axis=k), name=f"{stage}_part")
-        q = te.reduce_axis((0, lanes), name="q")
-        return te.compute(red_shape, lambda *i: combiner(part[i[:-1] + (q,)], axis=q), name=stage)
+        # the lanes pairwise (a tree: log2(lanes) dependent steps, not a chain of lanes)
+        pair = te.maximum if combiner is te.max else (lambda a, b: a + b)
+
+        def tree(xs):
+            return xs[0] if len(xs) == 1 else pair(tree(xs[:len(xs) // 2]),
+                                                   tree(xs[len(xs) // 2:]))
+        return te.compute(red_shape, lambda *i: tree([part[i[:-1] + (q,)]
+                                                      for q in range(lanes)]), name=stage)
     mx = reduce(te.max, X, f"{name}_max")
     # exp_poly: arithmetic and bit casts only, so the exp loop vectorizes (libm's expf is a
     # scalar call); exp(-inf) is 0 there too
