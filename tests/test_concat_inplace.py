@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 pytest.importorskip("onnx")
@@ -61,9 +62,22 @@ def fire_pair():
     return make_model(nodes, {"x": (1, 3, 12, 12)}, ["f2"], inits)
 
 
-def concat_kernels(c_source: str) -> int:
-    """Concat kernels defined in the model's C."""
-    return len(set(re.findall(r"\b(k\d+_concat)\(", c_source)))
+def shuffle_unit():
+    """ShuffleNetV2's unit without the shuffle: Split in halves, one through a branch,
+    Concat; the split's halves are read in place from the stem's buffer."""
+    r, inits = rng(5), {}
+    nodes = conv_relu("x", "stem", 3, 8, 3, r, inits, pad=1)
+    inits["sizes"] = np.array([4, 4], dtype=np.int64)
+    nodes.append(h.make_node("Split", ["stem", "sizes"], ["s0", "s1"], axis=1, name="split"))
+    nodes += conv_relu("s1", "br", 4, 4, 1, r, inits)
+    nodes.append(h.make_node("Concat", ["s0", "br"], ["cat"], axis=1, name="cat"))
+    nodes += conv_relu("cat", "y", 8, 6, 1, r, inits)
+    return make_model(nodes, {"x": (1, 3, 8, 8)}, ["y"], inits)
+
+
+def concat_kernels(c_source: str, op: str = "concat") -> int:
+    """Concat (or split) kernels defined in the model's C."""
+    return len(set(re.findall(rf"\b(k\d+_{op})\(", c_source)))
 
 
 def check(model, target: str, seed: int = 0):
@@ -113,6 +127,17 @@ def test_fire_modules_x86_avx2():
     assert concat_kernels(copied.source) == 2
     assert concat_kernels(cm.c_source) == 1       # the output's concat is a copy
     assert len(cm.source.views) == 1
+
+
+@pytest.mark.isa("avx2")
+def test_split_read_in_place_x86_avx2():
+    cm, copied = check(shuffle_unit(), "x86-avx2", seed=3)
+    assert concat_kernels(copied.source, "split") == 1
+    assert concat_kernels(cm.c_source, "split") == 0
+    # the concat reads a split's part: it keeps its copy
+    assert concat_kernels(cm.c_source) == 1
+    rows = {r.output: r for r in cm.report.rows}
+    assert rows["s0"].storage == "in place" and rows["s0"].offset == rows["stem"].offset
 
 
 def test_fire_modules_aarch64_qemu():

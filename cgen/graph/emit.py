@@ -14,7 +14,8 @@ interval of its own step.  Alias groups (reshape) write nothing: their output
 is their input's buffer, whose lifetime covers every reader of either.  A concat
 whose parts are contiguous ranges of its output is written in place where the plan
 does not grow (memory.concat_views, choose_views): each part's producer writes its
-range of the concat's buffer, and the concat is not called.
+range of the concat's buffer, and the concat is not called; a split likewise is read
+in place (memory.split_views): each part is its range of the split's input.
 
 The C file holds no mutable globals, calls no allocator and includes only
 <stdint.h>, <math.h> and, behind the ISA's predefined macro, the intrinsics
@@ -38,7 +39,7 @@ from .graph_ir import Graph, ModelError
 from .kernels import kernel_target
 from .loop_lower import LoopCall, LoopKernel, layout as loop_layout, statement as loop_statement
 from .memory import (ALIGN, choose_views, concat_views, greedy_by_size, lifetimes, peak_live,
-                     plan, storage)
+                     plan, split_views, storage)
 
 STACK_LIMIT = C_STACK_LIMIT["model"]   # see codegen.c.STACK_LIMIT
 WORKSPACE_ALIGN = 16        # alignment the caller's workspace must have
@@ -78,7 +79,7 @@ class LayerRow:
     dtype: str
     bytes: int
     storage: str            # "workspace", "output", "alias", "input", "in place" (a
-                            # concat whose parts were written into its buffer)
+                            # concat or split made in place, not called)
     offset: int | None
     scratch_bytes: int
     scratch_offset: int | None
@@ -158,7 +159,7 @@ class ModelSource:
     label: str = ""                 # what the model was compiled from (the file's comment)
     stack_limit: int = STACK_LIMIT  # as emitted: a profiling build re-emits with the same
     plan_options: dict = field(default_factory=dict)   # in_place / align, the same again
-    views: tuple = ()               # the concat kernels written in place (not called)
+    views: tuple = ()               # the concat / split kernels made in place (not called)
 
     @property
     def workspace_bytes(self) -> int:
@@ -252,7 +253,8 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
     profile_prelude: the C defining cg_prof_now and cg_prof_report for another clock.
     in_place: elementwise kernels write over an input dying there (memory.storage);
     align: the workspace offsets' alignment; concat_in_place: concats whose parts can be
-    written into their buffer are (memory.concat_views), where the plan does not grow."""
+    written into their buffer are, and splits whose parts can be read as ranges of their
+    input are (memory.concat_views, split_views), where the plan does not grow."""
     check_model_name(name)
     tgt = kernel_target(target)
     isa = isa_for(tgt)
@@ -308,6 +310,8 @@ def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str 
                 for u in [_unrestricted(k, r)]]
     # concats written in place: a candidate's function is emitted only if it is copied after all
     cands = concat_views(graph, kernels, values) if concat_in_place else {}
+    if concat_in_place:
+        cands.update(split_views(graph, kernels, values, cands))
     body, scratch_of, live = unit(r0, set(cands))
     if cands:
         scratch_of.update(unit(r0, {k.name for k in kernels if k.name not in cands})[1])

@@ -9,7 +9,8 @@ the smaller workspace kept.
 writes over a same-sized input that dies there (in place); a kernel producing a
 graph output writes into the caller's buffer; a concat whose parts are contiguous
 ranges of its output (`concat_views`) has its parts written in place by their
-producers, where the plan does not grow (`choose_views`).  `lifetimes` turns that into the
+producers, and a split's parts are read as ranges of its input (`split_views`), where
+the plan does not grow (`choose_views`).  `lifetimes` turns that into the
 intervals the planner places: one per buffer from the step writing it to the last
 step reading it, and one per kernel scratch (im2col, packing) for its own step.
 """
@@ -120,12 +121,14 @@ def _in_place_ok(k, values: dict) -> tuple:
 
 class Roots:
     """name -> the value owning its buffer (`r(name)`), and the byte offset of the name's
-    bytes in that buffer (`r.offset(name)`: 0 but for the inputs of a concat written in
-    place).  `views` maps such a concat's output to its first and last producer steps."""
+    bytes in that buffer (`r.offset(name)`: 0 but for the parts of a concat or split
+    made in place).  `views` maps such a concat's output to its first and last producer
+    steps; `skipped` names the concat and split kernels not run."""
 
     def __init__(self):
         self.link = {}          # name -> (the name holding it, byte offset there)
         self.views = {}         # concat output -> (first, last) step writing a part
+        self.skipped = set()
 
     def __call__(self, name: str) -> str:
         while name in self.link:
@@ -148,13 +151,14 @@ def storage(graph, kernels: list, values: dict, in_place: bool = False, views=No
     root to the graph output index it is written into, copies lists (output index, source
     root) made at the end, reads a root to the last step reading it.  With `in_place`, an
     elementwise kernel's output takes the buffer of an input that dies at its step.
-    `views` (from `concat_views`: concat kernel name -> its parts and their byte offsets)
-    are concats written in place: each part is its producer's output placed in the
-    concat's buffer, which lives from the first part's producer on; the concat kernel is
-    not run."""
+    `views` (from `concat_views` and `split_views`: kernel name -> its parts and their byte
+    offsets) are concats and splits made in place, their kernels not run: a concat's part
+    is its producer's output placed in the concat's buffer, which lives from the first
+    part's producer on; a split's part is its range of the split's input."""
     views = views or {}
     r = Roots()
     link = r.link
+    r.skipped.update(views)
     for k in kernels:
         if k.is_alias:
             link[k.outputs[0]] = (k.inputs[0].name, 0)
@@ -164,12 +168,17 @@ def storage(graph, kernels: list, values: dict, in_place: bool = False, views=No
             for v in k.outputs:
                 produced[v] = step
     for k in kernels:
-        if k.name in views:
-            steps = [produced[x] for x, _ in views[k.name]]
-            r.views[k.outputs[0]] = (min(steps), max(steps))
-            produced[k.outputs[0]] = min(steps)
+        if k.name not in views:
+            continue
+        if k.group.nodes[0].op == "split":
             for x, off in views[k.name]:
-                link[x] = (k.outputs[0], off)
+                link[x] = (k.inputs[0].name, off)
+            continue
+        steps = [produced[x] for x, _ in views[k.name]]
+        r.views[k.outputs[0]] = (min(steps), max(steps))
+        produced[k.outputs[0]] = min(steps)
+        for x, off in views[k.name]:
+            link[x] = (k.outputs[0], off)
     graph_out = {v.name for v in graph.outputs}
     out_bind, copies = {}, []
 
@@ -259,6 +268,40 @@ def concat_views(graph, kernels: list, values: dict) -> dict:
     return out
 
 
+def split_views(graph, kernels: list, values: dict, concats: dict) -> dict:
+    """The split kernels whose parts may be read in place, as ranges of the split's input:
+    split kernel name -> ((part, byte offset), ...).  As for a concat (`concat_views`,
+    whose choices `concats` are): a kernel of its own, every dim before the axis 1, and
+    its input and parts none of the graph's inputs or outputs, read by no alias, and no
+    concat's part or output in place; its input is written by a kernel of its own."""
+    made = {v: k for k in kernels for v in k.outputs}
+    graph_io = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
+    viewed = {a.name for k in kernels if k.is_alias for a in k.inputs}
+    taken = {x for parts in concats.values() for x, _ in parts}
+    taken |= {k.outputs[0] for k in kernels if k.name in concats}
+    out = {}
+    for k in kernels:
+        nodes = k.group.nodes
+        if k.is_alias or len(nodes) != 1 or nodes[0].op != "split" or len(k.inputs) != 1:
+            continue
+        node, whole = nodes[0], k.inputs[0].name
+        shape = tuple(values[whole].shape)
+        axis = node.attr("axis") % len(shape)
+        parts = [v.name for v in node.outputs]
+        p = made.get(whole)
+        if (k.inputs[0].kind != "value" or whole != node.inputs[0].name or p is None
+                or p.is_alias or getattr(p, "body", None) is not None
+                or any(d != 1 for d in shape[:axis])
+                or any(x in graph_io or x in viewed or x in taken for x in [whole, *parts])):
+            continue
+        offs, off = [], 0
+        for x in parts:
+            offs.append((x, off))
+            off += values[x].nbytes
+        out[k.name] = tuple(offs)
+    return out
+
+
 def choose_views(graph, kernels: list, values: dict, candidates: dict, scratch: dict,
                  in_place: bool = False, align: int = ALIGN) -> dict:
     """The candidate concats written in place whose plan needs no more workspace than
@@ -296,6 +339,7 @@ def lifetimes(kernels: list, values: dict, store, scratch: dict) -> list:
             first, last = r.views[v]
             intervals.append(Interval(f"v:{v}", values[v].nbytes, first,
                                       max(last, reads.get(v, last))))
+        if k.name in r.skipped:
             continue
         for v in k.outputs:
             if v in out_bind or r(v) != v:
