@@ -83,11 +83,15 @@ def test_flat_rows_emit_whole_vectors_x86_avx2():
     ("aarch64", (32, 14, 14, 3), "flat"), ("aarch64", (32, 28, 28, 3), "tile"),
     ("cortex-m4", (32, 7, 7, 3), "tile"),
     ("x86-avx2", (32, 14, 14, 3, None, 1, 1, 2), "flat"),
-    ("x86-avx2", (32, 56, 56, 3, None, 1, 1, 2), "tile"),
-    ("aarch64", (32, 28, 28, 5, None, 1, 1, 2), "flat")])
+    ("x86-avx2", (32, 56, 56, 3, None, 1, 1, 2), "flat"),
+    ("x86-avx2", (32, 112, 112, 3, None, 1, 1, 2), "tile"),
+    ("x86-avx512", (32, 112, 112, 3, None, 1, 1, 2), "tile"),
+    ("aarch64", (32, 28, 28, 5, None, 1, 1, 2), "flat"),
+    ("aarch64", (32, 56, 56, 3, None, 1, 1, 2), "tile")])
 def test_default_rows_per_isa(target, shape, rows):
-    """The measured rule: flat below max(16, 2 * lanes) output columns, never on a
-    scalar ISA, never with stride 3 or unequal strides."""
+    """The measured rule (FLAT_BELOW): stride 1 below max(16, 2 * lanes) output columns,
+    stride 2 below min(4 * lanes, 32); never on a scalar ISA, never with stride 3 or
+    unequal strides."""
     assert T.default(_wl(*shape), target)["rows"] == rows
     for stride in ((3, 3), (1, 2)):
         other = T.workload(1, 32, 14, 14, 3, 3, stride, 1)

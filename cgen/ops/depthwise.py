@@ -33,7 +33,7 @@ lives in the output tile, which gcc keeps in registers when it can).
   padded plane's flattened rows (`depthwise_flat_compute`; stride 2 over the input's
   four parity planes), so one vector spans several short output rows (7x7, 14x14
   images) instead of idling lanes past each row's end, and a copy keeps the valid
-  columns; the default for rows narrower than max(16, 2 * lanes).
+  columns; the default for narrow rows (FLAT_BELOW, measured per ISA).
 * depthwise_conv2d_nchwc: the vector runs over the bn channels of a block, so
   every tap load is a contiguous vector whatever the stride; a tile of
   tile_y x tile_x output pixels (unrolled) is held in registers.
@@ -204,7 +204,7 @@ def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = No
 
 # strides with a flat-rows form: stride 2 reads its input split into the four
 # (row parity, column parity) planes, where the window is a stride-1 one again
-FLAT_STRIDES = (1, 2)
+FLAT_STRIDES = (1, 2)       # (FLAT_BELOW, below, has a default limit for each)
 
 
 def _flat_pitch(wl: dict) -> int:
@@ -329,20 +329,24 @@ def depthwise_nchwc_compute(wl: dict, taps: str = "expr", tile: tuple | None = N
     return X, Wt, P, Y
 
 
+# stride -> the output width flat rows are the default below, given the vector lanes.
+# Measured per ISA, tiled against flat (3x3 unless said; x86 in us on a loaded 2-core
+# machine, aarch64 in QEMU -icount ticks).  Stride 1: x86-avx2 7x7 5x5 194 -> 106,
+# 14x14 212 -> 85, 28x28 68 -> 83; x86-avx512 7x7 49 -> 39, 28x28 52 -> 43, 56x56
+# 211 -> 344; aarch64 7x7 3754 -> 3038, 14x14 12905 -> 9824, 28x28 23085 -> 32349.
+# Stride 2 (output size): x86-avx2 7x7 166 -> 76, 28x28 226 -> 130, 56x56 401 -> 1004;
+# x86-avx512 7x7 87 -> 48, 28x28 182 -> 109, 56x56 393 -> 547; aarch64 7x7 5506 ->
+# 4880, 14x14 5x5 18271 -> 14034, 28x28 36801 -> 46462.  Past the limit the extra
+# copies outweigh the idle lanes.
+FLAT_BELOW = {1: lambda lanes: max(16, 2 * lanes), 2: lambda lanes: min(4 * lanes, 32)}
+
+
 def _flat_pays(wl: dict, lanes: int) -> bool:
-    """Flat rows for stride-1 and stride-2 layers with output rows narrower than
-    max(16, 2 * lanes).  Measured per ISA, tiled against flat (3x3 unless said):
-    stride 1: x86-avx2 7x7 5x5 194 -> 106 us, 14x14 212 -> 85 us, 28x28 68 -> 83 us;
-    x86-avx512 7x7 49 -> 39 us, 28x28 52 -> 43 us, 56x56 211 -> 344 us; aarch64 (-icount
-    ticks) 7x7 3754 -> 3038, 14x14 12905 -> 9824, 28x28 23085 -> 32349.  Stride 2 (output
-    size): x86-avx2 7x7 232 -> 67 us, 14x14 5x5 390 -> 199 us, 28x28 349 -> 462 us;
-    x86-avx512 level within noise up to 28x28; aarch64 7x7 5506 -> 4856, 14x14 5x5
-    18271 -> 15396, 28x28 36801 -> 99400.  Past that the extra copy outweighs the idle
-    lanes."""
+    """Flat rows by default where FLAT_BELOW says they were measured faster."""
     sh, sw = wl["stride"]
-    if sh != sw or sh not in FLAT_STRIDES or lanes < 2:
+    if sh != sw or sh not in FLAT_BELOW or lanes < 2:
         return False
-    return out_size(wl)[1] < max(16, 2 * lanes)
+    return out_size(wl)[1] < FLAT_BELOW[sh](lanes)
 
 
 # ---------------------------------------------------------------- templates
@@ -475,8 +479,11 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         s[F].vectorize(k)
         s[P].compute_at(s[F], fo)
         s[F].compute_at(s[Y], o)
-        # the parity planes unrolled: each plane's border/interior cut has constant bounds
-        _, _, ry, rx, _, _ = s[P].op.axis
+        # the row parity unrolled (constant bounds for each plane's border/interior cut);
+        # both column parities of a pair in one loop body, so the interior is one loop of
+        # paired loads (gcc's load-lanes / permutes), not two strided ones
+        _, _, ry, rx, py, px = s[P].op.axis
+        s[P].reorder(ry, py, px, rx)
         s[P].unroll(ry)
         s[P].unroll(rx)
         s[Y].vectorize(s[Y].split(x, factor=vec)[1])
