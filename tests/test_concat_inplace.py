@@ -159,3 +159,13 @@ def test_in_place_plan_keeps_parts_apart():
               for v in node.inputs]
     assert cat.start == min(starts) and cat.end >= max(starts)
     assert all(f"v:{v.name}" not in ivs for v in node.inputs)
+
+
+@pytest.mark.parametrize("model", [fire_pair, shuffle_unit])
+def test_cortex_m4_workspace_never_grows(model):
+    """cortex-m4 (the RAM objective, in-place elementwise): here writing the parts in
+    place would keep the concat's (or split's) whole buffer live beside a convolution's
+    scratch, so the static arena would grow; the copy is kept and the arena stays."""
+    need_target("cortex-m4")
+    cm, copied = check(model(), "cortex-m4")
+    assert cm.workspace_bytes <= copied.workspace_bytes
