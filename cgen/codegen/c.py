@@ -43,6 +43,9 @@ INT32_MIN INT64_MIN cg_ws""".split())
 STACK_LIMIT = {"kernel": 16 * 1024, "model": 1024}
 WS_ALIGN = 64
 
+# te calls the vectorize pass keeps as vector calls -> the ISA row's field naming them
+VECTOR_CALLS = {"shl": "int_shl"}
+
 # Helper bodies are fixed C (no generated expressions inside), one per helper name.
 HELPERS = {
     "floordiv": "static inline {T} cg_floordiv_{S}({T} a, {T} b) {{ {T} q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }}",
@@ -234,8 +237,8 @@ class CEmitter:
         if isinstance(e, Reinterpret):
             cast = isa.as_int if split_dtype(e.dtype)[0] == "int32" else isa.as_float
             return self.call(cast, self.expr(e.value))
-        if isinstance(e, Call):     # int32 shift left by a constant (the vectorizer's only call)
-            return self.call(isa.int_shl, self.expr(e.args[0]), self.expr(e.args[1]))
+        if isinstance(e, Call):     # the vector calls the vectorizer makes (exp's 2^n)
+            return self.call(getattr(isa, VECTOR_CALLS[e.name]), *[self.expr(a) for a in e.args])
         # a + b*c -> one fused multiply-add
         if e.op == "+":
             for acc, prod in ((e.a, e.b), (e.b, e.a)):

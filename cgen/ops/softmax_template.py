@@ -12,8 +12,9 @@ the max per row of the stored exp when exp is stored, else whole first.
 The output's last axis is vectorized (ex / sum is contiguous / invariant);
 for a strided axis the reductions run outside the last axis, so their loads
 are contiguous vectors too; along an innermost axis they are split in `lanes` partial
-results, one vector accumulator, reduced at the end of the row.  exp is te.exp_poly (no libm call), so a stored exp's last
-axis is vectorized as well.
+results, one vector accumulator, combined pairwise at the end of the row.  exp is
+te.exp_poly (no libm call), so a stored exp's last axis is vectorized as well, and the
+output multiplies by the row's reciprocal sum.
 """
 from __future__ import annotations
 
