@@ -92,3 +92,21 @@ def test_softmax_exp_loop_is_vector_code_on_avx2():
     ins[0][0, 0, :3] = -np.inf          # exp(-inf - max) = 0, as onnxruntime
     mod(*ins)
     np.testing.assert_allclose(ins[1], tm.reference(wl, ins)["Y"], rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_exp_is_vectorised_on_avx2():
+    """x86-avx2: an ONNX Exp (with the Mul it fuses with) is one AVX2 loop, no libm call."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper as h, numpy_helper
+    from cgen.graph.model import compile_model
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    g = h.make_graph([h.make_node("Exp", ["x"], ["e"]), h.make_node("Mul", ["e", "two"], ["y"])],
+                     "g", [h.make_tensor_value_info("x", TensorProto.FLOAT, [8, 100])],
+                     [h.make_tensor_value_info("y", TensorProto.FLOAT, [8, 100])], [two])
+    cm = compile_model(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), "x86-avx2",
+                       name="ex")
+    body = cm.c_source.rsplit("int ex_run(", 1)[0]
+    assert "expf(" not in body and "_mm256_slli_epi32" in body
+    x = np.random.default_rng(3).uniform(-80, 80, (8, 100)).astype(np.float32)
+    np.testing.assert_allclose(cm.run({"x": x})["y"], 2 * np.exp(x.astype(np.float64)),
+                               rtol=3e-7)
