@@ -220,7 +220,7 @@ def storage(graph, kernels: list, values: dict, in_place: bool = False, views=No
     return r, produced, out_bind, copies, reads
 
 
-# ====================================================================== concat in place
+# ====================================================================== concats and splits in place
 def concat_views(graph, kernels: list, values: dict) -> dict:
     """The concat kernels whose parts may be written straight into the concat's buffer:
     concat kernel name -> ((part, byte offset), ...).
@@ -230,10 +230,7 @@ def concat_views(graph, kernels: list, values: dict) -> dict:
     output, and each part is the one output of a kernel writing its own buffer (not a
     graph input, constant, graph output, alias, loop or another concat written in place),
     read by no alias and a part of no other concat written in place."""
-    made = {}
-    for step, k in enumerate(kernels):
-        for v in k.outputs:
-            made[v] = k
+    made = {v: k for k in kernels for v in k.outputs}
     graph_io = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
     viewed = {a.name for k in kernels if k.is_alias for a in k.inputs}
     out, claimed = {}, set()
@@ -290,7 +287,7 @@ def split_views(graph, kernels: list, values: dict, concats: dict) -> dict:
         parts = [v.name for v in node.outputs]
         p = made.get(whole)
         if (k.inputs[0].kind != "value" or whole != node.inputs[0].name or p is None
-                or p.is_alias or getattr(p, "body", None) is not None
+                or p.is_alias or p.name in out or getattr(p, "body", None) is not None
                 or any(d != 1 for d in shape[:axis])
                 or any(x in graph_io or x in viewed or x in taken for x in [whole, *parts])):
             continue
@@ -304,10 +301,11 @@ def split_views(graph, kernels: list, values: dict, concats: dict) -> dict:
 
 def choose_views(graph, kernels: list, values: dict, candidates: dict, scratch: dict,
                  in_place: bool = False, align: int = ALIGN) -> dict:
-    """The candidate concats written in place whose plan needs no more workspace than
-    copying them (all of them when that holds, else each kept only where the plan does
-    not grow): a concat's buffer lives from its first part's producer on, so in place
-    can cost bytes while a long branch runs between its parts."""
+    """The candidate concats and splits made in place whose plan needs no more workspace
+    than copying them (all of them when that holds, else each kept only where the plan
+    does not grow): a concat's buffer lives from its first part's producer on, a split's
+    input until its last part's last reader, so in place can cost bytes while a long
+    branch runs beside them."""
     def total(chosen):
         ivs = lifetimes(kernels, values, storage(graph, kernels, values, in_place, chosen),
                         scratch)
