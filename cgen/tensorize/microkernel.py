@@ -27,6 +27,8 @@ Two loop shapes:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pycparser import c_ast
 
 from ..codegen.c import print_c
@@ -44,6 +46,34 @@ FMA_LATENCY_SETS = 8      # fewer accumulators than this cannot hide the FMA lat
 # on top of its FMAs, whatever the order.  4 x 24 (24 FMAs to 7 loads, 31 registers)
 # is predicted at 0.62 of the pipe against 0.52 for 8 x 8 (the A72 keeps ~0.99 with both).
 CORE_GEMM_TILES = {("neon-aarch64", "cortex-a53"): (4, 24, "lanes")}
+
+
+@dataclass(frozen=True)
+class VectorMask:
+    """Lane masks held in a vector register, for the tile kernels of a row without mask
+    registers (AVX2's vmaskmovps: an int32 lane is on when its sign bit is set; lanes off
+    are neither read nor written, so a column tail at a buffer's end does not fault)."""
+    type: str
+    load: str           # (ptr, mask) -> v, zeroing
+    store: str          # (ptr, mask, v)
+    greater: str        # (a, b) -> int32 lanes a > b
+    set1: str           # (int) -> int32 vector
+    iota: str           # (0, 1, ..., lanes - 1) -> int32 vector
+
+
+# the rows whose tile kernels mask their last vector with a vector mask; on them a masked
+# load costs an ALU operation beside the FMAs, so whole tiles keep an unmasked variant
+VECTOR_MASKS = {"avx2": VectorMask("__m256i", "_mm256_maskload_ps", "_mm256_maskstore_ps",
+                                   "_mm256_cmpgt_epi32", "_mm256_set1_epi32",
+                                   "_mm256_setr_epi32")}
+
+
+def tile_mask_type(isa) -> str | None:
+    """The C type of a tile kernel's lane mask on this row, or None (no masked tiles)."""
+    if isa.tail == "mask":
+        return isa.mask_type
+    vm = VECTOR_MASKS.get(isa.name)
+    return vm.type if vm else None
 
 
 def target_core(target) -> str:
@@ -182,6 +212,9 @@ class Ops:
         if isa.load is None:
             return X(node(base))[total(terms)]
         if mask is not None:
+            vm = VECTOR_MASKS.get(isa.name)
+            if vm is not None:
+                return call(vm.load, total((base,) + terms), mask)
             return call(isa.mask_load, mask, total((base,) + terms))
         return call(isa.load, total((base,) + terms))
 
@@ -190,7 +223,9 @@ class Ops:
         if isa.store is None:
             return assign(X(node(base))[total(terms)], value)
         if mask is not None:
-            return call(isa.mask_store, total((base,) + terms), mask, value)
+            vm = VECTOR_MASKS.get(isa.name)
+            return call(vm.store if vm is not None else isa.mask_store,
+                        total((base,) + terms), mask, value)
         return call(isa.store, total((base,) + terms), value)
 
     def set1(self, x):
@@ -234,6 +269,10 @@ class Ops:
     def mask(self, count):
         """The lane mask of min(count, lanes) leading lanes (count > 0)."""
         isa = self.isa
+        vm = VECTOR_MASKS.get(isa.name)
+        if vm is not None:
+            return call(vm.greater, call(vm.set1, cast("int", count)),
+                        call(vm.iota, *range(isa.lanes)))
         full = lit(f"0x{(1 << isa.lanes) - 1:X}u")
         part = X(c_ast.BinaryOp("-", node(lit("1u") << cast("unsigned", count)), node(lit("1u"))))
         return cast(isa.mask_type, X(c_ast.TernaryOp(node(count >= isa.lanes), node(full), node(part))))
@@ -326,22 +365,28 @@ def tile_dispatch(name: str, isa, MR: int, NR: int, prefetch: int = 0, masked: b
     if not masked and not rows:
         return tile_kernel(name, isa, MR, NR, prefetch)
     _check_tile(isa, MR, NR, "rows")
-    if masked and isa.tail != "mask":
+    mask_type = tile_mask_type(isa)
+    if masked and mask_type is None:
         raise ValueError(f"microkernel: {isa.name} has no lane masks")
     W, nv = isa.lanes, NR // isa.lanes
     row_counts = range(1, MR + 1) if rows else (MR,)
     vec_counts = range(1, nv + 1) if masked else (nv,)
+    whole = masked and isa.name in VECTOR_MASKS     # whole tiles without masks
     out = []
     for r in row_counts:
         for v in vec_counts:
-            params = _params(True, True, True, mask_type=isa.mask_type if masked else None)
+            params = _params(True, True, True, mask_type=mask_type if masked else None)
             out.append(function(f"{name}_r{r}v{v}", params, _tile_body(isa, r, v, prefetch, masked, "rows")))
+        if whole:
+            out.append(function(f"{name}_r{r}", _params(True, True, True),
+                                _tile_body(isa, r, nv, prefetch, False, "rows")))
 
     def calls(v, mask):
-        args = ["K", "A", "a_si", "a_sk", "B", "b_sk", "C", "c_si"] + ([mask] if masked else [])
+        args = ["K", "A", "a_si", "a_sk", "B", "b_sk", "C", "c_si"] + ([] if mask is None else [mask])
+        kname = f"{name}_r{{}}" if mask is None and whole else f"{name}_r{{}}v{v}"
         if not rows:
-            return [call(f"{name}_r{MR}v{v}", *args)]
-        cases = [c_ast.Case(node(r), [node(call(f"{name}_r{r}v{v}", *args)), c_ast.Break()])
+            return [call(kname.format(MR), *args)]
+        cases = [c_ast.Case(node(r), [node(call(kname.format(r), *args)), c_ast.Break()])
                  for r in row_counts]
         return [c_ast.Switch(node("M"), c_ast.Compound(cases + [c_ast.Default([c_ast.Break()])]))]
     if not masked:
@@ -351,6 +396,8 @@ def tile_dispatch(name: str, isa, MR: int, NR: int, prefetch: int = 0, masked: b
         for v in range(1, nv + 1):   # built inside out: the widest test comes first
             rest = X("N") - (v - 1) * W
             chain = c_ast.If(node(X("N") > (v - 1) * W), block(calls(v, Ops(isa).mask(rest))), chain)
+        if whole:
+            chain = c_ast.If(node(X("N") >= NR), block(calls(nv, None)), chain)
         body = [chain]
     extents = (("M",) if rows else ()) + (("N",) if masked else ()) + ("K",)
     out.append(function(name, _params(True, True, True, extents), body))

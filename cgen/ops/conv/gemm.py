@@ -8,7 +8,7 @@ from ..space import ConfigSpace, Knob
 from targets import resolve
 from ..common import parallel_knobs, check_op, config_dict
 from .packing import pack_weights_gemm, pack_weights_gemm_np, unpack_weights_gemm_np
-from .tile import masked_tiles_ok, tile_intrin, tile_kernel_shape_ok
+from .tile import column_tails_ok, tile_intrin, tile_kernel_shape_ok
 from .workload import block_lanes, _variants, conv2d_reference, conv2d_workload, random_conv_inputs, conv_flops, out_size
 
 
@@ -147,7 +147,7 @@ class Conv2dGemmTemplate:
         nc = tuple(sorted({min(P, r * OW) for r in (1, 2, 4, 8, 16, 32)} | {P}
                           | {r * OW for r in range(1, min(OH, 32) + 1) if OH % r == 0}))
         mc = tuple(m for m in (1, 2, 4, 8, 16, 32, 64) if m == 1 or (m // 2) * min(mrs) < fg)
-        micro = ("masked", "fixed", "off") if masked_tiles_ok(tgt) else ("fixed", "off")
+        micro = ("masked", "fixed", "off") if column_tails_ok(tgt) else ("fixed", "off")
         col = ("direct", "copy") if input_is_b(wl) else ("copy",)
         knobs = [Knob("mr", mrs), Knob("nr", tuple(nrs)), Knob("mc", mc), Knob("kc", kc),
                  Knob("nc", nc), Knob("order", ("ji", "ij")), Knob("micro", micro),
@@ -166,7 +166,7 @@ class Conv2dGemmTemplate:
         kc = min(cg, 256 // khw if khw > 1 else 256) * khw
         nr, nc = _pixel_tiling(sp, nrs, OH * OW, kc, 2 * block_lanes(tgt))
         want = {"mr": mr, "nr": nr, "mc": 16, "kc": kc, "nc": nc, "order": "ji",
-                "micro": "masked" if masked_tiles_ok(tgt) else "fixed", "parallel": False,
+                "micro": "masked" if column_tails_ok(tgt) else "fixed", "parallel": False,
                 "col": "direct" if input_is_b(wl) else "copy"}
         return sp.nearest(want)
 

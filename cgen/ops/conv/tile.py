@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...codegen.isa import isa_for
 from ...tensorize import TensorizeError
 from ...tensorize.kernels import tile_definition
-from ...tensorize.microkernel import tile_dispatch, tile_kernel
+from ...tensorize.microkernel import tile_dispatch, tile_kernel, tile_mask_type
 from targets import resolve
 
 
@@ -35,7 +35,7 @@ def tile_intrin(target, MR: int, NR: int, prefetch: int = 0, masked: bool = Fals
         name = f"cg_tile_{MR}x{NR}p{f'_pf{prefetch}' if prefetch else ''}_{isa.name.replace('-', '_')}"
         return tile_definition(name, tile_kernel(name, isa, MR, NR, prefetch, a_read="lanes"),
                                MR, NR, a_unit=True)
-    if masked and isa.tail != "mask":
+    if masked and tile_mask_type(isa) is None:
         raise TensorizeError(f"no masked tile kernel on {isa.name}")
     name = (f"cg_tile_{MR}x{NR}{'m' if masked else ''}{'r' if rows else ''}"
             f"{f'_pf{prefetch}' if prefetch else ''}_{isa.name.replace('-', '_')}")
@@ -44,6 +44,14 @@ def tile_intrin(target, MR: int, NR: int, prefetch: int = 0, masked: bool = Fals
 
 
 def masked_tiles_ok(target) -> bool:
+    """Whether the ISA masks lanes natively (AVX-512): a masked tile costs nothing more."""
     isa = isa_for(target)
     return isa is not None and isa.tail == "mask"
+
+
+def column_tails_ok(target) -> bool:
+    """Whether masked tiles exist at all, natively or with vector masks (AVX2's
+    vmaskmovps, whose whole tiles run unmasked): column tails then need no scalar code."""
+    isa = isa_for(target)
+    return isa is not None and tile_mask_type(isa) is not None
 
