@@ -192,7 +192,9 @@ class Measurer:
     def interleaved(self, task, configs, rounds: int):
         """One record per config whose costs are `rounds` samples taken in rounds: each
         config is built once, checked and calibrated, then round r runs every config one
-        repeat, in an order rotated by r, so load from other tenants falls on all alike."""
+        repeat, in an order rotated by r, so load from other tenants falls on all alike.
+        On this machine (a host target, no device pool given) the samples are the harness
+        child's CPU seconds per call (_cpu_rounds), elsewhere the device's wall time."""
         prep = self.prepare(task)
         built = self._build_all(task, configs)
         pool = self.pool_for(task.target)
@@ -207,7 +209,9 @@ class Measurer:
                     out[i] = first
         costs = [[] for _ in configs]
         live = [i for i in range(len(configs)) if out[i] is None]
-        for r in range(rounds if live else 0):
+        if live and self._own_pool and task.target.is_host:
+            self._cpu_rounds(task, configs, built, prep, live, number, rounds, costs, out)
+        for r in range(rounds if live and not any(costs) else 0):
             for i in live[r % len(live):] + live[:r % len(live)]:
                 if out[i] is not None:
                     continue
@@ -223,6 +227,38 @@ class Measurer:
                                     toolchain_info(task.target, built[i][0].extra_flags))
                 out[i] = Record.of(inp, MeasureResult(tuple(costs[i]), self.cost_unit))
         return out
+
+    def _cpu_rounds(self, task, configs, built, prep, live, number, rounds, costs, out):
+        """The rounds on this machine in CPU seconds of the harness child (targets.cpu_clock):
+        on a shared machine wall time counts the moments a run sat descheduled behind
+        other jobs, which is most of the noise between two configs."""
+        import tempfile
+        from pathlib import Path
+        from targets.cpu_clock import cpu_seconds_per_call, fixed_cpu_seconds
+        with tempfile.TemporaryDirectory(prefix="cgen-cpu-") as d:
+            runs = {}
+            for i in live:
+                files = []
+                for k, a in enumerate(prep.inputs):
+                    files.append(Path(d) / f"c{i}_{k}.bin")
+                    np.ascontiguousarray(a).tofile(files[-1])
+                exe = built[i][0].executable()
+                try:
+                    runs[i] = (exe, files, fixed_cpu_seconds(exe, files))
+                except RuntimeError as e:
+                    out[i] = error_record(task.workload, task.target, configs[i],
+                                          ErrorKind.RUNTIME_ERROR, e)
+            for r in range(rounds):
+                order = [i for i in live[r % len(live):] + live[:r % len(live)] if i in runs]
+                for i in order:
+                    if out[i] is not None:
+                        continue
+                    exe, files, base = runs[i]
+                    try:
+                        costs[i].append(cpu_seconds_per_call(exe, files, number[i], base))
+                    except RuntimeError as e:
+                        out[i] = error_record(task.workload, task.target, configs[i],
+                                              ErrorKind.RUNTIME_ERROR, e)
 
     def _run(self, task, config, mod, prep, pool, repeat=None, number: int = 1,
              min_repeat_ms=None, check: bool = True) -> Record:

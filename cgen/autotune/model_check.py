@@ -6,6 +6,8 @@ the log's -- and the two are timed interleaved on the machine.
     chk = check_model("m.onnx", "x86-avx2", rows, log)
     print(chk.line)
 
+Both builds run on this machine and are timed in the CPU seconds of their harness child.
+
 When the tuned build is not faster by `margin`, each task whose tuned kernels were slower
 than the default's in a per-kernel profile of both builds (cgen.graph CompiledModel.profile,
 interleaved, medians) goes back to its default; if the model is still not faster, every
@@ -20,7 +22,7 @@ import time
 
 from .log import LogWriter, apply_pareto
 
-ROUNDS = 15
+ROUNDS = 21
 MARGIN = 0.01       # the tuned model must be at least this much faster in the median
 
 
@@ -37,18 +39,33 @@ def _build(model, target, shapes, tuned):
     return compile_model(model, target, input_shapes=shapes, tuned=tuned)
 
 
-def time_interleaved(models, feeds, rounds: int = ROUNDS, min_repeat_s: float = 0.01) -> list:
+def time_interleaved(models, feeds, rounds: int = ROUNDS, min_repeat_s: float = 0.02) -> list:
     """(median, best) seconds per run of each compiled model, one repeat of each per round,
-    in an order rotated by round."""
-    numbers = []
-    for cm in models:
-        one = max(min(cm._run(feeds, repeat=2, number=1)[1].times), 1e-7)
-        numbers.append(max(1, int(min_repeat_s / one)))
+    in an order rotated by round.  The clock is the harness child's CPU time
+    (targets.cpu_clock): on a shared machine wall time counts the moments a run sat
+    descheduled behind other jobs."""
+    import tempfile
+    from pathlib import Path
+    import numpy as np
+    from targets.cpu_clock import cpu_seconds_per_call, fixed_cpu_seconds
     times = [[] for _ in models]
-    order = list(range(len(models)))
-    for r in range(rounds):
-        for i in order[r % len(order):] + order[:r % len(order)]:
-            times[i] += models[i]._run(feeds, repeat=1, number=numbers[i])[1].times
+    with tempfile.TemporaryDirectory(prefix="cgen-check-") as d:
+        runs = []
+        for m, cm in enumerate(models):
+            arrays = cm.check_feeds(feeds) + [np.zeros(v.shape, v.dtype) for v in cm.graph.outputs]
+            files = []
+            for k, a in enumerate(arrays):
+                files.append(Path(d) / f"m{m}_{k}.bin")
+                a.tofile(files[-1])
+            exe = cm.executable()
+            base = fixed_cpu_seconds(exe, files)
+            one = max(cpu_seconds_per_call(exe, files, 4, base), 1e-7)
+            runs.append((exe, files, base, max(1, int(min_repeat_s / one))))
+        order = list(range(len(models)))
+        for r in range(rounds):
+            for i in order[r % len(order):] + order[:r % len(order)]:
+                exe, files, base, number = runs[i]
+                times[i].append(cpu_seconds_per_call(exe, files, number, base))
     return [(statistics.median(t), min(t)) for t in times]
 
 
