@@ -202,3 +202,18 @@ def test_model_check_keeps_a_faster_tuned_model(tmp_path, monkeypatch):
     _fake_machine(monkeypatch, [[(1.0, 0.9), (0.8, 0.7)]], [])
     chk = check_model("m.onnx", TARGET, rows, log)
     assert chk.reverted == () and all(_chosen(r, log) != r.mtask.default_index for r in rows)
+
+
+def test_a_kill_mid_verdict_loses_no_trial_and_a_rerun_completes_it(task, tmp_path):
+    d = default_index(task)
+    m = NoisyMeasurer(lambda i: 1.0 if i == d else 1.02, d, lucky=True)
+    log = tmp_path / "t.jsonl"
+    run(task, m, log)
+    text = log.read_text()
+    assert text.rstrip("\n").splitlines()[-1].find('"selection"') > 0
+    log.write_text(text[: len(text) - 40])          # killed while writing the verdict
+    assert [r.selection for r in read_log(log)] == [None] * 12
+    before = len(m.calls)
+    run(task, m, log)
+    assert len(set(m.calls[before:])) == 4          # no trial again: only the comparison
+    assert chosen_index(task, log) == d and len(read_log(log)) == 13
