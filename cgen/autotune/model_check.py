@@ -128,10 +128,14 @@ def check_model(model, target, rows, log, input_shapes=None, rounds: int = ROUND
                    f"the default ({d_s[0] * 1e6:.1f} us)")
             reverted += revert(left, log, why)
             t_s = d_s
-    verdict = (f"sent back to their defaults: {'; '.join(reverted)}" if reverted
-               else "kept")
+    n = len(tuned_rows)
+    if not reverted:
+        return ModelCheck(d_s[0], t_s[0], (),
+                          f"in-model check (interleaved, CPU-time medians): default "
+                          f"{d_s[0] * 1e6:.1f} us, tuned {t_s[0] * 1e6:.1f} us "
+                          f"({d_s[0] / t_s[0]:.2f}x); all {n} tuned tasks kept")
     return ModelCheck(d_s[0], t_s[0], tuple(reverted),
-                      f"in-model check (interleaved, medians): {first}; "
-                      f"{len(reverted)} of {len(tuned_rows)} tuned tasks {verdict}; now default "
-                      f"{d_s[0] * 1e6:.1f} us, tuned {t_s[0] * 1e6:.1f} us "
+                      f"in-model check (interleaved, CPU-time medians): {first}; {len(reverted)} "
+                      f"of {n} tuned tasks sent back to their defaults: {'; '.join(reverted)}; "
+                      f"now default {d_s[0] * 1e6:.1f} us, tuned {t_s[0] * 1e6:.1f} us "
                       f"({d_s[0] / t_s[0]:.2f}x)")
