@@ -6,7 +6,7 @@ Without padding or stride, the unfolded block of a 1x1 convolution is the input 
 time -- most in layers with few output channels, where few tile rows share it.  Checked:
 which workloads offer the knob, the default per target, the emitted C (no col buffer,
 the tile kernel called on the input), outputs against numpy on x86-avx2, x86-avx512,
-generic-c and aarch64 (QEMU), and a one-layer model through compile_model.
+generic-c, aarch64 and cortex-m4 (QEMU), and a one-layer model through compile_model.
 """
 from __future__ import annotations
 
@@ -95,6 +95,13 @@ def test_direct_aarch64_qemu():
     src = _run(wl, "aarch64")
     assert not re.search(r"\bcol\b", src)
     assert "cg_tile_" in src
+
+
+@pytest.mark.qemu
+def test_direct_cortex_m4_qemu():
+    """cortex-m4 (qemu-system-arm, scalar register tiles): the default reads in place too."""
+    wl = _wl(8, 6, 5, 5, "cortex-m4")
+    assert not re.search(r"\bcol\b", _run(wl, "cortex-m4"))
 
 
 @pytest.mark.isa("avx2")
