@@ -43,6 +43,8 @@ INT32_MIN INT64_MIN cg_ws""".split())
 STACK_LIMIT = {"kernel": 16 * 1024, "model": 1024}
 WS_ALIGN = 64
 
+# the operators of an ISA row's expression trees (VectorISA.mask_first)
+ROW_OPERATORS = ("-", "<<")
 # te calls the vectorize pass keeps as vector calls -> the ISA row's field naming them
 VECTOR_CALLS = {"shl": "int_shl"}
 
@@ -217,11 +219,20 @@ class CEmitter:
         return c_ast.UnaryOp("&", c_ast.ArrayRef(c_ast.ID(self.names.get(buf, buf.name)), self.expr(index)))
 
     def mask(self, count) -> c_ast.Node:
-        one = c_ast.Constant("int", "1u")
-        bits = c_ast.BinaryOp("-", c_ast.BinaryOp("<<", one, c_ast.Cast(typename("int32"), self.expr(count))),
-                              c_ast.Constant("int", "1u"))
-        return c_ast.Cast(c_ast.Typename(None, [], None, c_ast.TypeDecl(
-            None, [], None, c_ast.IdentifierType([self.isa.mask_type]))), bits)
+        """The lane mask of the first `count` lanes, from the row's tree (isa.mask_first)."""
+        return self.row_expr(self.isa.mask_first, {"n": self.expr(count)})
+
+    def row_expr(self, tree, env: dict) -> c_ast.Node:
+        if isinstance(tree, tuple):
+            if tree[0] == "cast":
+                return c_ast.Cast(c_ast.Typename(None, [], None, c_ast.TypeDecl(
+                    None, [], None, c_ast.IdentifierType([tree[1]]))), self.row_expr(tree[2], env))
+            if tree[0] in ROW_OPERATORS:
+                return c_ast.BinaryOp(tree[0], self.row_expr(tree[1], env), self.row_expr(tree[2], env))
+            return self.call(tree[0], *[self.row_expr(t, env) for t in tree[1:]])
+        if isinstance(tree, str) and tree.startswith("$"):
+            return env[tree[1:]]
+        return c_ast.Constant("int", str(tree))
 
     def vector_expr(self, e) -> c_ast.Node:
         isa = self.isa
@@ -230,7 +241,8 @@ class CEmitter:
             return self.address(e.buffer, e.index)
         if isinstance(e, VLoad):
             if e.count is not None:
-                return self.call(isa.mask_load, self.mask(e.count), self.address(e.buffer, e.index))
+                parts = {"mask": self.mask(e.count), "ptr": self.address(e.buffer, e.index)}
+                return self.call(isa.mask_load, *[parts[k] for k in isa.mask_load_args])
             return self.call(isa.load, self.address(e.buffer, e.index))
         if isinstance(e, Broadcast):
             return self.call(isa.set1, self.expr(e.value))
@@ -282,7 +294,8 @@ class CEmitter:
             self.uses_isa = True
             ptr = self.address(s.buffer, s.index)
             if s.count is not None:
-                return [self.call(self.isa.mask_store, ptr, self.mask(s.count), self.expr(s.value))]
+                parts = {"ptr": ptr, "mask": self.mask(s.count), "v": self.expr(s.value)}
+                return [self.call(self.isa.mask_store, *[parts[k] for k in self.isa.mask_store_args])]
             return [self.call(self.isa.store, ptr, self.expr(s.value))]
         if isinstance(s, CallKernel):
             return [self.call(s.name, *[self.expr(a) for a in s.args])]

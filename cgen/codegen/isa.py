@@ -257,9 +257,17 @@ class VectorISA:
     binary: dict                # op -> intrinsic (a, b) -> v
     fma: str | None             # fused multiply-add
     fma_order: tuple            # argument order of fma in terms of "acc", "a", "b"
+    # lane masks of the vectorizer's tails: the masked load zeroes the lanes off and reads
+    # none of them (no fault past a buffer's end), the masked store writes none of them;
+    # their arguments in the order mask_load_args / mask_store_args name them
     mask_type: str | None = None
-    mask_load: str | None = None    # (mask, ptr) -> v, zeroing
-    mask_store: str | None = None   # (ptr, mask, v)
+    mask_load: str | None = None
+    mask_store: str | None = None
+    mask_load_args: tuple = ("mask", "ptr")
+    mask_store_args: tuple = ("ptr", "mask", "v")
+    # the mask of the first $n lanes (0 < n < lanes) as an expression tree: ("f", args...)
+    # a call, ("cast", type, x) a cast, (operator, x, y), "$n" the count, else a constant
+    mask_first: tuple = ()
     guard_macro: str = ""           # predefined macro that says the ISA is enabled
     vregs: int = 16                 # architectural vector registers: the register-tile budget
     setzero: str | None = None      # () -> v of zeros
@@ -344,7 +352,12 @@ AVX2 = VectorISA(
     "avx2", "immintrin.h", 8, "__m256", "_mm256_loadu_ps", "_mm256_storeu_ps", "_mm256_set1_ps",
     {"+": "_mm256_add_ps", "-": "_mm256_sub_ps", "*": "_mm256_mul_ps", "/": "_mm256_div_ps",
      "max": "_mm256_max_ps", "min": "_mm256_min_ps"},
-    "_mm256_fmadd_ps", ("a", "b", "acc"), guard_macro="__AVX2__", vregs=16,
+    "_mm256_fmadd_ps", ("a", "b", "acc"), "__m256i", "_mm256_maskload_ps", "_mm256_maskstore_ps",
+    mask_load_args=("ptr", "mask"),
+    # vmaskmovps takes its mask as int32 lanes, on where the sign bit is set: lane i < n
+    mask_first=("_mm256_cmpgt_epi32", ("_mm256_set1_epi32", ("cast", "int32_t", "$n")),
+                ("_mm256_setr_epi32",) + tuple(range(8))),
+    guard_macro="__AVX2__", vregs=16,
     setzero="_mm256_setzero_ps", load_aligned="_mm256_load_ps", store_aligned="_mm256_store_ps",
     prefetch="_mm_prefetch", prefetch_hint="_MM_HINT_T0",
     gemm_tile=(6, 16, "rows"), gemm_rows=(4, 6), gemm_max_rows=6,
@@ -356,7 +369,9 @@ AVX512 = VectorISA(
     {"+": "_mm512_add_ps", "-": "_mm512_sub_ps", "*": "_mm512_mul_ps", "/": "_mm512_div_ps",
      "max": "_mm512_max_ps", "min": "_mm512_min_ps"},
     "_mm512_fmadd_ps", ("a", "b", "acc"), "__mmask16", "_mm512_maskz_loadu_ps",
-    "_mm512_mask_storeu_ps", guard_macro="__AVX512F__", vregs=32,
+    "_mm512_mask_storeu_ps",
+    mask_first=("cast", "__mmask16", ("-", ("<<", "1u", ("cast", "int32_t", "$n")), "1u")),
+    guard_macro="__AVX512F__", vregs=32,
     setzero="_mm512_setzero_ps", load_aligned="_mm512_load_ps", store_aligned="_mm512_store_ps",
     prefetch="_mm_prefetch", prefetch_hint="_MM_HINT_T0", tail="mask",
     gemm_tile=(6, 32, "rows"), gemm_rows=(4, 6, 8, 12), gemm_max_rows=12,
