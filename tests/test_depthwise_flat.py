@@ -1,8 +1,8 @@
 """Depthwise conv along flattened padded rows (cgen.ops.depthwise, rows="flat").
 
 A 7x7 image's output row is 7 wide: a 16-lane AVX-512 vector idles more than half its
-lanes and an 8-lane AVX2 vector cannot be used at all (no masked tail), so the MobileNet
-family's last depthwise layers and DS-CNN's 25x5 layers ran at a fraction of the FMA rate.
+lanes and NEON's 4-lane rows end in scalar steps, so the MobileNet family's last depthwise
+layers and DS-CNN's 25x5 layers ran at a fraction of the FMA rate.
 Flat rows run the window over the padded plane's flattened rows (one vector spans several
 output rows) and copy the valid columns out.  Checked: the index rule that keeps those
 loads contiguous, the emitted C (whole vectors, no scalar tail, no zero fill), the
@@ -68,8 +68,9 @@ def test_row_and_column_of_a_flat_index_fold_back():
 
 @pytest.mark.isa("avx2")
 def test_flat_rows_emit_whole_vectors_x86_avx2():
-    """x86-avx2, 7x7 with a 5x5 window (EfficientNet-Lite0's last stage): F is whole
-    8-lane vectors, no scalar tail loop, no division in an index, no zero fill of F."""
+    """x86-avx2, 7x7 with a 5x5 window (EfficientNet-Lite0's last stage) in flat rows: F
+    is whole 8-lane vectors, no scalar tail loop, no division in an index, no zero fill
+    of F."""
     src = _run(_wl(16, 7, 7, 5), "x86-avx2", "flat")
     assert "_mm256_fmadd_ps" in src
     assert "cg_floordiv" not in src and "cg_min" not in src
@@ -77,9 +78,11 @@ def test_flat_rows_emit_whole_vectors_x86_avx2():
 
 
 @pytest.mark.parametrize("target,shape,rows", [
-    ("x86-avx2", (32, 7, 7, 3), "flat"), ("x86-avx2", (64, 25, 5, 3), "flat"),
+    ("x86-avx2", (32, 7, 7, 3), "tile"), ("x86-avx2", (32, 7, 7, 5), "tile"),
+    ("x86-avx512", (32, 7, 7, 3), "flat"), ("x86-avx2", (64, 25, 5, 3), "flat"),
     ("x86-avx2", (32, 14, 14, 3), "flat"), ("x86-avx2", (32, 28, 28, 3), "tile"),
     ("x86-avx512", (32, 28, 28, 3), "flat"), ("x86-avx512", (32, 56, 56, 3), "tile"),
+    ("aarch64", (32, 7, 7, 3), "flat"),
     ("aarch64", (32, 14, 14, 3), "flat"), ("aarch64", (32, 28, 28, 3), "tile"),
     ("cortex-m4", (32, 7, 7, 3), "tile"),
     ("x86-avx2", (32, 14, 14, 3, None, 1, 1, 2), "flat"),
@@ -89,9 +92,10 @@ def test_flat_rows_emit_whole_vectors_x86_avx2():
     ("aarch64", (32, 28, 28, 5, None, 1, 1, 2), "flat"),
     ("aarch64", (32, 56, 56, 3, None, 1, 1, 2), "tile")])
 def test_default_rows_per_isa(target, shape, rows):
-    """The measured rule (FLAT_BELOW): stride 1 below max(16, 2 * lanes) output columns,
-    stride 2 below min(4 * lanes, 32); never on a scalar ISA, never with stride 3 or
-    unequal strides."""
+    """The measured rule: below FLAT_BELOW's width (stride 1: max(16, 2 * lanes), stride
+    2: min(4 * lanes, 32)) where flat rows use at least as many lanes as tiled rows (on
+    x86-avx2 with masked tails a 7-wide row uses 7 of 8 lanes: tiled); never on a scalar
+    ISA, never with stride 3 or unequal strides."""
     assert T.default(_wl(*shape), target)["rows"] == rows
     for stride in ((3, 3), (1, 2)):
         other = T.workload(1, 32, 14, 14, 3, 3, stride, 1)
@@ -121,27 +125,31 @@ def test_flat_rows_match_reference_qemu(target):
         _run(_wl(*case), target, "flat")
 
 
-@pytest.mark.isa("avx2")
-def test_model_depthwise_7x7_takes_flat_rows_and_matches_onnxruntime():
-    """Through compile_model on x86-avx2: a 5x5 depthwise + ReLU6 on 7x7 images is one
-    kernel with rows "flat", and its output matches onnxruntime."""
+@pytest.mark.parametrize("target,size,k", [
+    pytest.param("x86-avx512", 7, 5, marks=pytest.mark.isa("avx512")),
+    pytest.param("x86-avx2", 14, 3, marks=pytest.mark.isa("avx2"))])
+def test_model_depthwise_takes_flat_rows_and_matches_onnxruntime(target, size, k):
+    """Through compile_model: a depthwise + ReLU6 on 7x7 images (5x5 window, x86-avx512)
+    or 14x14 (3x3, x86-avx2) is one kernel with rows "flat", and its output matches
+    onnxruntime."""
     ort = pytest.importorskip("onnxruntime")
     from onnx import TensorProto, helper, numpy_helper
     from cgen.graph.model import compile_model
     rng = np.random.default_rng(0)
-    w = rng.standard_normal((24, 1, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((24, 1, k, k)).astype(np.float32)
+    shape = [1, 24, size, size]
     g = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w"], ["c"], group=24, pads=[2] * 4),
+        [helper.make_node("Conv", ["x", "w"], ["c"], group=24, pads=[k // 2] * 4),
          helper.make_node("Clip", ["c", "lo", "hi"], ["y"])], "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 7, 7])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 7, 7])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(0), "lo"),
          numpy_helper.from_array(np.float32(6), "hi")])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    cm = compile_model(model, "x86-avx2", name="dw7")
+    cm = compile_model(model, target, name="dwflat")
     convs = [k for k in cm.kernels if k.template == "depthwise_conv2d"]
     assert len(convs) == 1 and convs[0].config["rows"] == "flat"
-    x = rng.standard_normal((1, 24, 7, 7)).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
     want = ort.InferenceSession(model.SerializeToString(),
                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert_matches(cm.run({"x": x})["y"], want)

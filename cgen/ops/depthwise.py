@@ -33,7 +33,8 @@ lives in the output tile, which gcc keeps in registers when it can).
   padded plane's flattened rows (`depthwise_flat_compute`; stride 2 over the input's
   four parity planes), so one vector spans several short output rows (7x7, 14x14
   images) instead of idling lanes past each row's end, and a copy keeps the valid
-  columns; the default for narrow rows (FLAT_BELOW, measured per ISA).
+  columns; the default for narrow rows where they use more vector lanes than tiled rows
+  (`_flat_pays`, measured per ISA).
 * depthwise_conv2d_nchwc: the vector runs over the bn channels of a block, so
   every tap load is a contiguous vector whatever the stride; a tile of
   tile_y x tile_x output pixels (unrolled) is held in registers.
@@ -46,6 +47,7 @@ from .. import te
 from .space import ConfigSpace, Knob, split_choices
 from .common import parallel_knobs, check_op, config_dict, conv_out, conv_out_hw as out_size, from_nchwc_np, pick, to_nchwc_np, vec_choices
 from .nn import _pads, _pair
+from ..codegen.isa import isa_for
 from targets import resolve
 
 NCHW_OP = "depthwise_conv2d"
@@ -329,24 +331,41 @@ def depthwise_nchwc_compute(wl: dict, taps: str = "expr", tile: tuple | None = N
     return X, Wt, P, Y
 
 
-# stride -> the output width flat rows are the default below, given the vector lanes.
-# Measured per ISA, tiled against flat (3x3 unless said; x86 in us on a loaded 2-core
-# machine, aarch64 in QEMU -icount ticks).  Stride 1: x86-avx2 7x7 5x5 194 -> 106,
-# 14x14 212 -> 85, 28x28 68 -> 83; x86-avx512 7x7 49 -> 39, 28x28 52 -> 43, 56x56
-# 211 -> 344; aarch64 7x7 3754 -> 3038, 14x14 12905 -> 9824, 28x28 23085 -> 32349.
-# Stride 2 (output size): x86-avx2 7x7 166 -> 76, 28x28 226 -> 130, 56x56 401 -> 1004;
-# x86-avx512 7x7 87 -> 48, 28x28 182 -> 109, 56x56 393 -> 547; aarch64 7x7 5506 ->
-# 4880, 14x14 5x5 18271 -> 14034, 28x28 36801 -> 46462.  Past the limit the extra
-# copies outweigh the idle lanes.
+# stride -> the output width below which flat rows may be the default, given the vector
+# lanes: on wider planes the bigger P and F buffers and the copy cost more than idle
+# lanes (x86-avx512 56x56 3x3: tiled 211 us, flat 344 us).
 FLAT_BELOW = {1: lambda lanes: max(16, 2 * lanes), 2: lambda lanes: min(4 * lanes, 32)}
 
 
-def _flat_pays(wl: dict, lanes: int) -> bool:
-    """Flat rows by default where FLAT_BELOW says they were measured faster."""
+def _row_lane_use(width: int, lanes: int, masked: bool) -> float:
+    """Share of vector work doing output along a row `width` wide: with masked tails the
+    last vector idles its spare lanes; without, the tail's elements are scalar steps
+    costing about a vector step each."""
+    if masked:
+        return width / (-(-width // lanes) * lanes)
+    return (width / lanes) / (width // lanes + width % lanes)
+
+
+def _flat_pays(wl: dict, target) -> bool:
+    """Flat rows by default below FLAT_BELOW where their lane use is at least the tiled
+    rows'.  Measured (tiled against flat, 3x3 unless said; x86 us on a loaded 2-core
+    machine, aarch64 QEMU -icount ticks): x86-avx2 (masked tails) 7x7 5x5 99-127 vs
+    153-164 and 7x7 58-69 vs 74-80 (lane use 0.88 against 0.61 and 0.77: tiled), 14x14
+    124-142 vs 94-125, 25x5 12 vs 9-10, stride 2 14->7 69-116 vs 67-71; x86-avx512 7x7
+    49 vs 39, 28x28 52 vs 43; aarch64 (scalar tails) 7x7 3754 vs 3038, 14x14 12905 vs
+    9824, 28x28 23085 vs 32349 (lane use 1.0 against 0.93: tiled), stride 2 14->7 5506
+    vs 4880, 28->14 5x5 18271 vs 14034."""
     sh, sw = wl["stride"]
+    tgt = resolve(target)
+    lanes = tgt.lanes()
     if sh != sw or sh not in FLAT_BELOW or lanes < 2:
         return False
-    return out_size(wl)[1] < FLAT_BELOW[sh](lanes)
+    OH, OW = out_size(wl)
+    if OW >= FLAT_BELOW[sh](lanes):
+        return False
+    isa = isa_for(tgt)
+    flat = OH * OW / flat_length(wl, lanes)
+    return flat >= _row_lane_use(OW, lanes, bool(isa and isa.masked))
 
 
 # ---------------------------------------------------------------- templates
@@ -435,7 +454,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         plane_bytes = (wl["H"] + t + b) * (wl["W"] + l + r) * 4
         want = {"tile_y": 8, "tile_x": lanes if lanes > 1 else 16, "taps": "expr",
                 "pad_at": "plane" if plane_bytes <= 16 * 1024 else "band", "parallel": False,
-                "rows": "flat" if _flat_pays(wl, lanes) else "tile"}
+                "rows": "flat" if _flat_pays(wl, target) else "tile"}
         return pick(self.space(wl, target), want)
 
     def quick_configs(self, wl: dict, target) -> list:
