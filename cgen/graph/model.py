@@ -392,32 +392,54 @@ def bench_model(model, target="host", feeds=None, name: str | None = None, input
     each, a repeat lasting about min_repeat_s; see BenchResult.  onnxruntime runs in a
     child process that sees the target's ISA (cgen.graph.ort_peer: on an AVX-512 machine,
     x86-avx2 gets an AVX2 onnxruntime by masking CPUID); BenchResult.peer_isa says which."""
-    from .ort_peer import OrtPeer
     cm = compiled or compile_model(model, target, name, input_shapes)
-    if not cm.target.is_host:
-        raise ModelError(f"bench times the host; target {cm.target.name} runs under emulation "
-                         "(use cgen run for correctness there)", "bad_input")
-    feeds = feeds if feeds is not None else random_feeds(cm.graph)
-    got = cm.run(feeds)
-    with OrtPeer(model, feeds, cm.target) as peer:
-        err = 0.0
-        for k, a in peer.outputs.items():
-            if k in got and a.size and np.issubdtype(a.dtype, np.floating):
-                scale = max(float(np.max(np.abs(a))), 1e-30)
-                err = max(err, float(np.max(np.abs(got[k].astype(np.float64) - a))) / scale)
-        # interleaved rounds of short repeats: both see the same machine load, and a short
+    return bench_builds(model, [cm], feeds, repeat, min_repeat_s, rounds)[0]
+
+
+def bench_builds(model, builds: list, feeds=None, repeat: int = 5,
+                 min_repeat_s: float = 0.002, rounds: int = 6) -> list:
+    """One BenchResult per build of the same model (e.g. its default and tuned configs),
+    all timed in the same interleaved rounds with one onnxruntime peer, so that the
+    builds' figures see the same machine load; every result carries the peer's figures."""
+    from .ort_peer import OrtPeer
+    for cm in builds:
+        if not cm.target.is_host:
+            raise ModelError(f"bench times the host; target {cm.target.name} runs under "
+                             "emulation (use cgen run for correctness there)", "bad_input")
+    first = builds[0]
+    feeds = feeds if feeds is not None else random_feeds(first.graph)
+    got = [cm.run(feeds) for cm in builds]
+    with OrtPeer(model, feeds, first.target) as peer:
+        errs = [_max_rel_err(g, peer.outputs) for g in got]
+        # interleaved rounds of short repeats: all see the same machine load, and a short
         # repeat fits in one scheduler time slice on a busy machine
-        _, res = cm._run(feeds, repeat=3, number=1)
-        cg_number = max(1, min(1_000_000, int(min_repeat_s / max(min(res.times), 1e-7))))
+        numbers = []
+        for cm in builds:
+            _, res = cm._run(feeds, repeat=3, number=1)
+            numbers.append(max(1, min(1_000_000, int(min_repeat_s / max(min(res.times), 1e-7)))))
         peer.time(1, min_repeat_s)
-        cg_t, ort_t = [], []
+        cg_t, ort_t = [[] for _ in builds], []
         for _ in range(rounds):
-            cg_t += cm._run(feeds, repeat=repeat, number=cg_number)[1].times
+            for cm, number, times in zip(builds, numbers, cg_t):
+                times += cm._run(feeds, repeat=repeat, number=number)[1].times
             ort_t += peer.time(repeat, min_repeat_s, warmup=0)
-    return BenchResult(cm.name, cm.target.name, float(np.min(cg_t)), float(np.min(ort_t)), err,
-                       float(np.median(cg_t)), float(np.median(ort_t)), peer.isa, peer.note)
+    return [BenchResult(cm.name, cm.target.name, float(np.min(t)), float(np.min(ort_t)), err,
+                        float(np.median(t)), float(np.median(ort_t)), peer.isa, peer.note)
+            for cm, t, err in zip(builds, cg_t, errs)]
 
 
-__all__ = ["CompiledModel", "compile_model", "run_model", "bench_model", "BenchResult",
+def _max_rel_err(got: dict, want: dict) -> float:
+    """Largest error of the float outputs in `got`, relative to each output's largest
+    magnitude in `want`."""
+    err = 0.0
+    for k, a in want.items():
+        if k in got and a.size and np.issubdtype(a.dtype, np.floating):
+            scale = max(float(np.max(np.abs(a))), 1e-30)
+            err = max(err, float(np.max(np.abs(got[k].astype(np.float64) - a))) / scale)
+    return err
+
+
+__all__ = ["CompiledModel", "compile_model", "run_model", "bench_model", "bench_builds",
+           "BenchResult",
            "load_npz", "random_feeds", "ort_session", "time_ort", "default_name",
            "model_target"]
