@@ -27,8 +27,6 @@ Two loop shapes:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pycparser import c_ast
 
 from ..codegen.c import print_c
@@ -48,32 +46,16 @@ FMA_LATENCY_SETS = 8      # fewer accumulators than this cannot hide the FMA lat
 CORE_GEMM_TILES = {("neon-aarch64", "cortex-a53"): (4, 24, "lanes")}
 
 
-@dataclass(frozen=True)
-class VectorMask:
-    """Lane masks held in a vector register, for the tile kernels of a row without mask
-    registers (AVX2's vmaskmovps: an int32 lane is on when its sign bit is set; lanes off
-    are neither read nor written, so a column tail at a buffer's end does not fault)."""
-    type: str
-    load: str           # (ptr, mask) -> v, zeroing
-    store: str          # (ptr, mask, v)
-    greater: str        # (a, b) -> int32 lanes a > b
-    set1: str           # (int) -> int32 vector
-    iota: str           # (0, 1, ..., lanes - 1) -> int32 vector
-
-
-# the rows whose tile kernels mask their last vector with a vector mask; on them a masked
-# load costs an ALU operation beside the FMAs, so whole tiles keep an unmasked variant
-VECTOR_MASKS = {"avx2": VectorMask("__m256i", "_mm256_maskload_ps", "_mm256_maskstore_ps",
-                                   "_mm256_cmpgt_epi32", "_mm256_set1_epi32",
-                                   "_mm256_setr_epi32")}
-
-
 def tile_mask_type(isa) -> str | None:
-    """The C type of a tile kernel's lane mask on this row, or None (no masked tiles)."""
-    if isa.tail == "mask":
-        return isa.mask_type
-    vm = VECTOR_MASKS.get(isa.name)
-    return vm.type if vm else None
+    """The C type of a tile kernel's lane mask on this row (its mask registers, or AVX2's
+    int32-lane vector masks), or None: no masked tiles."""
+    return isa.mask_type
+
+
+def _costly_masks(isa) -> bool:
+    """Masks that are no mask registers (AVX2's vmaskmovps loads take an ALU operation
+    beside the FMAs): whole tiles then keep an unmasked variant."""
+    return isa.mask_type is not None and isa.tail != "mask"
 
 
 def target_core(target) -> str:
@@ -212,10 +194,8 @@ class Ops:
         if isa.load is None:
             return X(node(base))[total(terms)]
         if mask is not None:
-            vm = VECTOR_MASKS.get(isa.name)
-            if vm is not None:
-                return call(vm.load, total((base,) + terms), mask)
-            return call(isa.mask_load, mask, total((base,) + terms))
+            parts = {"mask": mask, "ptr": total((base,) + terms)}
+            return call(isa.mask_load, *[parts[a] for a in isa.mask_load_args])
         return call(isa.load, total((base,) + terms))
 
     def store(self, value, base, *terms, mask=None):
@@ -223,9 +203,8 @@ class Ops:
         if isa.store is None:
             return assign(X(node(base))[total(terms)], value)
         if mask is not None:
-            vm = VECTOR_MASKS.get(isa.name)
-            return call(vm.store if vm is not None else isa.mask_store,
-                        total((base,) + terms), mask, value)
+            parts = {"ptr": total((base,) + terms), "mask": mask, "v": value}
+            return call(isa.mask_store, *[parts[a] for a in isa.mask_store_args])
         return call(isa.store, total((base,) + terms), value)
 
     def set1(self, x):
@@ -269,13 +248,24 @@ class Ops:
     def mask(self, count):
         """The lane mask of min(count, lanes) leading lanes (count > 0)."""
         isa = self.isa
-        vm = VECTOR_MASKS.get(isa.name)
-        if vm is not None:
-            return call(vm.greater, call(vm.set1, cast("int", count)),
-                        call(vm.iota, *range(isa.lanes)))
+        if _costly_masks(isa):      # the row's tree (VectorISA.mask_first) of n lanes
+            return self._row_expr(isa.mask_first, count)
         full = lit(f"0x{(1 << isa.lanes) - 1:X}u")
         part = X(c_ast.BinaryOp("-", node(lit("1u") << cast("unsigned", count)), node(lit("1u"))))
         return cast(isa.mask_type, X(c_ast.TernaryOp(node(count >= isa.lanes), node(full), node(part))))
+
+
+    def _row_expr(self, tree, n):
+        if isinstance(tree, tuple):
+            if tree[0] == "cast":
+                return cast(tree[1], self._row_expr(tree[2], n))
+            if tree[0] in ("-", "<<"):
+                return X(c_ast.BinaryOp(tree[0], node(self._row_expr(tree[1], n)),
+                                        node(self._row_expr(tree[2], n))))
+            return call(tree[0], *[self._row_expr(t, n) for t in tree[1:]])
+        if tree == "$n":
+            return n
+        return lit(str(tree))
 
 
 def _params(rows_a: bool, rows_c: bool, a_stride: bool, extents=("K",), mask_type=None,
@@ -371,7 +361,7 @@ def tile_dispatch(name: str, isa, MR: int, NR: int, prefetch: int = 0, masked: b
     W, nv = isa.lanes, NR // isa.lanes
     row_counts = range(1, MR + 1) if rows else (MR,)
     vec_counts = range(1, nv + 1) if masked else (nv,)
-    whole = masked and isa.name in VECTOR_MASKS     # whole tiles without masks
+    whole = masked and _costly_masks(isa)     # whole tiles without masks
     out = []
     for r in row_counts:
         for v in vec_counts:

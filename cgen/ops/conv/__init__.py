@@ -38,7 +38,8 @@ Every family's inner loop nest is a register tile acc[i][j] += a[i][k] * b[k][j]
 (columns j contiguous), tensorized with `tile_intrin`: an MR x NR outer-product
 kernel for the target's vector ISA (AVX-512, AVX2, NEON), rows broadcast from A
 with any strides, B optionally prefetched; its variants take the row count (row
-tails) and, with AVX-512 masks, the column count (column tails), so no tail falls
+tails) and, with lane masks (AVX-512's mask registers; AVX2's vmaskmovps, whose whole
+tiles keep an unmasked variant), the column count (column tails), so no tail falls
 back to scalar code.
 
 * conv2d_nchwc: X is padded into NCHW[ic_bn]c (Xp, rows of W*ic_bn floats) and the
@@ -51,7 +52,8 @@ back to scalar code.
 * conv2d_1x1, conv2d_im2col: Y[g][f][p] = Ap[g][f][k] @ col[g][k][p] with
   p = oy*OW + ox: the unfolded image is computed block by block (KC x NC) at the
   GEMM's depth loop, its loops split so no division is left; Y is written as
-  (N, G, F/G, OH*OW), the memory of NCHW.
+  (N, G, F/G, OH*OW), the memory of NCHW.  A 1x1 kernel at stride 1 without padding
+  has the input itself as B (knob col="direct", the default there): no unfolded copy.
 """
 from .workload import conv2d_workload, conv2d_reference, conv_flops, out_size, block_choices
 from ..common import to_nchwc_np, from_nchwc_np

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...codegen.isa import isa_for
 from ...tensorize import TensorizeError
 from ...tensorize.kernels import tile_definition
-from ...tensorize.microkernel import VECTOR_MASKS, tile_dispatch, tile_kernel, tile_mask_type
+from ...tensorize.microkernel import tile_dispatch, tile_kernel, tile_mask_type
 from targets import resolve
 
 
@@ -46,7 +46,7 @@ def tile_intrin(target, MR: int, NR: int, prefetch: int = 0, masked: bool = Fals
 def masked_tiles_ok(target) -> bool:
     """Whether the ISA masks lanes natively (AVX-512): a masked tile costs nothing more."""
     isa = isa_for(target)
-    return isa is not None and isa.tail == "mask" and isa.name not in VECTOR_MASKS
+    return isa is not None and isa.tail == "mask"
 
 
 def column_tails_ok(target) -> bool:
