@@ -140,8 +140,10 @@ def conv_template(n: Node, target, pads=None):
     - NCHWc channel blocks narrower than a vector leave its register tile scalar
       (10-100x slower on few-channel convolutions such as a network's first layer), and
       strided NCHWc convolutions ran 1.5-3x slower than the im2col GEMM (3x3 stride 2,
-      16 -> 32 channels: 8.9 vs 5.5 us): both go to the im2col GEMM, whose masked
-      micro-kernels take any channel count;
+      16 -> 32 channels: 8.9 vs 5.5 us), and an input block narrower than a vector (a
+      3-channel first layer: its NCHW <-> NCHWc copies cost more than the conv; 3 -> 16
+      3x3 at 256x256: 2.9 vs 1.2 ms) go to the im2col GEMM, whose masked micro-kernels
+      take any channel count;
     - the GEMM family's tile rows are the largest divisor of the output channels with a
       register-tile kernel (7 or 11 channels would otherwise get one-row tiles)."""
     try:
@@ -158,7 +160,8 @@ def conv_template(n: Node, target, pads=None):
     tm, wl = conv2d_template_for(base, target)
     lanes = lanes_of(target)
     strided = any(st > 1 for st in n.attr("strides"))
-    if tm.name == "conv2d_nchwc" and lanes > 1 and KH * KW > 1 and (wl["oc_bn"] % lanes or strided):
+    if tm.name == "conv2d_nchwc" and lanes > 1 and KH * KW > 1 and (
+            wl["oc_bn"] % lanes or strided or wl["ic_bn"] < lanes):
         tm = _templates().get("conv2d_im2col") or Conv2dGemmTemplate("conv2d_im2col")
         wl = tm.workload(N, C, H, W, F, KH, KW, groups=G, weights="packed",
                          oc_bn=_gemm_mr(base, target), **geo)

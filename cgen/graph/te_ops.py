@@ -134,7 +134,9 @@ def sigmoid_rational(x):
 
 UNARY: Mapping[str, Callable] = {
     "relu": lambda x, a: te.maximum(x, _f(0, x.dtype)),
-    "leaky_relu": lambda x, a: te.if_then_else(x >= _f(0.0), x, x * _f(a["alpha"])),
+    # max(x, 0) + alpha * min(x, 0): the select form kept its loops scalar (the
+    # vectorizer has no select), a YOLO conv's epilogue costing more than the conv
+    "leaky_relu": lambda x, a: (te.maximum(x, _f(0.0)) + te.minimum(x, _f(0.0)) * _f(a["alpha"])),
     "clip": lambda x, a: _clip(x, a.get("min"), a.get("max")),
     "sigmoid": lambda x, a: sigmoid_rational(x),
     "tanh": lambda x, a: tanh_rational(x),
