@@ -54,6 +54,12 @@ def load_pool_toml(path) -> tuple:
         if bad or "url" not in e:
             raise ValueError(f"pool file {p}: device {e}: needs 'url'; unknown keys {sorted(bad)}; "
                              f"known: {sorted(_DEVICE_KEYS)}")
+        tofu = e.get("trust_on_first_use", False)
+        if not isinstance(tofu, bool):
+            # the opt-in to accept unknown host keys is only the boolean true: a string
+            # such as "no" must not turn it on
+            raise ValueError(f"pool file {p}: device {e['url']}: trust_on_first_use must be "
+                             f"true or false, got {tofu!r}")
         count = int(e.get("count", 1))
         base = e.get("name") or unique_names([e["url"]])[0]
         for k in range(count):
@@ -63,7 +69,7 @@ def load_pool_toml(path) -> tuple:
             names.add(name)
             devices.append(open_device(e["url"], name=name, targets=e.get("targets"),
                                        identity=e.get("identity"), known_hosts=e.get("known_hosts"),
-                                       trust_on_first_use=bool(e.get("trust_on_first_use", False)),
+                                       trust_on_first_use=tofu,
                                        **_python_kw(e)))
     return devices, dict(data)
 

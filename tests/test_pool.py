@@ -201,6 +201,20 @@ def test_pool_toml(tmp_path):
         load_pool_toml(bad)
 
 
+def test_pool_toml_host_key_trust_is_an_explicit_boolean(tmp_path):
+    """Unknown SSH host keys are refused unless a device says trust_on_first_use = true;
+    a string (even "no") is refused, never read as the opt-in."""
+    f = tmp_path / "pool.toml"
+    url = '[[device]]\nurl = "ssh://pi@raspberrypi.local"\n'
+    f.write_text(url)
+    assert load_pool_toml(f)[0][0].options.trust_on_first_use is False
+    f.write_text(url + "trust_on_first_use = true\n")
+    assert load_pool_toml(f)[0][0].options.trust_on_first_use is True
+    f.write_text(url + 'trust_on_first_use = "no"\n')
+    with pytest.raises(ValueError, match="trust_on_first_use must be true or false"):
+        load_pool_toml(f)
+
+
 # ---------------------------------------------------------------- Ray
 @pytest.fixture(scope="module")
 def ray_local():
