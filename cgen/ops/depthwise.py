@@ -204,9 +204,12 @@ def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = No
     return X, Wt, P, Y
 
 
-# strides with a flat-rows form: stride 2 reads its input split into the four
-# (row parity, column parity) planes, where the window is a stride-1 one again
-FLAT_STRIDES = (1, 2)       # (FLAT_BELOW, below, has a default limit for each)
+# the strides with a flat-rows form (stride 2 reads its input split into the four (row
+# parity, column parity) planes, where the window is a stride-1 one again), and for each
+# the output width below which flat rows may be the default, given the vector
+# lanes: on wider planes the bigger P and F buffers and the copy cost more than idle
+# lanes (x86-avx512 56x56 3x3: tiled 211 us, flat 344 us).
+FLAT_BELOW = {1: lambda lanes: max(16, 2 * lanes), 2: lambda lanes: min(4 * lanes, 32)}
 
 
 def _flat_pitch(wl: dict) -> int:
@@ -233,9 +236,9 @@ def depthwise_flat_compute(wl: dict, vec: int, likely: bool = True):
     bottom rows so every vector of F reads inside it."""
     N, C, H, W, KH, KW, M = (wl[k] for k in ("N", "C", "H", "W", "KH", "KW", "multiplier"))
     (dh, dw), (t, l, b, r), (sh, sw) = wl["dilation"], wl["pad"], wl["stride"]
-    if sh != sw or sh not in FLAT_STRIDES:
+    if sh != sw or sh not in FLAT_BELOW:
         raise ValueError(f"flat rows need the same stride along H and W, one of "
-                         f"{FLAT_STRIDES}, got {(sh, sw)}")
+                         f"{sorted(FLAT_BELOW)}, got {(sh, sw)}")
     st = sh
     OH, OW = out_size(wl)
     Ws, L = _flat_pitch(wl), flat_length(wl, vec)
@@ -331,10 +334,6 @@ def depthwise_nchwc_compute(wl: dict, taps: str = "expr", tile: tuple | None = N
     return X, Wt, P, Y
 
 
-# stride -> the output width below which flat rows may be the default, given the vector
-# lanes: on wider planes the bigger P and F buffers and the copy cost more than idle
-# lanes (x86-avx512 56x56 3x3: tiled 211 us, flat 344 us).
-FLAT_BELOW = {1: lambda lanes: max(16, 2 * lanes), 2: lambda lanes: min(4 * lanes, 32)}
 
 
 def _row_lane_use(width: int, lanes: int, masked: bool) -> float:
@@ -445,7 +444,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
                             tile=False)
         # last, so the indices of the tiled configs (tuning logs, TopHub) stay the same
         sh, sw = wl["stride"]
-        rows = ("tile", "flat") if sh == sw and sh in FLAT_STRIDES else ("tile",)
+        rows = ("tile", "flat") if sh == sw and sh in FLAT_BELOW else ("tile",)
         return ConfigSpace(space.knobs + (Knob("rows", rows),))
 
     def default(self, wl: dict, target):
@@ -487,8 +486,8 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         """Per output channel: the padded plane, then the flat-rows window in vectors,
         then the copy of the valid columns (where the epilogue goes)."""
         check_op(wl, self.name)
-        lanes = resolve(target).lanes()
-        vec = lanes if lanes > 1 else 4
+        tgt = resolve(target)
+        vec = tgt.lanes() if tgt.lanes() > 1 else 4
         X, Wt, P, F, Y = depthwise_flat_compute(wl, vec, likely=c.get("pad_at") != "inline")
         s = te.create_schedule(Y)
         n, o, y, x = s[Y].op.axis
@@ -506,7 +505,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         s[P].unroll(ry)
         s[P].unroll(rx)
         s[Y].vectorize(s[Y].split(x, factor=vec)[1])
-        if c.get("parallel", False) and resolve(target).can_thread:
+        if c.get("parallel", False) and tgt.can_thread:
             s[Y].parallel(o)
         return s, [X, Wt, Y]
 
