@@ -254,7 +254,7 @@ class DevicePool:
             deadline = time.monotonic() + self.health_interval
             while not self._closed and w.state == "alive":
                 for i, req in enumerate(self._pending):
-                    if w.serves(req):
+                    if w.serves(req) and not self._better_elsewhere(w, req):
                         del self._pending[i]
                         w.current = req
                         return req
@@ -263,6 +263,15 @@ class DevicePool:
                     return None
                 self._cond.wait(timeout=left)
             return None
+
+    def _better_elsewhere(self, w: _Worker, req: _Request) -> bool:
+        """A device that lost this request takes it back only when no other live
+        device serves it: a device revived by its health check is still the
+        likeliest to fail the same request again."""
+        if w.device.name not in req.lost_on:
+            return False
+        return any(o is not w and o.state == "alive" and o.device.name not in req.lost_on
+                   and o.serves(req) for o in self._workers)
 
     def _finish(self, w: _Worker, req: _Request, res=None, exc=None) -> None:
         with self._cond:

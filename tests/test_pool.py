@@ -143,6 +143,24 @@ def test_device_dying_mid_request_requeues_it_exactly_once(add_exe):
         assert states[victim] == "alive"
 
 
+def test_a_lost_request_waits_for_another_device_rather_than_its_revived_one(add_exe):
+    # the other device is busy for longer than the victim takes to come back
+    with DevicePool([LocalDevice(name="a"), LocalDevice(name="b")], health_interval=0.2) as pool:
+        lost = pool.submit(SLEEP, {"x": X}, [], tag="lost")
+        victim = _wait_in_flight(pool, "lost")
+        busy = pool.submit(SLEEP, {"x": X}, [], tag="busy")
+        other = _wait_in_flight(pool, "busy")
+        assert other != victim
+        pool.devices[["a", "b"].index(victim)].kill_agent()
+        after = pool.submit(add_exe, _io(3), ["y"], tag="after")
+        np.testing.assert_array_equal(after.result(timeout=60).outputs["y"], X + 4)
+        assert lost.result(timeout=60).error is None and busy.result(timeout=60).error is None
+        done = dict(pool.completed())
+        assert done["after"] == victim          # the revived device serves other requests
+        assert done["lost"] == other
+        assert pool.stats()["requeued"] == 1
+
+
 def test_a_candidate_that_kills_every_device_gives_up_after_max_attempts(add_exe):
     with DevicePool([LocalDevice(name="a"), LocalDevice(name="b")], max_attempts=2,
                     health_interval=0.3) as pool:
