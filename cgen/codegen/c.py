@@ -176,7 +176,7 @@ class CEmitter:
         if isinstance(e, Load):
             return c_ast.ArrayRef(c_ast.ID(self.names.get(e.buffer, e.buffer.name)), self.expr(e.index))
         if isinstance(e, (VLoad, Broadcast, Address)) or (
-                isinstance(e, (Binary, Reinterpret, Call)) and split_dtype(e.dtype)[1] > 1):
+                isinstance(e, (Binary, Reinterpret, Call, Select)) and split_dtype(e.dtype)[1] > 1):
             return self.vector_expr(e)
         if isinstance(e, Reinterpret):
             return self.call(self.helper(f"as_{e.dtype}", e.dtype), self.expr(e.value))
@@ -249,6 +249,9 @@ class CEmitter:
         if isinstance(e, Reinterpret):
             cast = isa.as_int if split_dtype(e.dtype)[0] == "int32" else isa.as_float
             return self.call(cast, self.expr(e.value))
+        if isinstance(e, Select):   # cond is a float32 Compare (the vectorizer makes no other)
+            parts = {"a": e.cond.a, "b": e.cond.b, "t": e.t, "f": e.f}
+            return self.row_expr(isa.select[e.cond.op], {k: self.expr(x) for k, x in parts.items()})
         if isinstance(e, Call):     # the vector calls the vectorizer makes (exp's 2^n)
             return self.call(getattr(isa, VECTOR_CALLS[e.name]), *[self.expr(a) for a in e.args])
         # a + b*c -> one fused multiply-add

@@ -18,7 +18,7 @@ Adding an ISA (NEON dotprod, Helium MVE, ...) is adding one row to ROWS (its
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 
 # =============================================================================
@@ -302,6 +302,9 @@ class VectorISA:
     as_int: str | None = None
     as_float: str | None = None
     int_shl: str | None = None
+    # float32 `a OP b ? t : f` per comparison OP, as a row_expr tree of "$a" "$b" "$t" "$f":
+    # ordered comparisons, false on NaN as C's are (Elu, PReLU, Shrink, ThresholdedRelu)
+    select: dict = field(default_factory=dict)
     serves: tuple = ()              # (Target.isa, Target.arch) pairs whose kernels use this row
 
     @property
@@ -313,6 +316,27 @@ class VectorISA:
         return self.lanes == 1
 
 
+def _select_rows(make) -> dict:
+    """The select trees of a row from make(comparison suffix) for < <= > >=."""
+    return {op: make(name) for op, name in (("<", "lt"), ("<=", "le"), (">", "gt"), (">=", "ge"))}
+
+
+def _x86_cmp(cmp: str, c: str) -> tuple:
+    # _CMP_xx_OQ: ordered and quiet, false when either side is NaN
+    return (cmp, "$a", "$b", f"_CMP_{c.upper()}_OQ")
+
+
+# blendv takes its second operand's lane where the mask is set; mask_blend its third
+_AVX2_SELECT = _select_rows(lambda c: ("_mm256_blendv_ps", "$f", "$t",
+                                       _x86_cmp("_mm256_cmp_ps", c)))
+_AVX512_SELECT = _select_rows(lambda c: ("_mm512_mask_blend_ps",
+                                         _x86_cmp("_mm512_cmp_ps_mask", c), "$f", "$t"))
+_NEON_SELECT = _select_rows(lambda c: ("vbslq_f32", (f"vc{c}q_f32", "$a", "$b"), "$t", "$f"))
+# MVE's LT and LE conditions hold when unordered (N != V): a < b is written b > a
+_MVE_SELECT = {op: ("vpselq_f32", "$t", "$f", (f"vcmp{c}q_f32",) + ab) for op, c, ab in (
+    ("<", "gt", ("$b", "$a")), ("<=", "ge", ("$b", "$a")), (">", "gt", ("$a", "$b")),
+    (">=", "ge", ("$a", "$b")))}
+
 _NEON_BINARY = {"+": "vaddq_f32", "-": "vsubq_f32", "*": "vmulq_f32", "max": "vmaxq_f32",
                 "min": "vminq_f32"}
 
@@ -322,7 +346,7 @@ NEON_AARCH64 = VectorISA(
     guard_macro="__ARM_NEON", vregs=32, load_aligned="vld1q_f32", store_aligned="vst1q_f32",
     lane_fma="vfmaq_laneq_f32", lane_width=4, gemm_tile=(8, 8, "lanes"), int8=(NEON_DOTPROD_I8, NEON_A64_I8),
     as_int="vreinterpretq_s32_f32", as_float="vreinterpretq_f32_s32", int_shl="vshlq_n_s32",
-    serves=(("neon", "aarch64"),))
+    select=_NEON_SELECT, serves=(("neon", "aarch64"),))
 
 # armv7 NEON: no vector divide; vfmaq_f32 needs VFPv4 (-mfpu=neon-vfpv4); the by-lane
 # multiply-accumulate (vmla.f32 q, q, d[x]) takes its lane from a d register.
@@ -333,7 +357,7 @@ NEON_ARMV7 = VectorISA(
     lane_fma="vmlaq_lane_f32", lane_width=2, half_type="float32x2_t", half_low="vget_low_f32",
     half_high="vget_high_f32", gemm_tile=(4, 8, "lanes"), int8=(NEON_A32_I8,),
     as_int="vreinterpretq_s32_f32", as_float="vreinterpretq_f32_s32", int_shl="vshlq_n_s32",
-    serves=(("neon", "armv7"),))
+    select=_NEON_SELECT, serves=(("neon", "armv7"),))
 
 # Helium (MVE) float32, Armv8.1-M with the FP extension (__ARM_FEATURE_MVE & 2): 8 q
 # registers, no vector divide, no FMA by lane; max / min are the IEEE maxNum / minNum.
@@ -346,7 +370,7 @@ MVE = VectorISA(
     guard_macro="__ARM_FEATURE_MVE", vregs=8, load_aligned="vld1q_f32", store_aligned="vst1q_f32",
     fma_scalar="vfmaq_n_f32", gemm_tile=(3, 8, "rows"), int8=(MVE_I8,),
     as_int="vreinterpretq_s32_f32", as_float="vreinterpretq_f32_s32", int_shl="vshlq_n_s32",
-    serves=(("mve", "armv8m"),))
+    select=_MVE_SELECT, serves=(("mve", "armv8m"),))
 
 AVX2 = VectorISA(
     "avx2", "immintrin.h", 8, "__m256", "_mm256_loadu_ps", "_mm256_storeu_ps", "_mm256_set1_ps",
@@ -362,7 +386,8 @@ AVX2 = VectorISA(
     prefetch="_mm_prefetch", prefetch_hint="_MM_HINT_T0",
     gemm_tile=(6, 16, "rows"), gemm_rows=(4, 6), gemm_max_rows=6,
     int8=(AVX2_I8,), as_int="_mm256_castps_si256", as_float="_mm256_castsi256_ps",
-    int_shl="_mm256_slli_epi32", serves=(("avx2", "x86_64"),))
+    int_shl="_mm256_slli_epi32", select=_AVX2_SELECT,
+    serves=(("avx2", "x86_64"),))
 
 AVX512 = VectorISA(
     "avx512", "immintrin.h", 16, "__m512", "_mm512_loadu_ps", "_mm512_storeu_ps", "_mm512_set1_ps",
@@ -376,7 +401,8 @@ AVX512 = VectorISA(
     prefetch="_mm_prefetch", prefetch_hint="_MM_HINT_T0", tail="mask",
     gemm_tile=(6, 32, "rows"), gemm_rows=(4, 6, 8, 12), gemm_max_rows=12,
     int8=(AVX512_VNNI_I8, AVX512_I8), as_int="_mm512_castps_si512",
-    as_float="_mm512_castsi512_ps", int_shl="_mm512_slli_epi32", serves=(("avx512", "x86_64"),))
+    as_float="_mm512_castsi512_ps", int_shl="_mm512_slli_epi32", select=_AVX512_SELECT,
+    serves=(("avx512", "x86_64"),))
 
 # Plain C99: one lane, every operation written as C operators (None); 32 registers is the
 # budget of a Cortex-M4's FPv4-SP (s0-s31) and of aarch64, so a 4x4 tile stays in registers.

@@ -49,6 +49,11 @@ def _ceil(x):
     return _f(0.0) - te.floor(_f(0.0) - x)
 
 
+def _expm1(x):
+    """exp(x) - 1, float32 through te.exp_poly (libm's expf kept Elu's loop scalar)."""
+    return (te.exp_poly(x) if x.dtype == "float32" else te.exp(x)) - _f(1.0, x.dtype)
+
+
 def _softplus(x):
     # max(x, 0) + log(1 + exp(-|x|)): no overflow for large x
     return te.maximum(x, _f(0.0)) + te.log(_f(1.0) + te.exp(_f(0.0) - te.abs(x)))
@@ -231,10 +236,9 @@ EXTRA_OPS: Mapping[str, OpDef] = {
     "sin": _elem(FLOAT, _ff(lambda a, x: np.sin(x)), lambda x, a: te.sin(x)),
     "cos": _elem(FLOAT, _ff(lambda a, x: np.cos(x)), lambda x, a: te.cos(x)),
     "elu": _elem(FLOAT, _ff(lambda a, x: np.where(x > 0, x, a["alpha"] * np.expm1(x))),
-                 lambda x, a: te.if_then_else(x > _f(0.0), x,
-                                              _f(a["alpha"]) * (te.exp(x) - _f(1.0)))),
+                 lambda x, a: te.if_then_else(x > _f(0.0), x, _f(a["alpha"]) * _expm1(x))),
     "selu": _elem(FLOAT, _ff(_ref_selu), lambda x, a: _f(a["gamma"]) * te.if_then_else(
-        x > _f(0.0), x, _f(a["alpha"]) * (te.exp(x) - _f(1.0)))),
+        x > _f(0.0), x, _f(a["alpha"]) * _expm1(x))),
     "softplus": _elem(FLOAT, _ff(lambda a, x: _ref_softplus(x)), lambda x, a: _softplus(x)),
     "softsign": _elem(FLOAT, _ff(lambda a, x: x / (1 + np.abs(x))),
                       lambda x, a: x / (_f(1.0) + te.abs(x))),
@@ -243,7 +247,7 @@ EXTRA_OPS: Mapping[str, OpDef] = {
     "thresholded_relu": _elem(FLOAT, _ff(lambda a, x: np.where(x > a["alpha"], x, 0)),
                               lambda x, a: te.if_then_else(x > _f(a["alpha"]), x, _f(0.0))),
     "celu": _elem(FLOAT, _ff(_ref_celu), lambda x, a: te.maximum(x, _f(0.0)) + te.minimum(
-        _f(0.0), _f(a["alpha"]) * (te.exp(x / _f(a["alpha"])) - _f(1.0)))),
+        _f(0.0), _f(a["alpha"]) * _expm1(x / _f(a["alpha"])))),
     "shrink": _elem(FLOAT, _ff(_ref_shrink), lambda x, a: te.if_then_else(
         x < _f(-a["lambd"]), x + _f(a["bias"]),
         te.if_then_else(x > _f(a["lambd"]), x - _f(a["bias"]), _f(0.0)))),

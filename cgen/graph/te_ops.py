@@ -134,8 +134,8 @@ def sigmoid_rational(x):
 
 UNARY: Mapping[str, Callable] = {
     "relu": lambda x, a: te.maximum(x, _f(0, x.dtype)),
-    # max(x, 0) + alpha * min(x, 0): the select form kept its loops scalar (the
-    # vectorizer has no select), a YOLO conv's epilogue costing more than the conv
+    # max(x, 0) + alpha * min(x, 0): no compare and blend (the select form, when the
+    # vectorizer had no select, kept a YOLO conv's epilogue scalar, dearer than the conv)
     "leaky_relu": lambda x, a: (te.maximum(x, _f(0.0)) + te.minimum(x, _f(0.0)) * _f(a["alpha"])),
     "clip": lambda x, a: _clip(x, a.get("min"), a.get("max")),
     "sigmoid": lambda x, a: sigmoid_rational(x),

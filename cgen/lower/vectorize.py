@@ -3,8 +3,9 @@ stores of the ISA's lane count, with a masked or scalar tail.
 
 Only what maps one-to-one onto vector instructions is vectorized: float32
 stores contiguous in the loop variable whose values are built from
-contiguous or loop-invariant loads and + - * / min max, and the float32 <-> int32 bit
-casts and int32 shift by a constant of exp (cgen.te.fastmath).  Anything else keeps
+contiguous or loop-invariant loads and + - * / min max, selects on a float32 comparison
+(the row's compare and blend), and the float32 <-> int32 bit casts and int32 shift by a
+constant of exp (cgen.te.fastmath).  Anything else keeps
 a plain loop, which the C compiler may still vectorize.
 
 A vectorized loop over outputs with reduction loops inside (a pooling or
@@ -15,7 +16,7 @@ and a vector of outputs accumulates over the reduction.
 """
 from __future__ import annotations
 
-from ..te.expr import Binary, Call, Const, Expr, Reinterpret, Var, INDEX
+from ..te.expr import Binary, Call, Compare, Const, Expr, Reinterpret, Select, Var, INDEX
 from ..te.visit import free_vars, map_children, substitute
 from .ir import (Broadcast, For, Seq, Stmt, Store, VLoad, VStore, Load, seq, split_dtype,
                  vector_dtype)
@@ -180,6 +181,12 @@ def _vec_expr(e: Expr, v: Var, isa, lanes_dtype: str, hit: set | None = None):
             and isinstance(e.args[1], Const) and 0 <= e.args[1].value < 32):
         va, a = _vec_expr(e.args[0], v, isa, lanes_dtype, hit)
         return True, Call("shl", (a, e.args[1]), vector_dtype("int32", lanes))
+    if (isinstance(e, Select) and e.dtype == "float32" and isinstance(e.cond, Compare)
+            and e.cond.op in isa.select and e.cond.a.dtype == e.cond.b.dtype == "float32"):
+        # a float comparison choosing between floats: one compare and one blend
+        a, b, t, f = (x if vx else Broadcast(x, lanes_dtype) for vx, x in (
+            _vec_expr(y, v, isa, lanes_dtype, hit) for y in (e.cond.a, e.cond.b, e.t, e.f)))
+        return True, Select(Compare(e.cond.op, a, b), t, f, lanes_dtype)
     raise _Bail()
 
 
