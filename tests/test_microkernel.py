@@ -202,3 +202,22 @@ def test_kernels_are_printed_by_the_one_printer():
     ast = c_parser.CParser().parse(types + src)
     again = "\n".join(print_c(e).rstrip("\n") for e in ast.ext[3:])
     assert again.replace("inline static", "static inline") == src
+
+
+@pytest.mark.parametrize("row", ["avx2", "neon-aarch64", "mve"])
+def test_narrow_tail_tiles_split_k_among_accumulator_sets(row):
+    """A tile variant with fewer accumulators than FMA_LATENCY_SETS (a one-vector column
+    tail of a 5-row tile: 5 chains, one FMA latency per k step) splits k among sets of
+    accumulators within the row's registers; the full tile keeps one set.  Values:
+    test_generated_tiles_match_numpy (K = 23 leaves a remainder step)."""
+    from cgen.tensorize.microkernel import FMA_LATENCY_SETS
+    isa = ROWS[row]
+    masked = tile_mask_type(isa) is not None
+    src = tile_dispatch("t", isa, 5 if row != "mve" else 3, 2 * isa.lanes, masked=masked,
+                        rows=True)
+    kernels = dict(re.findall(r"void (t_r\d+v\d+)\((.*?)\n}\n", src, re.S))
+    narrow, full = kernels[min(kernels)], kernels[max(kernels)]     # 1 row; all rows
+    sets = 1 + len(set(re.findall(r"\bs(\d+)_0_0\b", narrow)))
+    assert sets > 1 and f"k += {sets}" in narrow
+    assert sets * 1 <= FMA_LATENCY_SETS and sets + 3 <= isa.vregs
+    assert "s1_" not in full and "k += " not in full

@@ -14,7 +14,9 @@ Two loop shapes:
   as rows broadcast one value at a time (any row stride, a_si) or, packed (rows
   contiguous), as vectors multiplied by lane (NEON's fmla by element: no scalar
   loads).  Options: B prefetched `prefetch` k steps ahead; the last vector of each
-  row under a lane mask (column tails on ISAs with masks).  The shipped GEMM
+  row under a lane mask (column tails on ISAs with masks); a narrow variant (a
+  column or row tail with fewer accumulators than FMA_LATENCY_SETS) splits k among
+  zeroed extra accumulator sets, summed before the store.  The shipped GEMM
   kernels and the conv tiles.  `tile_dispatch` wraps variants of it so one call
   takes any row count <= MR and (with masks) any column count <= NR.
 * `blis_kernel` ("zero" accumulation): the accumulators start at zero and C is
@@ -284,17 +286,60 @@ def _params(rows_a: bool, rows_c: bool, a_stride: bool, extents=("K",), mask_typ
 
 
 # ----------------------------------------------------------------------------- "c" accumulation
+def _latency_sets(isa, MR: int, nv: int) -> int:
+    """Accumulator sets of a "c" tile: one, or (a narrow tail tile, "rows" reading) as many
+    as hide the FMA latency within the register budget, k split among them (a 5 x 8 tail
+    of a 1x1 conv at 7x7 ran its k loop at one FMA chain step per latency: 0.8 of a full
+    5 x 16 tile's time for an eighth of its columns)."""
+    acc = MR * nv
+    if acc >= FMA_LATENCY_SETS or isa.lanes == 1:
+        return 1
+    room = (isa.vregs - nv - 2) // acc
+    return max(1, min(-(-FMA_LATENCY_SETS // acc), room, 4))
+
+
 def _tile_body(isa, MR: int, nv: int, prefetch: int, masked: bool, a_read: str) -> list:
     ops, W, vt = Ops(isa), isa.lanes, isa.vtype
     A, B, C, k = X("A"), X("B"), X("C"), X("k")
+    sets = _latency_sets(isa, MR, nv) if a_read == "rows" else 1
 
     def mask(v):
         return "m" if masked and v == nv - 1 else None
+
+    def acc(q, r, v):
+        return f"c{r}_{v}" if q == 0 else f"s{q}_{r}_{v}"
     out = [decl("int64_t", "k")]
     if a_read == "rows":
         out += [decl("float", f"a{r}", A + r * X("a_si"), const=True, ptr=True) for r in range(MR)]
     out += [decl(vt, f"c{r}_{v}", ops.load(C, r * X("c_si"), v * W, mask=mask(v)))
             for r in range(MR) for v in range(nv)]
+    out += [decl(vt, acc(q, r, v), ops.zero()) for q in range(1, sets) for r in range(MR)
+            for v in range(nv)]
+
+    def step(u):
+        """k step u of the loop body, into accumulator set u."""
+        bu = B + u * X("b_sk") if u else B
+        body = [decl(vt, f"b{v}", ops.load(bu, v * W, mask=mask(v))) for v in range(nv)]
+        for r in range(MR):
+            if a_read == "rows":
+                body.append(decl(ops.a_type, f"a{r}v", ops.a_value(X(f"a{r}")[u * X("a_sk") if u else 0])))
+            for v in range(nv):
+                if a_read == "rows":
+                    upd = ops.fma_a(acc(u, r, v), f"a{r}v", f"b{v}")
+                else:
+                    q, lane = divmod(r, W)
+                    src = f"a{q}" if isa.lane_width == W else \
+                        f"a{q}{'lo' if lane < isa.lane_width else 'hi'}"
+                    upd = call(isa.lane_fma, acc(u, r, v), f"b{v}", src, lane % isa.lane_width)
+                body.append(assign(acc(u, r, v), upd))
+        return body if u == 0 else [block(body)]
+
+    def advance(width):
+        step_a = X("a_sk") if width == 1 else width * X("a_sk")
+        out = [assign(f"a{r}", step_a, "+=") for r in range(MR)] if a_read == "rows" \
+            else [assign(A, "a_sk", "+=")]
+        return out + [assign(B, "b_sk" if width == 1 else width * X("b_sk"), "+=")]
+
     loop = [ops.prefetch(B + prefetch * X("b_sk"))] if prefetch else []
     if a_read == "lanes":
         for q in range(MR // W):
@@ -302,28 +347,20 @@ def _tile_body(isa, MR: int, nv: int, prefetch: int, masked: bool, a_read: str) 
             if isa.lane_width < W:
                 loop += [decl(isa.half_type, f"a{q}lo", call(isa.half_low, f"a{q}")),
                          decl(isa.half_type, f"a{q}hi", call(isa.half_high, f"a{q}"))]
-    loop += [decl(vt, f"b{v}", ops.load(B, v * W, mask=mask(v))) for v in range(nv)]
-    for r in range(MR):
-        if a_read == "rows":
-            loop.append(decl(ops.a_type, f"a{r}v", ops.a_value(X(f"a{r}")[0])))
-        for v in range(nv):
-            acc = f"c{r}_{v}"
-            if a_read == "rows":
-                upd = ops.fma_a(acc, f"a{r}v", f"b{v}")
-            else:
-                q, lane = divmod(r, W)
-                src = f"a{q}" if isa.lane_width == W else \
-                    f"a{q}{'lo' if lane < isa.lane_width else 'hi'}"
-                upd = call(isa.lane_fma, acc, f"b{v}", src, lane % isa.lane_width)
-            loop.append(assign(acc, upd))
-    if a_read == "rows":
-        loop += [assign(f"a{r}", "a_sk", "+=") for r in range(MR)]
+    if sets > 1:
+        bulk = loop + [s for u in range(sets) for s in step(u)] + advance(sets)
+        out.append(c_ast.For(assign(k, 0), node(k + sets <= "K"), assign(k, sets, "+="), block(bulk)))
+        out.append(c_ast.For(None, node(k < "K"), c_ast.UnaryOp("++", node(k)),
+                             block(step(0) + advance(1))))
     else:
-        loop.append(assign(A, "a_sk", "+="))
-    loop.append(assign(B, "b_sk", "+="))
-    out.append(c_ast.For(assign(k, 0), node(k < "K"), c_ast.UnaryOp("++", node(k)), block(loop)))
-    out += [ops.store(f"c{r}_{v}", C, r * X("c_si"), v * W, mask=mask(v))
-            for r in range(MR) for v in range(nv)]
+        loop += step(0) + advance(1)
+        out.append(c_ast.For(assign(k, 0), node(k < "K"), c_ast.UnaryOp("++", node(k)), block(loop)))
+    for r in range(MR):
+        for v in range(nv):
+            total_ = X(node(acc(0, r, v)))
+            for q in range(1, sets):
+                total_ = ops.add(total_, acc(q, r, v))
+            out.append(ops.store(total_, C, r * X("c_si"), v * W, mask=mask(v)))
     return out
 
 
