@@ -4,8 +4,6 @@ Helium) and in portable C, and softmax's exp loop
 is vector code (the libm expf it replaced kept that loop scalar)."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
@@ -13,7 +11,7 @@ import cgen
 from cgen import te
 from cgen.ops.common import config_dict
 from cgen.ops.softmax_template import SoftmaxTemplate
-from targets import resolve
+from tests.util import skip_without_system_qemu
 
 # each target with the intrinsics its exp loop must contain (bit casts and the shift of 2^n)
 TARGETS = [
@@ -42,10 +40,7 @@ def _exp_module(target: str):
 
 @pytest.mark.parametrize("target,intrinsics", TARGETS)
 def test_exp_poly_matches_numpy_to_an_ulp(target, intrinsics):
-    if target == "cortex-m55":       # Helium (MVE) under qemu-system-arm
-        for tool in (resolve(target).cc, "qemu-system-arm"):
-            if shutil.which(tool) is None:
-                pytest.skip(f"{tool} not installed")
+    skip_without_system_qemu(target)       # cortex-m55: Helium under qemu-system-arm
     mod = _exp_module(target)
     assert "expf(" not in mod.c_source
     for name in intrinsics:

@@ -5,14 +5,13 @@ and Selu called libm's expf; they now use te.exp_poly).  NaN compares false, as 
 from __future__ import annotations
 
 import re
-import shutil
 
 import numpy as np
 import pytest
 
 import cgen
 from cgen import te
-from targets import resolve
+from tests.util import skip_without_system_qemu
 
 # each target with the compare and blend its select loop must contain
 TARGETS = [
@@ -53,10 +52,7 @@ def _inputs():
 
 @pytest.mark.parametrize("target,intrinsics", TARGETS)
 def test_select_on_a_float_compare_is_vector_code_and_exact(target, intrinsics):
-    if target == "cortex-m55":       # Helium (MVE) under qemu-system-arm
-        for tool in (resolve(target).cc, "qemu-system-arm"):
-            if shutil.which(tool) is None:
-                pytest.skip(f"{tool} not installed")
+    skip_without_system_qemu(target)       # cortex-m55: Helium under qemu-system-arm
     a, c = _inputs()
     for op, (suffix, npop) in OPS.items():
         mod = _select_module(target, op)

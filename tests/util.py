@@ -50,3 +50,16 @@ def extreme_operands(inputs, rng):
         idx = rng.choice(flat.size, size=max(1, flat.size // 3), replace=False)
         flat[idx] = rng.choice([info.min, info.max], size=idx.size)
     return inputs
+
+
+def skip_without_system_qemu(target: str) -> None:
+    """Skip a test of a bare-metal target (cortex-m*, run under qemu-system-arm) where its
+    cross compiler or QEMU is not installed."""
+    import pytest
+    from targets import resolve
+    tgt = resolve(target)
+    if not tgt.bare_metal:
+        return
+    for tool in (tgt.cc, "qemu-system-arm"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed")
