@@ -6,6 +6,7 @@ import numpy as np
 from ... import te
 from ..space import ConfigSpace, Knob
 from targets import resolve
+from ...codegen.isa import isa_for
 from ..common import parallel_knobs, check_op, config_dict
 from .packing import pack_weights_gemm, pack_weights_gemm_np, unpack_weights_gemm_np
 from .tile import column_tails_ok, masked_tiles_ok, tile_intrin, tile_kernel_shape_ok
@@ -66,10 +67,27 @@ def input_is_b(wl: dict) -> bool:
             and not any(wl["pad"]))
 
 
-def conv2d_gemm_compute(wl: dict, mr: int, direct: bool = False):
+# The unfolding of a stride-2 layer per ISA row, measured in-model (a 3 -> 16 / 3 -> 32
+# stem at 224, `cgen bench`-style interleaved, best of 8 rounds): on x86-avx2 the planes
+# (gcc's strided copy there is a scalar gather) 430 -> 299 us and 559 -> 536 us; on
+# x86-avx512 the strided copy stays (gcc vectorizes it with two-source permutes) 168 us
+# vs 226, 314 vs 384.  Rows not listed are unmeasured and keep the copy.
+STRIDED_COL = {"avx2": "planes"}
+
+
+def reads_planes(wl: dict) -> bool:
+    """Whether col="planes" applies: stride 2 along both axes, no dilation."""
+    return wl["stride"] == [2, 2] and wl["dilation"] == [1, 1] and (wl["KH"], wl["KW"]) != (1, 1)
+
+
+def conv2d_gemm_compute(wl: dict, mr: int, direct: bool = False, planes: bool = False):
     """te tensors (inputs, col, Ap, Y): Y[n, g, f, p] = sum_k Ap[g, f//mr, k, f%mr] * col[n, g, k, p]
     with p = oy*OW + ox and k = (ci*KH + kh)*KW + kw; Y is (N, G, F/G, OH*OW), NCHW memory.
-    `direct` (input_is_b): the sum reads X in place and col is None."""
+    `direct` (input_is_b): the sum reads X in place and col is None.  `planes`
+    (reads_planes): col reads the zero-padded input split into its four (row parity,
+    column parity) planes Q, where a stride-2 tap is a stride-1 one: each unfolded row is
+    then a contiguous vector copy instead of a strided gather with a bounds test per
+    element (a 3-channel stem's unfolding cost three times its GEMM)."""
     N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
     (sh, sw), (dh, dw), (top, left, _, _) = wl["stride"], wl["dilation"], wl["pad"]
     OH, OW = out_size(wl)
@@ -92,6 +110,20 @@ def conv2d_gemm_compute(wl: dict, mr: int, direct: bool = False):
         # likely: the fill is cut into zero borders and a plain interior copy
         inside = te.likely(te.all(y >= 0, y < H, x >= 0, x < W))
         return te.if_then_else(inside, X[n, g * Cg + ci, y, x], 0.0)
+    if planes:
+        if not reads_planes(wl):
+            raise ValueError(f"{wl['op']}: col='planes' needs stride 2 and no dilation")
+        Hq, Wq = OH + (KH - 1) // 2, OW + (KW - 1) // 2
+
+        def fill(n, c, a, b, i, j):
+            y, x = 2 * i + a - top, 2 * j + b - left
+            inside = te.likely(te.all(y >= 0, y < H, x >= 0, x < W))
+            return te.if_then_else(inside, X[n, c, y, x], 0.0)
+        Q = te.compute((N, C, 2, 2, Hq, Wq), fill, name="Q")
+
+        def colval(n, g, k, p):     # noqa: F811 - the planes' reading of the same column
+            ci, kh, kw = k // (KH * KW), (k // KW) % KH, k % KW
+            return Q[n, g * Cg + ci, kh % 2, kw % 2, p // OW + kh // 2, p % OW + kw // 2]
     k = te.reduce_axis((0, KK), name="k")
     if direct:
         if not input_is_b(wl):
@@ -158,7 +190,8 @@ class Conv2dGemmTemplate:
                           | {r * OW for r in range(1, min(OH, 32) + 1) if OH % r == 0}))
         mc = tuple(m for m in (1, 2, 4, 8, 16, 32, 64) if m == 1 or (m // 2) * min(mrs) < fg)
         micro = ("masked", "fixed", "off") if column_tails_ok(tgt) else ("fixed", "off")
-        col = ("direct", "copy") if input_is_b(wl) else ("copy",)
+        col = ("direct", "copy") if input_is_b(wl) else \
+            ("planes", "copy") if reads_planes(wl) else ("copy",)
         knobs = [Knob("mr", mrs), Knob("nr", tuple(nrs)), Knob("mc", mc), Knob("kc", kc),
                  Knob("nc", nc), Knob("order", ("ji", "ij")), Knob("micro", micro),
                  Knob("col", col)]
@@ -180,7 +213,9 @@ class Conv2dGemmTemplate:
         nr, nc = _pixel_tiling(sp, nrs, OH * OW, kc, 2 * block_lanes(tgt), masked_tiles_ok(tgt))
         want = {"mr": mr, "nr": nr, "mc": 16, "kc": kc, "nc": nc, "order": "ji",
                 "micro": "masked" if column_tails_ok(tgt) else "fixed", "parallel": False,
-                "col": "direct" if input_is_b(wl) else "copy"}
+                "col": "direct" if input_is_b(wl) else
+                STRIDED_COL.get(getattr(isa_for(tgt), "name", None), "copy")
+                if reads_planes(wl) else "copy"}
         return sp.nearest(want)
 
     def quick_configs(self, wl: dict, target) -> list:
@@ -198,7 +233,8 @@ class Conv2dGemmTemplate:
         tgt = resolve(target)
         c = config_dict(config)
         mr, nr = c["mr"], c["nr"]
-        ins, col, _, Y = conv2d_gemm_compute(wl, mr, direct=c.get("col") == "direct")
+        ins, col, _, Y = conv2d_gemm_compute(wl, mr, direct=c.get("col") == "direct",
+                                             planes=c.get("col") == "planes")
         s = te.create_schedule(Y)
         st = s[Y]
         n, g, f, p = st.op.axis
@@ -220,26 +256,34 @@ class Conv2dGemmTemplate:
             st.tensorize(kk, tile_intrin(tgt, mr, nr, masked=c["micro"] == "masked",
                                           a_packed=True))
         if col is not None:
-            self._schedule_col(s[col], st, kc, wl)
+            self._schedule_col(s, col, st, kc, wl, planes=c.get("col") == "planes")
         if c.get("parallel") and tgt.can_thread:
             st.parallel(pc)
         return s, ins + [Y]
 
     @staticmethod
-    def _schedule_col(cst, st, kc, wl):
+    def _schedule_col(s, col, st, kc, wl, planes: bool = False):
         """The unfolded block at the depth-block loop: k = (ci, kh, kw) and p = (oy, ox)
-        split so its loops divide nothing."""
+        split so its loops divide nothing.  The planes (Q) at root: both column parities
+        of a pair in one loop body, so the interior is one loop of paired loads."""
         _, OW = out_size(wl)
         KH, KW = wl["KH"], wl["KW"]
+        cst = s[col]
         _, _, ck, cp = cst.op.axis
         if KH * KW > 1:
             _, ckr = cst.split(ck, factor=KH * KW)
             if KW > 1 and KH > 1:
                 cst.split(ckr, factor=KW)
         _, cx = cst.split(cp, factor=OW)
-        if wl["stride"][1] == 1:
+        if wl["stride"][1] == 1 or planes:
             cst.vectorize(cx)
         cst.compute_at(st, kc)
+        if planes:
+            q = s[next(t for t in col.op.input_tensors if t.name == "Q")]
+            _, _, a, b, i, j = q.op.axis
+            q.reorder(a, i, j, b)
+            q.unroll(a)
+            q.unroll(b)
 
     def inputs(self, wl: dict, rng) -> list:
         N, C, H, W, F, KH, KW, G = (wl[k] for k in ("N", "C", "H", "W", "F", "KH", "KW", "groups"))
