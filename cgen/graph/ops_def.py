@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import te  # noqa: F401 - te expressions are built by the callers' lambdas
+from .. import te
 from ..te.expr import const
 from .graph_ir import ModelError
 
@@ -74,6 +74,12 @@ ALL = NUMERIC + ("bool",)
 # ====================================================================== te helpers
 def _f(v, dtype="float32"):
     return const(v, dtype)
+
+
+def exp_vec(x):
+    """exp: float32 as te.exp_poly (arithmetic and bit casts, so a vectorized loop stays
+    vector code; libm's expf is a scalar call), other types through libm."""
+    return te.exp_poly(x) if x.dtype == "float32" else te.exp(x)
 
 
 def _idx_bcast(idx, shape, oshape):

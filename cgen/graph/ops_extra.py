@@ -26,7 +26,7 @@ from .. import te
 from ..te.expr import const
 from .graph_ir import ModelError
 from .ops_def import (ALL, FLOAT, NUMERIC, SIGNED, UNROLL_MAX, OpDef, _bcast, _bshape, _err,
-                      _f, _idx_bcast, _nary, _same, _takes, _unary, check_unroll)
+                      _f, _idx_bcast, _nary, _same, _takes, _unary, check_unroll, exp_vec)
 from .ops_index import INDEX_OPS
 from .ops_integer import INTEGER_OPS
 
@@ -50,8 +50,8 @@ def _ceil(x):
 
 
 def _expm1(x):
-    """exp(x) - 1, float32 through te.exp_poly (libm's expf kept Elu's loop scalar)."""
-    return (te.exp_poly(x) if x.dtype == "float32" else te.exp(x)) - _f(1.0, x.dtype)
+    """exp(x) - 1 (libm's expf kept Elu's loop scalar)."""
+    return exp_vec(x) - _f(1.0, x.dtype)
 
 
 def _softplus(x):

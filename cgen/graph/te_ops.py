@@ -16,6 +16,7 @@ from ..te.expr import INDEX, const
 from ..te.tensor import Tensor
 from .graph_ir import Graph, ModelError, Node, Value
 from .opset import BINARY_OPS, UNARY_OPS
+from .ops_def import exp_vec
 from .ops_extra import EXTRA_OPS
 from .kernels import ALIAS_OPS, Arg
 from .te_resize import resize_fn
@@ -144,7 +145,7 @@ UNARY: Mapping[str, Callable] = {
     "hard_swish": lambda x, a: x * _clip(x * _f(1 / 6) + _f(0.5), 0.0, 1.0),
     "erf": lambda x, a: erf_rational(x) if x.dtype == "float32" else te.erf(x),
     "gelu": lambda x, a: _gelu(x, a.get("approximate", "none")),
-    "exp": lambda x, a: te.exp_poly(x) if x.dtype == "float32" else te.exp(x),
+    "exp": lambda x, a: exp_vec(x),
     "log": lambda x, a: te.log(x),
     "sqrt": lambda x, a: te.sqrt(x),
     "neg": lambda x, a: _f(0, x.dtype) - x,
