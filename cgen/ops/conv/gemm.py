@@ -101,29 +101,32 @@ def conv2d_gemm_compute(wl: dict, mr: int, direct: bool = False, planes: bool = 
         Ap = pack_weights_gemm(Wt, G, mr)
         ins = [X, Wt]
 
-    def colval(n, g, k, p):
-        ci, kh, kw = k // (KH * KW), (k // KW) % KH, k % KW
-        y = (p // OW) * sh + kh * dh - top
-        x = (p % OW) * sw + kw * dw - left
-        if not any(wl["pad"]):
-            return X[n, g * Cg + ci, y, x]
-        # likely: the fill is cut into zero borders and a plain interior copy
+    def padded(n, c, y, x, test: bool):
+        """X at (y, x), zero outside the image; likely: the fill is cut into zero borders
+        and a plain interior copy."""
+        if not test:
+            return X[n, c, y, x]
         inside = te.likely(te.all(y >= 0, y < H, x >= 0, x < W))
-        return te.if_then_else(inside, X[n, g * Cg + ci, y, x], 0.0)
+        return te.if_then_else(inside, X[n, c, y, x], 0.0)
+
+    def tap(k):
+        return k // (KH * KW), (k // KW) % KH, k % KW
     if planes:
         if not reads_planes(wl):
             raise ValueError(f"{wl['op']}: col='planes' needs stride 2 and no dilation")
-        Hq, Wq = OH + (KH - 1) // 2, OW + (KW - 1) // 2
+        # the planes' last row and column may lie past the image even without padding
+        Q = te.compute((N, C, 2, 2, OH + (KH - 1) // 2, OW + (KW - 1) // 2),
+                       lambda n, c, a, b, i, j: padded(n, c, 2 * i + a - top, 2 * j + b - left,
+                                                       True), name="Q")
 
-        def fill(n, c, a, b, i, j):
-            y, x = 2 * i + a - top, 2 * j + b - left
-            inside = te.likely(te.all(y >= 0, y < H, x >= 0, x < W))
-            return te.if_then_else(inside, X[n, c, y, x], 0.0)
-        Q = te.compute((N, C, 2, 2, Hq, Wq), fill, name="Q")
-
-        def colval(n, g, k, p):     # noqa: F811 - the planes' reading of the same column
-            ci, kh, kw = k // (KH * KW), (k // KW) % KH, k % KW
+        def colval(n, g, k, p):
+            ci, kh, kw = tap(k)
             return Q[n, g * Cg + ci, kh % 2, kw % 2, p // OW + kh // 2, p % OW + kw // 2]
+    else:
+        def colval(n, g, k, p):
+            ci, kh, kw = tap(k)
+            return padded(n, g * Cg + ci, (p // OW) * sh + kh * dh - top,
+                          (p % OW) * sw + kw * dw - left, any(wl["pad"]))
     k = te.reduce_axis((0, KK), name="k")
     if direct:
         if not input_is_b(wl):
