@@ -230,7 +230,7 @@ def _run_model(args) -> int:
 def _profile_model(args) -> int:
     import json
     from cgen.graph.model import compile_model, load_npz, model_target, random_feeds
-    from cgen.graph.profile import ort_node_seconds, profile_rows, table
+    from cgen.graph.profile import onnx_node_outputs, ort_node_seconds, profile_rows, table
     from cgen.graph.profile_icount import way_for
     model = _model_file(args.model)
     if not model_target(args.target).is_host:
@@ -240,7 +240,8 @@ def _profile_model(args) -> int:
     if not cm.target.is_host:
         return _profile_icount(cm, feeds, args)
     peer, peer_isa = (None, "none") if args.no_peer else ort_node_seconds(model, feeds, cm.target)
-    rows = profile_rows(cm, feeds, number=args.number, peer=peer)
+    rows = profile_rows(cm, feeds, number=args.number, peer=peer,
+                        peer_outputs=None if peer is None else onnx_node_outputs(model))
     if args.json:
         for r in rows:
             print(json.dumps({"suite": "profile", "case": cm.name, "target": args.target,
@@ -380,8 +381,8 @@ def _add_model_parsers(sub) -> None:
     common(pr, "host")
     pr.add_argument("--inputs", metavar="IN.npz", help="inputs (default: seeded random)")
     pr.add_argument("--number", type=int, default=50,
-                    help="calls per kernel timing (default 50; ARM targets count one call: "
-                         "counts do not vary)")
+                    help="timed runs of the whole model; each kernel's time is its median "
+                         "over them (default 50; ARM targets count one run: counts do not vary)")
     pr.add_argument("--no-peer", action="store_true",
                     help="skip onnxruntime's profile (never run for ARM targets)")
     pr.add_argument("--json", action="store_true", help="one JSON object per kernel")

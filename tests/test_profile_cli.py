@@ -13,7 +13,7 @@ from onnx import TensorProto, helper  # noqa: E402
 
 from cgen.cli import main  # noqa: E402
 from cgen.graph.model import compile_model, random_feeds  # noqa: E402
-from cgen.graph.profile import ort_node_seconds, profile_rows  # noqa: E402
+from cgen.graph.profile import onnx_node_outputs, ort_node_seconds, profile_rows  # noqa: E402
 from targets import resolve  # noqa: E402
 from tests.zoo import ZOO  # noqa: E402
 
@@ -92,6 +92,38 @@ def test_a_conv_rewritten_to_nchwc_by_onnxruntime_keeps_its_name():
     feeds = {"x": np.ones((1, 16, 32, 32), np.float32)}
     names = set(ort_node_seconds(m, feeds, resolve("x86-avx2"), runs=2)[0])
     assert names & {"conv0", "relu0"} and not any(n.endswith("_nchwc") for n in names)
+
+
+@pytest.mark.isa("avx2")
+def test_a_conv_with_its_batchnorm_folded_still_gets_onnxruntimes_time():
+    """onnxruntime names a Conv fused with the next BatchNormalization after the
+    BatchNormalization, which cgen folded into the conv's weights: the node's output is
+    the kernel's, so its time goes beside that kernel (was: every MobileNetV2 projection
+    conv had no peer figure)."""
+    import numpy as np
+    from onnx import numpy_helper
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((32, 16, 1, 1)).astype(np.float32), "w")]
+    inits += [numpy_helper.from_array(v.astype(np.float32), n) for n, v in
+              (("s", rng.uniform(0.5, 1.5, 32)), ("b", rng.standard_normal(32)),
+               ("m", rng.standard_normal(32)), ("v", rng.uniform(0.5, 1.5, 32)))]
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], name="conv0"),
+                           helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"],
+                                            ["y"], name="bn0")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 28, 28])],
+                          inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    cm = compile_model(m, "x86-avx2", name="cbn")
+    feeds = random_feeds(cm.graph)
+    peer, _ = ort_node_seconds(m, feeds, cm.target, runs=3)
+    assert peer and not peer.keys() & {n for k in cm.kernels for n in
+                                       (x.name for x in k.group.nodes)}
+    outputs = onnx_node_outputs(m)
+    ours = [t for n, t in peer.items() if n in outputs]     # not its NCHWc reorders
+    assert ours
+    rows = profile_rows(cm, feeds, number=3, peer=peer, peer_outputs=outputs)
+    assert [r.peer_seconds for r in rows] == [pytest.approx(sum(ours))]
 
 
 @pytest.mark.isa("avx2")

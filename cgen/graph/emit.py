@@ -232,24 +232,28 @@ def _unrestricted(k, r):
                    else replace(k.portable, aliased=pair))
 
 
-# a profiling build (emit_model(profile=N)) times each kernel call with a POSIX clock and
-# reports "KERNEL SECONDS" on stderr (another prelude: cgen.codegen.harness.PROFILE_EXTERN)
+# a profiling build (emit_model(profile=True)) times each kernel call with a POSIX clock and
+# reports "KERNEL SECONDS" on stderr (another prelude: cgen.codegen.harness.PROFILE_EXTERN);
+# stderr is made fully buffered first, so a report between two kernels is a copy into
+# memory, not a write(2) that would disturb the next kernel's caches
 PROFILE_PRELUDE = ("#define _POSIX_C_SOURCE 200809L\n#include <stdio.h>\n#include <time.h>\n"
                    "static double cg_prof_now(void) { struct timespec ts; "
                    "clock_gettime(CLOCK_MONOTONIC, &ts); return (double)ts.tv_sec + 1e-9 * "
                    "(double)ts.tv_nsec; }\n"
                    "static void cg_prof_report(const char *kernel, double s) { "
+                   "static char buf[1 << 20]; static int once; "
+                   "if (!once) { setvbuf(stderr, buf, _IOFBF, sizeof buf); once = 1; } "
                    "fprintf(stderr, \"%s %.9e\\n\", kernel, s); }\n")
 
 
 def emit_model(graph: Graph, kernels: list, target, name: str, model_label: str = "",
-               stack_limit: int = STACK_LIMIT, profile: int = 0, in_place: bool = False,
+               stack_limit: int = STACK_LIMIT, profile: bool = False, in_place: bool = False,
                align: int = ALIGN, profile_prelude: str = PROFILE_PRELUDE,
                concat_in_place: bool = True) -> ModelSource:
     """Plan memory and emit the model's C, header, manifest and CMake snippet.
 
-    profile: when > 0, a profiling build: NAME_run calls each kernel `profile` times and
-    prints "KERNEL SECONDS_PER_CALL" to stderr per kernel (host only: POSIX clock);
+    profile: a profiling build: NAME_run times each kernel call and prints "KERNEL
+    SECONDS" to stderr per call (host: POSIX clock; the caller runs NAME_run many times);
     profile_prelude: the C defining cg_prof_now and cg_prof_report for another clock.
     in_place: elementwise kernels write over an input dying there (memory.storage);
     align: the workspace offsets' alignment; concat_in_place: concats whose parts can be

@@ -230,9 +230,14 @@ class CompiledModel:
         return list(res.times)
 
     def profile(self, feeds, number: int = 200, timeout: float = 600.0) -> list:
-        """(kernel name, seconds per call) of each kernel, on the host: a profiling build
-        of the model (emit_model(profile=number): each kernel call of NAME_run repeated
-        `number` times and timed); the emitted file is unchanged."""
+        """(kernel name, seconds) of each kernel in NAME_run's order, on the host: a
+        profiling build of the model (emit_model(profile=True): each kernel call of
+        NAME_run timed) runs the model 1 + `number` times, and each kernel's time is the
+        median over the timed runs.  A kernel is timed where the model runs it, after the
+        kernels before it, so the times add up to the model's own; calling one kernel
+        over and over instead would find its weights and input warm in the caches.  The
+        emitted file is unchanged."""
+        import statistics
         import subprocess
         import tempfile
         from targets import compile_c
@@ -241,8 +246,7 @@ class CompiledModel:
                              "does not run here (ARM targets: profile_icount, in instructions)",
                              "bad_input")
         prof = emit_model(self.graph, self.kernels, self.target, self.name, self.source.label,
-                          self.source.stack_limit, profile=number,
-                          **self.source.plan_options)
+                          self.source.stack_limit, profile=True, **self.source.plan_options)
         exe = compile_c(prof.source, self.target, "executable", name=self.name + "_prof",
                         extra_sources=(self.harness_source(),), strict=False)
         arrays = self.check_feeds(feeds) + [np.zeros(v.shape, v.dtype) for v in self.graph.outputs]
@@ -252,12 +256,17 @@ class CompiledModel:
                 path = os.path.join(d, f"a{k}.bin")
                 a.tofile(path)
                 paths.append(path)
-            proc = subprocess.run([str(exe)] + paths, capture_output=True, text=True,
-                                  timeout=timeout)
+            proc = subprocess.run([str(exe), "--time", "1", str(max(1, number))] + paths,
+                                  capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             raise RuntimeError(f"profiling run failed: {proc.stderr.strip()[-500:]}")
-        return [(ln.split()[0], float(ln.split()[1])) for ln in proc.stderr.splitlines()
-                if len(ln.split()) == 2]
+        seconds: dict = {}
+        for ln in proc.stderr.splitlines():
+            parts = ln.split()
+            if len(parts) == 2:
+                seconds.setdefault(parts[0], []).append(float(parts[1]))
+        # the first run writes the outputs and meets cold pages: it is not timed
+        return [(k, statistics.median(v[1:] or v)) for k, v in seconds.items()]
 
     def profile_icount(self, feeds, timeout: float = 900.0):
         """Instructions of each kernel and of one NAME_run on an ARM target, counted under

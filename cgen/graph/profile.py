@@ -1,10 +1,10 @@
 """Where a compiled model spends its time, kernel by kernel, beside onnxruntime's own
 profile of the same nodes.
 
-cgen's side comes from CompiledModel.profile (a profiling build of NAME_run that repeats
-and times each kernel call).  onnxruntime's side comes from its profiler: each node's
+cgen's side comes from CompiledModel.profile (a profiling build of NAME_run that times
+each kernel call where the model makes it, over many runs).  onnxruntime's side comes from its profiler: each node's
 kernel time, matched to a cgen kernel by the ONNX node names the kernel's fused group
-came from.  A kernel whose nodes onnxruntime fused differently (or renamed) has no peer
+came from, or else by the value the node writes.  A kernel whose nodes onnxruntime fused differently (or renamed) has no peer
 figure rather than a wrong one.
 """
 from __future__ import annotations
@@ -49,11 +49,15 @@ def _onnx_names(kernel, exact: bool) -> list:
     return out
 
 
-def profile_rows(compiled, feeds, number: int = 50, peer: dict | None = None) -> list:
+def profile_rows(compiled, feeds, number: int = 50, peer: dict | None = None,
+                 peer_outputs: dict | None = None) -> list:
     """One ProfileRow per kernel of `compiled`, in NAME_run's order; `peer`: ONNX node
-    name -> onnxruntime seconds (ort_node_seconds).  Each onnxruntime node goes beside one
-    kernel only (a kernel holding the node itself before one holding a node made from
-    it), so no time is counted twice."""
+    name -> onnxruntime seconds (ort_node_seconds); `peer_outputs`: ONNX node name -> its
+    output names (onnx_node_outputs).  Each onnxruntime node goes beside one kernel only
+    (a kernel holding the node itself before one holding a node made from it, and last a
+    kernel writing the node's output: onnxruntime names a Conv it fused with the next
+    BatchNormalization after the BatchNormalization, which cgen folded away), so no time
+    is counted twice."""
     times = dict(compiled.profile(feeds, number=number))
     kernels = [k for k in compiled.kernels if not k.is_alias and k.name in times]
     total = sum(times[k.name] for k in kernels) or 1.0
@@ -62,9 +66,24 @@ def profile_rows(compiled, feeds, number: int = 50, peer: dict | None = None) ->
     for exact in (True, False):
         for k in kernels:
             hits[k.name] += [unclaimed.pop(n) for n in _onnx_names(k, exact) if n in unclaimed]
+    for k in kernels:
+        writes = set(k.outputs)
+        hits[k.name] += [unclaimed.pop(n) for n in list(unclaimed)
+                         if writes & set((peer_outputs or {}).get(n, ()))]
     return [ProfileRow(k.name, k.describe(), k.template, k.config, times[k.name], k.flops,
                        times[k.name] / total, sum(hits[k.name]) if hits[k.name] else None)
             for k in kernels]
+
+
+def onnx_node_outputs(model) -> dict:
+    """ONNX node name -> its output names, of a model given as a path, bytes or
+    ModelProto."""
+    import onnx
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    elif not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    return {n.name: tuple(n.output) for n in model.graph.node if n.name}
 
 
 def ort_node_seconds(model, feeds: dict, target, runs: int = 20) -> tuple:

@@ -13,7 +13,7 @@ every run, whatever else the machine is doing.  The model runs in a bare-metal i
     model's own newlib harness with the "systick" timer (SysTick on the icount clock,
     instructions per tick calibrated in the same run).
 
-Two images: the profiling build (emit_model(profile=1): one call of each kernel between
+Two images: the profiling build (emit_model(profile=True): each kernel call between
 two reads of the clock, reported by the harness's hooks, cgen.codegen.harness
 PROFILE_HOOKS) and the plain build, whose one NAME_run gives the whole run's count (the
 profiling build's reports would add their own instructions to it).  Both outputs must
@@ -303,7 +303,7 @@ def icount_profile(cm, feeds, timeout: float = 900.0) -> IcountProfile:
     way = _checked_way(cm)
     src = cm.source
     prof = emit_model(cm.graph, cm.kernels, cm.target, cm.name, src.label, src.stack_limit,
-                      profile=1, profile_prelude=PROFILE_EXTERN, **src.plan_options)
+                      profile=True, profile_prelude=PROFILE_EXTERN, **src.plan_options)
     arrays, n_in = _arrays(cm, feeds)
     console, got = _count(cm, way, prof.source, True, arrays, n_in, timeout)
     whole_console, want = _count(cm, way, cm.c_source, False, arrays, n_in, timeout)
