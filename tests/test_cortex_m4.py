@@ -4,7 +4,6 @@ harness moves any number of inputs and outputs of any dtype."""
 from __future__ import annotations
 
 from pathlib import Path
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from onnx import helper as h, numpy_helper  # noqa: E402
 
 from cgen.graph.model import compile_model  # noqa: E402
 from targets import resolve  # noqa: E402
+from tests.util import skip_without_system_qemu  # noqa: E402
 
 TARGET = "cortex-m4"
 # a repeating cycle of every dtype models carry, so n inputs / outputs mix them
@@ -26,10 +26,7 @@ DTYPES = ("float32", "int8", "uint8", "int32", "int16", "int64")
 
 
 def need_cortex_m4():
-    t = resolve(TARGET)
-    for tool in (t.cc, "qemu-system-arm"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
+    skip_without_system_qemu(TARGET)
 
 
 @pytest.fixture

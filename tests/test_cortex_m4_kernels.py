@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 import tempfile
 
 import numpy as np
@@ -18,6 +17,7 @@ from cgen.cli import main
 from cgen.ops.nn import conv2d_nchw
 from cgen.ops.registry import template
 from targets import resolve
+from tests.util import skip_without_system_qemu
 from targets.runner import runner_for
 from targets.semihost import SemihostRunner
 from targets.toolchain import cache_dir
@@ -27,9 +27,7 @@ TARGET = "cortex-m4"
 
 @pytest.fixture(autouse=True)
 def need_cortex_m4():
-    for tool in (resolve(TARGET).cc, "qemu-system-arm"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
+    skip_without_system_qemu(TARGET)
 
 
 def matmul(M, N, K):

@@ -22,7 +22,7 @@ from cgen.tensorize import int8_microkernel as I8
 from targets import compile_c, resolve
 from targets.runner import runner_for
 from targets.semihost import SemihostRunner, board_for
-from tests.util import extreme_operands
+from tests.util import extreme_operands, skip_without_system_qemu
 
 TARGET = "cortex-m55"
 OBJDUMP = "arm-none-eabi-objdump"
@@ -30,9 +30,7 @@ OBJDUMP = "arm-none-eabi-objdump"
 
 @pytest.fixture(autouse=True)
 def need_cortex_m55():
-    for tool in (resolve(TARGET).cc, "qemu-system-arm"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} not installed")
+    skip_without_system_qemu(TARGET)
 
 
 def disassembly(path) -> str:

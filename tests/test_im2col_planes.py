@@ -2,8 +2,8 @@
 into four (row parity, column parity) planes, where each tap is a stride-1 read, so the
 unfolded rows are vector copies (the strided copy with a bounds test per element cost a
 3-channel stem three times its GEMM on x86-avx2).  The default per ISA row is
-gemm.STRIDED_COL: planes on x86-avx2, the strided copy elsewhere (measured slower with
-planes on x86-avx512; unmeasured rows keep the copy)."""
+gemm.STRIDED_COL: planes on x86-avx2 and NEON (aarch64, armv7), the strided copy
+elsewhere (measured slower with planes on x86-avx512; unmeasured rows keep the copy)."""
 from __future__ import annotations
 
 import re
@@ -31,7 +31,7 @@ def _wl(C, H, W, F, K, pad):
 @pytest.mark.parametrize("target", [
     pytest.param("x86-avx2", marks=pytest.mark.isa("avx2")),
     pytest.param("x86-avx512", marks=pytest.mark.isa("avx512")),
-    "aarch64", "generic-c"])
+    "aarch64", "armv7", "generic-c"])
 def test_planes_match_the_reference(target):
     for case in CASES:
         wl = _wl(*case)
@@ -58,7 +58,8 @@ def test_planes_unfold_with_vector_copies_x86_avx2():
 
 
 @pytest.mark.parametrize("target,want", [("x86-avx2", "planes"), ("x86-avx512", "copy"),
-                                         ("aarch64", "copy"), ("cortex-m4", "copy"),
+                                         ("aarch64", "planes"), ("armv7", "planes"),
+                                         ("rpi4", "planes"), ("cortex-m4", "copy"),
                                          ("generic-c", "copy")])
 def test_default_unfolding_per_isa(target, want):
     wl = _wl(3, 64, 64, 16, 3, (1, 1, 1, 1))

@@ -24,7 +24,7 @@ from cgen.tensorize import TensorizeError, int8_microkernel as I8
 from targets import compile_c, resolve
 from targets.runner import Runner
 from targets.target import _cpu_flags, cannot_run
-from tests.util import extreme_operands
+from tests.util import extreme_operands, skip_without_system_qemu
 
 
 class Way(NamedTuple):
@@ -99,9 +99,7 @@ def test_no_int8_kernel_without_a_row():
 def _skip_unless_runnable(way: Way):
     tgt = _target(way)
     if tgt.bare_metal:
-        for tool in (tgt.cc, "qemu-system-arm"):
-            if shutil.which(tool) is None:
-                pytest.skip(f"{tool} missing")
+        skip_without_system_qemu(tgt)
     elif way.qemu_cpu:
         if shutil.which(QEMU[tgt.arch]) is None:
             pytest.skip(f"{QEMU[tgt.arch]} missing (qemu-user)")

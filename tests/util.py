@@ -52,7 +52,7 @@ def extreme_operands(inputs, rng):
     return inputs
 
 
-def skip_without_system_qemu(target: str) -> None:
+def skip_without_system_qemu(target) -> None:
     """Skip a test of a bare-metal target (cortex-m*, run under qemu-system-arm) where its
     cross compiler or QEMU is not installed."""
     import pytest

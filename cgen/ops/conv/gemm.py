@@ -71,8 +71,11 @@ def input_is_b(wl: dict) -> bool:
 # stem at 224, `cgen bench`-style interleaved, best of 8 rounds): on x86-avx2 the planes
 # (gcc's strided copy there is a scalar gather) 430 -> 299 us and 559 -> 536 us; on
 # x86-avx512 the strided copy stays (gcc vectorizes it with two-source permutes) 168 us
-# vs 226, 314 vs 384.  Rows not listed are unmeasured and keep the copy.
-STRIDED_COL = {"avx2": "planes"}
+# vs 226, 314 vs 384.  On NEON, counted under QEMU -icount (`cgen profile`), the same
+# stems take planes: aarch64 5.16 -> 3.07 and 7.55 -> 5.45 M instructions, armv7
+# 9.20 -> 4.28 and 12.57 -> 7.60 M.  Rows not listed are unmeasured and keep the copy
+# (Helium's stems default to conv2d_nchw, not this template).
+STRIDED_COL = {"avx2": "planes", "neon-aarch64": "planes", "neon-armv7": "planes"}
 
 
 def reads_planes(wl: dict) -> bool:
