@@ -159,6 +159,29 @@ def _inside(conds: list, likely: bool):
     return te.likely(cond) if likely else cond
 
 
+def deinterleaved_pad(X, pads, fill, likely: bool):
+    """P (N, C, H+t+b, 2, ceil((W+l+r)/2)) of an NCHW input for a window at stride 2
+    along W: the padded input stored deinterleaved (even columns, then odd), so input
+    column 2x + j of a window is P[..., j % 2, x + j // 2] and consecutive outputs read
+    consecutive elements; the output rows vectorize, and the copy is one pass over the
+    input against one strided pass per window tap.  `fill` outside the image."""
+    N, C, H, W = X.shape
+    t, l, b, r = pads
+    Wh = -(-(W + l + r) // 2)
+    return te.compute((N, C, H + t + b, 2, Wh), lambda n, c, y, ph, xh: te.if_then_else(
+        _inside([y >= t, y < H + t, 2 * xh + ph >= l, 2 * xh + ph < W + l], likely),
+        X[n, c, y - t, 2 * xh + ph - l], fill), name="P")
+
+
+def pair_deinterleaved_copy(stage) -> None:
+    """Both parities of a column pair in one loop body of a deinterleaved_pad stage, so
+    its interior is one loop of paired loads (gcc's load-lanes / permutes) with constant
+    bounds."""
+    pn, pc, py, pph, pxh = stage.op.axis
+    stage.reorder(pn, pc, py, pxh, pph)
+    stage.unroll(pph)
+
+
 def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = None,
                            likely: bool = True):
     """te tensors (X, W, P, Y) of the NCHW workload; P is None without padding.
@@ -175,14 +198,7 @@ def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = No
     def ch(o):
         return o if M == 1 else o // M
     if sw == 2 and dw == 1:
-        # stride 2 along W: the padded input is stored deinterleaved (even columns, then
-        # odd), so each tap reads consecutive outputs' inputs contiguously and the output
-        # rows vectorize; the copy is one pass over the input against KH*KW tap passes
-        t, l, b, r = pads
-        Wh = -(-(W + l + r) // 2)
-        P = te.compute((N, C, H + t + b, 2, Wh), lambda n, c, y, ph, xh: te.if_then_else(
-            _inside([y >= t, y < H + t, 2 * xh + ph >= l, 2 * xh + ph < W + l], likely),
-            X[n, c, y - t, 2 * xh + ph - l], 0.0), name="P")
+        P = deinterleaved_pad(X, pads, 0.0, likely)
         return X, Wt, P, _deinterleaved_taps(P, Wt, (N, C * M, OH, OW), (KH, KW), sh, dh, ch, taps)
     P = None
     if any(pads):
@@ -472,12 +488,7 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         o, yo = window_tiles(st, c)
         self._place_pad(s, P, Y, c.get("pad_at", "band"), plane=o, band=yo)
         if P is not None and len(P.shape) == 5 and c.get("pad_at") != "inline":
-            # the deinterleaved copy: both parities of a column pair in one loop body, so
-            # the interior is one loop of paired loads (gcc's load-lanes / permutes) with
-            # constant bounds
-            pn, pc, py, pph, pxh = s[P].op.axis
-            s[P].reorder(pn, pc, py, pxh, pph)
-            s[P].unroll(pph)
+            pair_deinterleaved_copy(s[P])
         if c.get("parallel", False) and resolve(target).can_thread:
             st.parallel(o)
         return s, [X, Wt, Y]

@@ -16,7 +16,8 @@ window; the average divides by the number of window taps inside the input
 count is the product of a per-row and a per-column count, two small stages.
 
 Schedules follow the NCHW depthwise template (cgen.ops.depthwise): tiles of
-tile_y rows (unrolled) x tile_x columns (vectorized along W), the window
+tile_y rows (unrolled) x tile_x columns (vectorized along W; at stride 2 along W over
+the input stored deinterleaved, as depthwise's), the window
 either one unrolled max/sum expression (taps="expr") or a reduction
 (taps="reduce"; for the average the window sum is then a stage of its own,
 divided in a second vectorized pass), the padded input placed by pad_at.
@@ -31,7 +32,7 @@ from .space import ConfigSpace, Knob, split_choices
 from ..te.expr import reduce_identity
 from .common import parallel_knobs, check_op, config_dict, pick, pool_geometry, vec_choices
 from .elemwise_reduce import ReduceTemplate, reduce_compute, reduce_schedule
-from .depthwise import covering_pads, window_tiles
+from .depthwise import covering_pads, deinterleaved_pad, pair_deinterleaved_copy, window_tiles
 from .nn import _pad_nchw, _pads, _pair
 from targets import resolve
 
@@ -134,11 +135,19 @@ class Pool2dTemplate:
         X = te.placeholder((N, C, H, W), "float32", name="X")
         mx = self.mode == "max"
         fill = reduce_identity("max", "float32") if mx else 0.0
-        P = _pad_nchw(X, full, fill, "P", likely=tile is not None) if any(full) else None
-        src = P if P is not None else X
+        if sw == 2 and dw == 1:
+            # as depthwise's stride 2: the (padded) input deinterleaved, so the output
+            # rows vectorize (a 3x3/2 max pool read its input at stride 2: scalar code)
+            P = deinterleaved_pad(X, full, fill, likely=tile is not None)
 
-        def load(n, c, y, x, i, j):
-            return src[n, c, y * sh + i * dh, x * sw + j * dw]
+            def load(n, c, y, x, i, j):
+                return P[n, c, y * sh + i * dh, j % 2, x + j // 2]
+        else:
+            P = _pad_nchw(X, full, fill, "P", likely=tile is not None) if any(full) else None
+            src = P if P is not None else X
+
+            def load(n, c, y, x, i, j):
+                return src[n, c, y * sh + i * dh, x * sw + j * dw]
 
         def chain(n, c, y, x):
             acc = None
@@ -186,13 +195,16 @@ class Pool2dTemplate:
         st = s[main]
         ch, yo = window_tiles(st, c)
         if P is not None:
-            where = c.get("pad_at", "band")
+            # an unpadded stride-2 window still has its deinterleaved copy, per plane
+            where = c.get("pad_at", "plane")
             if where == "inline":
                 s[P].compute_inline()
             elif where == "plane":
                 s[P].compute_at(st, ch)
             elif where == "band":
                 s[P].compute_at(st, yo)
+            if len(P.shape) == 5 and where != "inline":
+                pair_deinterleaved_copy(s[P])
         if par:
             st.parallel(ch)
         if S is not None:
