@@ -1,7 +1,8 @@
 """Selects on a float32 comparison are vector code: one compare and one blend from the ISA
 row (AVX2 blendv, AVX-512 mask_blend, NEON vbsl, Helium vpsel).  The vectorizer had no
 select, so the loops of Elu, Selu, PReLU, Shrink and ThresholdedRelu stayed scalar (and Elu
-and Selu called libm's expf; they now use te.exp_poly).  NaN compares false, as in C."""
+and Selu called libm's expf; they now use te.exp_poly).  NaN compares false, as in C.  A
+select whose condition all lanes share (a concat's row) is C's ?: between two vectors."""
 from __future__ import annotations
 
 import re
@@ -85,6 +86,38 @@ def test_vectorizer_leaves_an_integer_compare_select_scalar_x86_avx2():
     out = np.zeros_like(a)
     mod(a, out)
     np.testing.assert_array_equal(out, np.where(np.arange(64) < 10, a, 0))
+
+
+@pytest.mark.parametrize("target,vload", [
+    pytest.param("x86-avx2", "_mm256_loadu_ps", marks=pytest.mark.isa("avx2")),
+    pytest.param("x86-avx512", "_mm512_loadu_ps", marks=pytest.mark.isa("avx512")),
+    ("aarch64", "vld1q_f32"), ("armv7", "vld1q_f32"), ("cortex-m55", "vld1q_f32"),
+    ("generic-c", None)])
+def test_a_select_all_lanes_share_is_vector_code(target, vload):
+    """A row of a concat comes from one input or the other: the condition names only the
+    row, so the lanes share it and the row is vector loads under C's ?: (was: any select
+    on an index condition left the loop scalar, so ShuffleNetV2's concat + channel
+    shuffle kernels were scalar copies)."""
+    skip_without_system_qemu(target)
+    R0, R1, W = 3, 4, 29
+    A = te.placeholder((R0, W), "float32", name="A")
+    C = te.placeholder((R1, W), "float32", name="C")
+    B = te.compute((R0 + R1, W), lambda r, x: te.if_then_else(
+        r < R0, A[r, x], C[r - R0, x] * te.const(2.0, "float32")), name="B")
+    s = te.create_schedule(B)
+    _, inner = s[B].split(B.op.axis[1], factor=16)
+    s[B].vectorize(inner)
+    mod = cgen.build(s, [A, C, B], target=target)
+    if vload:
+        assert re.search(r"\?\s*\(" + vload + r"\(&A\[", mod.c_source), target
+    if target.startswith("x86"):        # masked tails: no scalar store of B left at all
+        assert not re.search(r"\bB\[[^\]]*\]\s*=", mod.c_source)
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((R0, W)).astype(np.float32)
+    c = rng.standard_normal((R1, W)).astype(np.float32)
+    out = np.zeros((R0 + R1, W), np.float32)
+    mod(a, c, out)
+    np.testing.assert_array_equal(out, np.concatenate([a, c * np.float32(2.0)]))
 
 
 ACTS = [("Elu", {"alpha": 0.7}), ("Selu", {}), ("Celu", {"alpha": 1.3}),

@@ -249,7 +249,11 @@ class CEmitter:
         if isinstance(e, Reinterpret):
             cast = isa.as_int if split_dtype(e.dtype)[0] == "int32" else isa.as_float
             return self.call(cast, self.expr(e.value))
-        if isinstance(e, Select):   # cond is a float32 Compare (the vectorizer makes no other)
+        if isinstance(e, Select):
+            if not (isinstance(e.cond, Compare) and split_dtype(e.cond.a.dtype)[1] > 1):
+                # one condition for all lanes: ?: between the two vectors
+                return c_ast.TernaryOp(self.expr(e.cond), self.expr(e.t), self.expr(e.f))
+            # per lane: a float32 compare of vectors and the row's blend
             parts = {"a": e.cond.a, "b": e.cond.b, "t": e.t, "f": e.f}
             return self.row_expr(isa.select[e.cond.op], {k: self.expr(x) for k, x in parts.items()})
         if isinstance(e, Call):     # the vector calls the vectorizer makes (exp's 2^n)

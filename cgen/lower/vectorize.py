@@ -4,7 +4,7 @@ stores of the ISA's lane count, with a masked or scalar tail.
 Only what maps one-to-one onto vector instructions is vectorized: float32
 stores contiguous in the loop variable whose values are built from
 contiguous or loop-invariant loads and + - * / min max, selects on a float32 comparison
-(the row's compare and blend), and the float32 <-> int32 bit casts and int32 shift by a
+(the row's compare and blend) or on a condition all lanes share (C's ?: on vectors), and the float32 <-> int32 bit casts and int32 shift by a
 constant of exp (cgen.te.fastmath).  Anything else keeps
 a plain loop, which the C compiler may still vectorize.
 
@@ -187,6 +187,12 @@ def _vec_expr(e: Expr, v: Var, isa, lanes_dtype: str, hit: set | None = None):
         a, b, t, f = (x if vx else Broadcast(x, lanes_dtype) for vx, x in (
             _vec_expr(y, v, isa, lanes_dtype, hit) for y in (e.cond.a, e.cond.b, e.t, e.f)))
         return True, Select(Compare(e.cond.op, a, b), t, f, lanes_dtype)
+    if isinstance(e, Select) and e.dtype == "float32" and id(e.cond) not in hit:
+        # a condition the lanes share (which input a concat's row comes from): C's ?: on
+        # the two vectors, so only the chosen side is loaded, as in the scalar code
+        t, f = (x if vx else Broadcast(x, lanes_dtype) for vx, x in (
+            _vec_expr(y, v, isa, lanes_dtype, hit) for y in (e.t, e.f)))
+        return True, Select(e.cond, t, f, lanes_dtype)
     raise _Bail()
 
 
