@@ -442,3 +442,25 @@ def test_stride_2_pools_read_their_input_deinterleaved_in_vectors(target, vmax, 
             mod(x, y)
             np.testing.assert_allclose(y, tm.reference(wl, [x, y])["Y"], rtol=1e-6, atol=1e-6,
                                        err_msg=f"{op} {kw} {cfg}")
+
+
+@pytest.mark.isa("avx2")
+def test_an_unpadded_stride_2_pool_copies_its_input_per_band():
+    """SqueezeNet's 3x3/2 max pool over 64x111x111 has no padding, so no pad_at knob: its
+    deinterleaved copy is made per band of tile rows, small enough for L1 (made per
+    plane, 49 KB, it ran slower than the strided reads it replaced)."""
+    import re
+    import cgen
+    from cgen.ops.registry import templates
+    tm = templates()["max_pool2d"]
+    wl = tm.workload(1, 4, 111, 111, (3, 3), stride=(2, 2), pad=0, ceil_mode=True)
+    cfg = tm.default(wl, "x86-avx2")
+    assert "pad_at" not in cfg.to_dict()
+    s, args = tm.build(wl, "x86-avx2", cfg)
+    mod = cgen.build(s, args, target="x86-avx2")
+    sizes = [int(n) for n in re.findall(r"float P\[(\d+)\]", mod.c_source)]
+    assert sizes and max(sizes) <= (2 * cfg.to_dict()["tile_y"] + 1) * 2 * 56, sizes
+    assert "malloc" not in mod.c_source
+    x, y = tm.inputs(wl, np.random.default_rng(2))
+    mod(x, y)
+    np.testing.assert_array_equal(y, tm.reference(wl, [x, y])["Y"])

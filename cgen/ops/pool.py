@@ -187,7 +187,11 @@ class Pool2dTemplate:
     def build(self, wl: dict, target, config):
         check_op(wl, self.name)
         c = config_dict(config)
-        cover = (c["tile_y"], c["tile_x"]) if c.get("pad_at") in ("band", "plane") else None
+        # an unpadded stride-2 window has no pad_at knob but still its deinterleaved
+        # copy: per band of tile rows, so it stays in L1 (per plane, a 111x111 input's
+        # copy left L1 and ran slower than the strided reads it replaced)
+        where = c.get("pad_at", "band")
+        cover = (c["tile_y"], c["tile_x"]) if where in ("band", "plane") else None
         X, P, Y, S = self.compute(wl, c["taps"], cover)
         s = te.create_schedule(Y)
         par = c.get("parallel", False) and resolve(target).can_thread
@@ -195,8 +199,6 @@ class Pool2dTemplate:
         st = s[main]
         ch, yo = window_tiles(st, c)
         if P is not None:
-            # an unpadded stride-2 window still has its deinterleaved copy, per plane
-            where = c.get("pad_at", "plane")
             if where == "inline":
                 s[P].compute_inline()
             elif where == "plane":
