@@ -2,10 +2,11 @@
 profile of the same nodes.
 
 cgen's side comes from CompiledModel.profile (a profiling build of NAME_run that times
-each kernel call where the model makes it, over many runs).  onnxruntime's side comes from its profiler: each node's
-kernel time, matched to a cgen kernel by the ONNX node names the kernel's fused group
-came from, or else by the value the node writes.  A kernel whose nodes onnxruntime fused differently (or renamed) has no peer
-figure rather than a wrong one.
+each kernel call where the model makes it, over many runs).  onnxruntime's side comes
+from its profiler: each node's kernel time, matched to a cgen kernel by the ONNX node
+names the kernel's fused group came from, or else by the value the node writes.  A
+kernel whose nodes onnxruntime fused differently (or renamed) has no peer figure rather
+than a wrong one.
 """
 from __future__ import annotations
 
@@ -66,10 +67,11 @@ def profile_rows(compiled, feeds, number: int = 50, peer: dict | None = None,
     for exact in (True, False):
         for k in kernels:
             hits[k.name] += [unclaimed.pop(n) for n in _onnx_names(k, exact) if n in unclaimed]
+    node_outputs = peer_outputs or {}
     for k in kernels:
         writes = set(k.outputs)
         hits[k.name] += [unclaimed.pop(n) for n in list(unclaimed)
-                         if writes & set((peer_outputs or {}).get(n, ()))]
+                         if writes.intersection(node_outputs.get(n, ()))]
     return [ProfileRow(k.name, k.describe(), k.template, k.config, times[k.name], k.flops,
                        times[k.name] / total, sum(hits[k.name]) if hits[k.name] else None)
             for k in kernels]

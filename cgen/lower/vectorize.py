@@ -4,9 +4,10 @@ stores of the ISA's lane count, with a masked or scalar tail.
 Only what maps one-to-one onto vector instructions is vectorized: float32
 stores contiguous in the loop variable whose values are built from
 contiguous or loop-invariant loads and + - * / min max, selects on a float32 comparison
-(the row's compare and blend) or on a condition all lanes share (C's ?: on vectors), and the float32 <-> int32 bit casts and int32 shift by a
-constant of exp (cgen.te.fastmath).  Anything else keeps
-a plain loop, which the C compiler may still vectorize.
+(the row's compare and blend) or on a condition all lanes share (C's ?: on vectors),
+and the float32 <-> int32 bit casts and int32 shift by a constant of exp
+(cgen.te.fastmath).  Anything else keeps a plain loop, which the C compiler may still
+vectorize.
 
 A vectorized loop over outputs with reduction loops inside (a pooling or
 convolution stage vectorized along its output width) is first turned inside
@@ -167,10 +168,7 @@ def _vec_expr(e: Expr, v: Var, isa, lanes_dtype: str, hit: set | None = None):
             raise _Bail()
         return True, VLoad(e.buffer, e.index, lanes_dtype)
     if isinstance(e, Binary) and e.dtype == "float32" and e.op in isa.binary:
-        va, a = _vec_expr(e.a, v, isa, lanes_dtype, hit)
-        vb, b = _vec_expr(e.b, v, isa, lanes_dtype, hit)
-        a = a if va else Broadcast(a, lanes_dtype)
-        b = b if vb else Broadcast(b, lanes_dtype)
+        a, b = (_lanes(y, v, isa, lanes_dtype, hit) for y in (e.a, e.b))
         return True, Binary(e.op, a, b, lanes_dtype)
     lanes = split_dtype(lanes_dtype)[1]
     if isinstance(e, Reinterpret) and (isa.as_int if e.dtype == "int32" else isa.as_float):
@@ -184,16 +182,20 @@ def _vec_expr(e: Expr, v: Var, isa, lanes_dtype: str, hit: set | None = None):
     if (isinstance(e, Select) and e.dtype == "float32" and isinstance(e.cond, Compare)
             and e.cond.op in isa.select and e.cond.a.dtype == e.cond.b.dtype == "float32"):
         # a float comparison choosing between floats: one compare and one blend
-        a, b, t, f = (x if vx else Broadcast(x, lanes_dtype) for vx, x in (
-            _vec_expr(y, v, isa, lanes_dtype, hit) for y in (e.cond.a, e.cond.b, e.t, e.f)))
+        a, b, t, f = (_lanes(y, v, isa, lanes_dtype, hit) for y in (e.cond.a, e.cond.b, e.t, e.f))
         return True, Select(Compare(e.cond.op, a, b), t, f, lanes_dtype)
     if isinstance(e, Select) and e.dtype == "float32" and id(e.cond) not in hit:
         # a condition the lanes share (which input a concat's row comes from): C's ?: on
         # the two vectors, so only the chosen side is loaded, as in the scalar code
-        t, f = (x if vx else Broadcast(x, lanes_dtype) for vx, x in (
-            _vec_expr(y, v, isa, lanes_dtype, hit) for y in (e.t, e.f)))
+        t, f = (_lanes(y, v, isa, lanes_dtype, hit) for y in (e.t, e.f))
         return True, Select(e.cond, t, f, lanes_dtype)
     raise _Bail()
+
+
+def _lanes(e: Expr, v: Var, isa, lanes_dtype: str, hit: set):
+    """e as a vector operand: vectorized where it varies with v, else broadcast."""
+    is_vec, x = _vec_expr(e, v, isa, lanes_dtype, hit)
+    return x if is_vec else Broadcast(x, lanes_dtype)
 
 
 def _with_count(e, count):
