@@ -19,6 +19,7 @@ from ..lower.ir import (Address, Allocate, Broadcast, Buffer, CallKernel, Evalua
                         IfThenElse, Let, Load, PrimFunc, Seq, Store, Stmt, VLoad, VStore,
                         split_dtype)
 from ..lower.written import written_before_read
+from ..te.visit import walk
 
 C_TYPES = {"float32": "float", "int8": "int8_t", "uint8": "uint8_t", "int16": "int16_t",
            "int32": "int32_t", "int64": "int64_t", "bool": "_Bool"}
@@ -131,6 +132,15 @@ class _Names:
         return name
 
 
+def uses_isa(func: PrimFunc) -> bool:
+    """Whether the function has vector code or micro-kernels: it is then emitted as the
+    ISA's version beside a portable one."""
+    found = []
+    walk(func.body, lambda x: found.append(1) if isinstance(x, (VLoad, VStore, Broadcast,
+                                                                CallKernel)) else None)
+    return bool(func.kernels or found)
+
+
 class CEmitter:
     def __init__(self, func: PrimFunc, isa=None, kernels=(), openmp=False, workspace=False,
                  stack_limit: int = STACK_LIMIT["kernel"], static: bool = False):
@@ -146,6 +156,9 @@ class CEmitter:
         self.helpers: dict = {}  # key -> text, in first-use order
         self.uses_malloc = False
         self.uses_isa = bool(self.kernels)
+        # the row's scalar min / max only where the function is the ISA's version anyway
+        # (a kernel without vector code has no portable twin to fall back on)
+        self.scalar_minmax = isa.scalar_minmax if isa is not None and uses_isa(func) else {}
 
     # ------------------------------------------------------------ helpers
     def helper(self, kind: str, dtype: str) -> str:
@@ -185,6 +198,9 @@ class CEmitter:
             if e.op in ("//", "%"):
                 return self.call(self.helper("floordiv" if e.op == "//" else "floormod", e.dtype), a, b)
             if e.op in ("min", "max"):
+                if e.dtype == "float32" and e.op in self.scalar_minmax:
+                    self.uses_isa = True
+                    return self.row_expr(self.scalar_minmax[e.op], {"a": a, "b": b})
                 return self.call(self.helper(e.op, e.dtype), a, b)
             out = c_ast.BinaryOp(e.op, a, b)
             if e.dtype in NARROW:

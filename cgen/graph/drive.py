@@ -49,6 +49,7 @@ from .kernels import ALIAS_OPS, Arg, GroupKernel, Route, _NoTemplate, _NotCovere
 from .routes import route_for, split_conv_padding
 from .te_anchors import _te_route
 from .te_ops import Inputs
+from ..codegen.c import uses_isa
 from .te_schedule import _epilogue_fn, epilogue_is_pointwise, lanes_of, wrap_output
 
 
@@ -85,17 +86,6 @@ def _realize(route: Route, group: Group, graph: Graph, cfg, tgt, lower_tgt, name
     return func, args, consts
 
 
-def _uses_isa(func) -> bool:
-    from ..lower.ir import Broadcast, CallKernel, VLoad, VStore
-    from ..te.visit import walk
-    if func.kernels:
-        return True
-    found = []
-    walk(func.body, lambda x: found.append(1) if isinstance(x, (VLoad, VStore, Broadcast,
-                                                                CallKernel)) else None)
-    return bool(found)
-
-
 def lower_group(fg: FusedGraph, group: Group, target, tuned=None, name: str | None = None,
                 objective: str = "latency") -> GroupKernel:
     """One group -> its kernel (template route first, built-in computes otherwise);
@@ -120,7 +110,7 @@ def lower_group(fg: FusedGraph, group: Group, target, tuned=None, name: str | No
             cfg = group_config(group, route.template, route.workload, tgt, tuned, objective)
             func, args, consts = _realize(route, group, graph, cfg, tgt, tgt, name)
             portable = None
-            if has_isa and _uses_isa(func):
+            if has_isa and uses_isa(func):
                 try:        # the template's default for portable C (never a tuned one)
                     pcfg = group_config(group, route.template, route.workload, ptgt)
                 except Exception:  # noqa: BLE001 - no portable space: the portable build
@@ -147,7 +137,7 @@ def lower_group(fg: FusedGraph, group: Group, target, tuned=None, name: str | No
     route = _te_route(group, graph, tgt)
     func, args, consts = _realize(route, group, graph, None, tgt, tgt, name)
     portable = None
-    if has_isa and _uses_isa(func):
+    if has_isa and uses_isa(func):
         portable, pargs, _ = _realize(_te_route(group, graph, ptgt), group, graph, None, ptgt,
                                       None, name)
         if pargs != args:
