@@ -156,9 +156,7 @@ class CEmitter:
         self.helpers: dict = {}  # key -> text, in first-use order
         self.uses_malloc = False
         self.uses_isa = bool(self.kernels)
-        # the row's scalar min / max only where the function is the ISA's version anyway
-        # (a kernel without vector code has no portable twin to fall back on)
-        self.scalar_minmax = isa.scalar_minmax if isa is not None and uses_isa(func) else {}
+        self._scalar_minmax = None     # the row's, once a float min / max asks (minmax_tree)
 
     # ------------------------------------------------------------ helpers
     def helper(self, kind: str, dtype: str) -> str:
@@ -172,6 +170,15 @@ class CEmitter:
             text = table[kind].format(T=C_TYPES[dtype], S=SUFFIX[dtype])
         self.helpers.setdefault(key, text)
         return name
+
+    def minmax_tree(self, op: str):
+        """The ISA row's scalar float32 `op` tree, only where the function is the ISA's
+        version anyway: a kernel without vector code has no portable twin to fall back
+        on.  Looked up on the first float min / max, so other kernels are not walked."""
+        if self._scalar_minmax is None:
+            row = self.isa.scalar_minmax if self.isa is not None else {}
+            self._scalar_minmax = row if row and uses_isa(self.func) else {}
+        return self._scalar_minmax.get(op)
 
     def call(self, fname: str, *args) -> c_ast.FuncCall:
         return c_ast.FuncCall(c_ast.ID(fname), c_ast.ExprList(list(args)))
@@ -198,9 +205,10 @@ class CEmitter:
             if e.op in ("//", "%"):
                 return self.call(self.helper("floordiv" if e.op == "//" else "floormod", e.dtype), a, b)
             if e.op in ("min", "max"):
-                if e.dtype == "float32" and e.op in self.scalar_minmax:
+                tree = self.minmax_tree(e.op) if e.dtype == "float32" else None
+                if tree is not None:
                     self.uses_isa = True
-                    return self.row_expr(self.scalar_minmax[e.op], {"a": a, "b": b})
+                    return self.row_expr(tree, {"a": a, "b": b})
                 return self.call(self.helper(e.op, e.dtype), a, b)
             out = c_ast.BinaryOp(e.op, a, b)
             if e.dtype in NARROW:

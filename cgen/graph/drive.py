@@ -43,13 +43,13 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..codegen.c import uses_isa
 from .graph_ir import Graph, ModelError
 from .fuse import FusedGraph, Group
 from .kernels import ALIAS_OPS, Arg, GroupKernel, Route, _NoTemplate, _NotCovered, group_config, kernel_target, portable_target
 from .routes import route_for, split_conv_padding
 from .te_anchors import _te_route
 from .te_ops import Inputs
-from ..codegen.c import uses_isa
 from .te_schedule import _epilogue_fn, epilogue_is_pointwise, lanes_of, wrap_output
 
 
