@@ -205,11 +205,6 @@ def selected(args) -> list:
 
 def run(args) -> int:
     from .peers.mclass import m_class_row
-    lib = None
-    try:
-        lib = arm_peers.fetch_xnnpack(download=args.fetch_peers)
-    except arm_peers.PeerError as e:
-        common.progress(args, f"XNNPACK peer unavailable: {e}")
     targets = [t for t in args.targets.split(",") if t]
     unknown = sorted(set(targets) - set(A_TARGETS + M_TARGETS))
     cases = selected(args)
@@ -218,6 +213,11 @@ def run(args) -> int:
                 if unknown else f"no case matches --cases {args.cases!r}" + ("" if args.slow else " (without --slow)"))
         print(f"bench arm: {what}", file=sys.stderr)
         return 2
+    lib = None                  # the peer is fetched once the arguments are known good
+    try:
+        lib = arm_peers.fetch_xnnpack(download=args.fetch_peers)
+    except arm_peers.PeerError as e:
+        common.progress(args, f"XNNPACK peer unavailable: {e}")
     rows = fma_bound_rows() if args.fma_bound else []
     for case in cases:
         for target in targets:

@@ -116,6 +116,7 @@ class Module:
                 if p.name in res.outputs:
                     a[...] = res.outputs[p.name]
             return
+        self._runner().check()       # code this CPU cannot run is refused, not a SIGILL
         lib = self._load()
         ffi = self._ffi
         ptrs = [ffi.from_buffer(a) for a in arrays]

@@ -8,7 +8,7 @@ what they take from a target (`for_target`); targets/runner.py picks one per tar
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import os
 import shutil
 import signal
@@ -43,6 +43,11 @@ class ToolMissing(RuntimeError):
     pass
 
 
+class CannotRunHere(RuntimeError):
+    """The target's code needs what this machine's CPU lacks (an AVX-512 build on an
+    AVX2-only CPU would die of SIGILL with nothing said)."""
+
+
 def arg_file(k: int) -> str:
     """The file parameter k is staged in, in the run's own directory."""
     return f"arg{k}.bin"
@@ -55,12 +60,24 @@ class Runner:
     prefix: tuple = ()
     apt_package: str = ""
     emulated: bool = False
+    refusal: str = ""             # why this machine cannot run the target's code natively
 
     def for_target(self, target) -> "Runner":
-        """This runner set up for target's executables (a board, for system emulation)."""
-        return self
+        """This runner set up for target's executables (a board, for system emulation;
+        for the host, a refusal when this CPU cannot run them)."""
+        if self.prefix or self.emulated:
+            return self
+        from .target import cannot_run
+        why = cannot_run(target)
+        if why is None:
+            return self
+        return replace(self, refusal=f"target {target.name} cannot run on this machine: {why} "
+                                     "(its C still compiles here; run it on a CPU that has them, "
+                                     "or pick a target this CPU runs, such as host)")
 
     def check(self):
+        if self.refusal:
+            raise CannotRunHere(self.refusal)
         if self.prefix and shutil.which(self.prefix[0]) is None:
             raise ToolMissing(f"'{self.prefix[0]}' not found; install it with: apt-get install {self.apt_package}")
 

@@ -9,10 +9,10 @@ errors as values (`Result.error`), emulated timings flagged (`Result.emulated`).
 """
 from __future__ import annotations
 
-from .process import ERROR_KINDS, Result, RunError, Runner, ToolMissing, arg_file
+from .process import ERROR_KINDS, CannotRunHere, Result, RunError, Runner, ToolMissing, arg_file
 from .semihost import QEMU_SYSTEM_ARM
 
-__all__ = ["ERROR_KINDS", "Result", "RunError", "Runner", "ToolMissing", "arg_file",
+__all__ = ["CannotRunHere", "ERROR_KINDS", "Result", "RunError", "Runner", "ToolMissing", "arg_file",
            "RUNNERS", "runner_for"]
 
 RUNNERS = {

@@ -47,6 +47,19 @@ def pytest_runtest_setup(item):
                 pytest.skip(f"needs {name}: {why}")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A test that builds code for a named target checks its C on any machine; when it
+    then runs that code and this CPU cannot (x86-avx512 on an AVX2-only CPU), the runner
+    refuses before anything runs (targets.runner.CannotRunHere) and the rest is skipped,
+    naming what the CPU lacks."""
+    from targets.runner import CannotRunHere
+    try:
+        return (yield)
+    except CannotRunHere as e:
+        pytest.skip(str(e))
+
+
 def pytest_addoption(parser):
     parser.addoption("--sanitize", action="store_true", default=False,
                      help="run host kernels as ASan/UBSan harness executables")

@@ -473,7 +473,9 @@ def test_qlinear_conv_and_matmul_match_onnxruntime():
     r = rng(9)
     f = 6
     inits = {"xs": np.array(0.03, np.float32), "xz": np.array(128, np.uint8),
-             "w": r.integers(-100, 100, (f, 3, 3, 3)).astype(np.int8),
+             # |w| <= 60: two u8 x s8 products fit int16, which onnxruntime's x86 kernels
+             # without VNNI (AVX2: vpmaddubsw) saturate
+             "w": r.integers(-60, 61, (f, 3, 3, 3)).astype(np.int8),
              "ws": r.uniform(0.005, 0.02, f).astype(np.float32), "wz": np.zeros(f, np.int8),
              "ys": np.array(0.2, np.float32), "yz": np.array(120, np.uint8),
              "b": r.integers(-500, 500, f).astype(np.int32),

@@ -104,6 +104,21 @@ def test_missing_qemu_names_the_package(monkeypatch):
         fake.check()
 
 
+def test_code_this_cpu_cannot_run_is_refused_in_one_line(monkeypatch, tmp_path):
+    """x86-avx512 on an AVX2-only CPU (an AMD laptop): one line naming what the CPU lacks
+    before anything runs, not a SIGILL with nothing said."""
+    from targets import runner, target as tmod
+    monkeypatch.setattr(tmod, "_cpu_flags", lambda: {"sse2", "avx", "avx2", "fma"})
+    monkeypatch.setattr(tmod.platform, "machine", lambda: "x86_64")
+    r = runner.runner_for(resolve("x86-avx512"))
+    with pytest.raises(runner.CannotRunHere) as e:
+        r.run(tmp_path / "never-built", ["x"], [np.zeros(1, np.float32)], ["x"])
+    msg = str(e.value)
+    assert "\n" not in msg and "x86-avx512" in msg and "avx512f" in msg
+    assert runner.runner_for(resolve("x86-avx2")).refusal == ""      # what the CPU has
+    assert runner.runner_for(resolve("aarch64")).refusal == ""       # QEMU runs it
+
+
 @pytest.mark.qemu
 @pytest.mark.parametrize("target", ["aarch64", "armv7", "rpi4", "rpi2"])
 def test_cross_module_called_like_host(target):

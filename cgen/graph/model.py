@@ -237,6 +237,7 @@ class CompiledModel:
         kernels before it, so the times add up to the model's own; calling one kernel
         over and over instead would find its weights and input warm in the caches.  The
         emitted file is unchanged."""
+        import signal
         import statistics
         import subprocess
         import tempfile
@@ -245,6 +246,8 @@ class CompiledModel:
             raise ModelError(f"profiling times kernels on this machine: target {self.target.name} "
                              "does not run here (ARM targets: profile_icount, in instructions)",
                              "bad_input")
+        from targets.runner import runner_for
+        runner_for(self.target).check()
         prof = emit_model(self.graph, self.kernels, self.target, self.name, self.source.label,
                           self.source.stack_limit, profile=True, **self.source.plan_options)
         exe = compile_c(prof.source, self.target, "executable", name=self.name + "_prof",
@@ -259,7 +262,9 @@ class CompiledModel:
             proc = subprocess.run([str(exe), "--time", "1", str(max(1, number))] + paths,
                                   capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
-            raise RuntimeError(f"profiling run failed: {proc.stderr.strip()[-500:]}")
+            how = (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+                   else f"exit status {proc.returncode}")
+            raise RuntimeError(f"profiling run failed ({how}): {proc.stderr.strip()[-500:]}")
         seconds: dict = {}
         for ln in proc.stderr.splitlines():
             parts = ln.split()
