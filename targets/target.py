@@ -6,6 +6,7 @@ A target is a frozen value named by a short string (`host`, `aarch64`,
 from __future__ import annotations
 
 from dataclasses import dataclass, replace, fields
+import functools
 from pathlib import Path
 import platform
 
@@ -111,16 +112,18 @@ def _with_dotprod(cflags: tuple) -> tuple:
     return cflags + ("-march=armv8.2-a+dotprod",)
 
 
-def _cpu_flags() -> set:
+@functools.lru_cache(maxsize=None)
+def _cpu_flags() -> frozenset:
+    """This CPU's feature flags, read once: every in-process kernel call asks (runner check)."""
     try:
         with open("/proc/cpuinfo") as f:
             info = f.read()
     except OSError:
-        return set()
+        return frozenset()
     for line in info.splitlines():
         if line.startswith("flags") or line.startswith("Features"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 _AARCH64 = Target("aarch64", "aarch64-linux-gnu-gcc", ("-march=armv8-a",), "neon", "aarch64", 128,
