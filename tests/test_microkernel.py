@@ -14,9 +14,10 @@ import pytest
 from cgen import te
 from cgen.codegen import isa as I
 from cgen.tensorize.kernels import gemm_intrin, tile_definition
-from cgen.tensorize.microkernel import blis_kernel, blis_rows, tile_dispatch, tile_kernel, tile_mask_type
+from cgen.tensorize.microkernel import (NOINLINE, blis_kernel, blis_rows, tile_dispatch, tile_kernel,
+                                       tile_mask_type)
 from targets import compile_c, resolve
-from tests.util import assert_matches
+from tests.util import assert_matches, external_kernel
 
 # row -> (target that runs its code, objdump, regex of its FMA instruction)
 ROW_TARGET = {
@@ -153,7 +154,7 @@ def test_fma_instructions_in_the_object(row, family):
     MR, NR = isa.gemm_tile[:2]
     src = _families(isa)[family][0]("cg_ukernel", MR, NR)
     obj = compile_c(f"#include <stdint.h>\n#include <{isa.header}>\n"
-                    + src.replace("static inline void", "void", 1), resolve(target), "object",
+                    + external_kernel(src), resolve(target), "object",
                     name="ukernel")
     text = subprocess.run([objdump, "-d", *flags, str(obj)], capture_output=True, text=True,
                           check=True).stdout
@@ -168,7 +169,7 @@ def test_scalar_tile_on_cortex_m4_uses_the_fpu():
         pytest.skip(f"{tgt.cc} not installed")
     intr = gemm_intrin(tgt)
     assert intr.name == "cg_gemm_4x4_scalar"
-    src = "#include <stdint.h>\n" + intr.body.source.replace("static inline void", "void", 1)
+    src = "#include <stdint.h>\n" + external_kernel(intr.body.source)
     obj = compile_c(src, tgt, "object", name="ukernel")
     text = subprocess.run(["arm-none-eabi-objdump", "-d", str(obj)], capture_output=True, text=True,
                           check=True).stdout
@@ -199,9 +200,47 @@ def test_kernels_are_printed_by_the_one_printer():
     from cgen.codegen.c import print_c
     src = tile_dispatch("cg_k", I.AVX512, 2, 32, prefetch=2, masked=True, rows=True)
     types = "typedef long int64_t; typedef int __m512; typedef int __mmask16;\n"
-    ast = c_parser.CParser().parse(types + src)
+    ast = c_parser.CParser().parse(types + src.replace(NOINLINE, ""))
     again = "\n".join(print_c(e).rstrip("\n") for e in ast.ext[3:])
-    assert again.replace("inline static", "static inline") == src
+    assert again.replace("inline static", "static inline") == src.replace(NOINLINE, "")
+    assert "static void cg_k_r2v1(" in src
+
+
+def test_register_tiles_stay_out_of_line_and_unspilled():
+    """Every leaf register tile is kept out of line (NOINLINE); the dispatch that picks
+    one is not.  Inlined into MobileNetV2's 160 -> 960 1x1 conv, GCC kept two of a 6x16
+    AVX2 tile's accumulators on the stack (a load and a store per k step, 2x slower):
+    the conv, built for x86-avx2 with its fused clip, has the tile as a function of its
+    own, and no FMA of that tile reads the stack."""
+    src = tile_dispatch("cg_k", I.AVX2, 6, 16, masked=True)
+    leaves = re.findall(r"static void (cg_k_r\d+v?\d*)\(", src)
+    assert len(leaves) == 3 and all(f"{NOINLINE}static void {n}(" in src for n in leaves)
+    assert "static inline void cg_k(" in src and f"{NOINLINE}static inline" not in src
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper as h, numpy_helper
+    from cgen.graph.model import compile_model
+    from targets import compile_c
+    rng = np.random.default_rng(0)
+    W = numpy_helper.from_array((rng.standard_normal((960, 160, 1, 1)) * 0.1).astype(np.float32), "W")
+    lo, hi = (numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0), ("hi", 6)))
+    graph = h.make_graph([h.make_node("Conv", ["X", "W"], ["Y0"]),
+                          h.make_node("Clip", ["Y0", "lo", "hi"], ["Y"])], "g",
+                         [h.make_tensor_value_info("X", TensorProto.FLOAT, [1, 160, 7, 7])],
+                         [h.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 960, 7, 7])],
+                         [W, lo, hi])
+    cm = compile_model(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), "x86-avx2")
+    tile = "cg_tile_6x16m_avx2_r6"
+    assert f"{tile}(" in cm.source.source, "the default tile of this conv changed: pick another"
+    obj = compile_c(cm.source.source, resolve("x86-avx2"), "object", name="conv960")
+    text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(obj)], capture_output=True,
+                          text=True, check=True).stdout
+    # gcc may specialise the static tile for its constant strides (tile.constprop.0)
+    start = re.search(rf"<{tile}(\.\w+\.\d+)?>:", text)
+    assert start, f"{tile} was inlined"
+    body = text[start.start():]
+    body = body[:body.index("\n\n")]
+    fmas = re.findall(r"vfmadd\d+ps\s+(\S+)", body)
+    assert len(fmas) >= 12 and not [f for f in fmas if "(%rsp)" in f or "(%rbp)" in f], body
 
 
 @pytest.mark.parametrize("row", ["avx2", "neon-aarch64", "mve"])

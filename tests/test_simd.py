@@ -14,7 +14,7 @@ from cgen import te
 from cgen.ops.gemm import GemmConfig, packed_gemm
 from cgen.tensorize import gemm_intrin
 from targets import compile_c, resolve
-from tests.util import assert_matches
+from tests.util import assert_matches, external_kernel
 
 OBJDUMP = {"aarch64": "aarch64-linux-gnu-objdump", "armv7": "arm-linux-gnueabihf-objdump",
            "x86_64": "objdump"}
@@ -69,7 +69,7 @@ def _kernel_object(target):
     intr = gemm_intrin(tgt)
     header = "#include <stdint.h>\n#include <arm_neon.h>\n" if tgt.isa == "neon" else \
         "#include <stdint.h>\n#include <immintrin.h>\n"
-    src = header + intr.body.source.replace("static inline void", "void", 1)
+    src = header + external_kernel(intr.body.source)
     return intr, compile_c(src, tgt, "object", name="ukernel")
 
 

@@ -12,6 +12,15 @@ from targets.target import Target
 STRICT = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic")
 
 
+def external_kernel(src: str) -> str:
+    """A micro-kernel's C with its functions external (neither static nor inline), so an
+    object of that source alone keeps their code: a register tile is `static` and out of
+    line (cgen.tensorize.microkernel.NOINLINE), a dispatch or GEMM kernel `static
+    inline`."""
+    from cgen.tensorize.microkernel import NOINLINE
+    return src.replace(NOINLINE, "").replace("static inline void", "void").replace("static void", "void")
+
+
 def strict_compile(source: str, compilers=("gcc", "clang")) -> None:
     """Compile source to an object with each compiler under the strict flags."""
     for cc in compilers:

@@ -120,12 +120,14 @@ def core_target(triple: str, cpu: str):
 
 @functools.lru_cache(maxsize=64)
 def compile_asm(kernel_c: str, tgt) -> str:
-    """The assembly gcc makes of kernel_c for tgt (static inline functions kept; the same
-    source and target are compiled once per process)."""
+    """The assembly gcc makes of kernel_c for tgt (its static functions kept, inline or
+    not: a register tile is out of line; the same source and target are compiled once
+    per process)."""
     from targets.toolchain import is_gcc
     flags = list(tgt.flags()) + ["-S", "-fkeep-inline-functions"]
     if is_gcc(tgt.cc):
-        flags.append("-fno-tree-loop-if-convert")   # as targets.toolchain.compile_c builds it
+        # as targets.toolchain.compile_c builds it; the static tiles have no caller here
+        flags += ["-fno-tree-loop-if-convert", "-fkeep-static-functions"]
     with tempfile.TemporaryDirectory(prefix="cgen-mca-") as d:
         c, s = Path(d) / "k.c", Path(d) / "k.s"
         c.write_text(kernel_c)
@@ -271,7 +273,7 @@ def loop_of(kernel_c: str, func: str | None, cpu: str, triple: str, tgt=None) ->
 def fma_bound_fraction(kernel_c: str, func: str | None, cpu: str, triple: str,
                        fmas_per_iter: int | None = None, tgt=None) -> McaLoop:
     """llvm-mca's prediction for func's hot loop on cpu and its fraction of the FMA-pipe
-    bound.  kernel_c: the kernel's C (headers added when it has none; static inline
+    bound.  kernel_c: the kernel's C (headers added when it has none; static
     functions are kept); triple: "aarch64", "armv7" or "x86-64"; fmas_per_iter: the
     vector FMAs one iteration does (None: those counted in the loop); tgt: compile with
     this target's flags instead of the triple's named target with -mcpu=cpu."""
