@@ -17,7 +17,7 @@ from cgen.tensorize.kernels import gemm_intrin, tile_definition
 from cgen.tensorize.microkernel import (NOINLINE, blis_kernel, blis_rows, tile_dispatch, tile_kernel,
                                        tile_mask_type)
 from targets import compile_c, resolve
-from tests.util import assert_matches, external_kernel
+from tests.util import assert_matches, conv_clip_model, external_kernel
 
 # row -> (target that runs its code, objdump, regex of its FMA instruction)
 ROW_TARGET = {
@@ -217,18 +217,8 @@ def test_register_tiles_stay_out_of_line_and_unspilled():
     assert len(leaves) == 3 and all(f"{NOINLINE}static void {n}(" in src for n in leaves)
     assert "static inline void cg_k(" in src and f"{NOINLINE}static inline" not in src
     pytest.importorskip("onnx")
-    from onnx import TensorProto, helper as h, numpy_helper
     from cgen.graph.model import compile_model
-    from targets import compile_c
-    rng = np.random.default_rng(0)
-    W = numpy_helper.from_array((rng.standard_normal((960, 160, 1, 1)) * 0.1).astype(np.float32), "W")
-    lo, hi = (numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0), ("hi", 6)))
-    graph = h.make_graph([h.make_node("Conv", ["X", "W"], ["Y0"]),
-                          h.make_node("Clip", ["Y0", "lo", "hi"], ["Y"])], "g",
-                         [h.make_tensor_value_info("X", TensorProto.FLOAT, [1, 160, 7, 7])],
-                         [h.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 960, 7, 7])],
-                         [W, lo, hi])
-    cm = compile_model(h.make_model(graph, opset_imports=[h.make_opsetid("", 13)]), "x86-avx2")
+    cm = compile_model(conv_clip_model(160, 960, 7, 1, 7), "x86-avx2")
     tile = "cg_tile_6x16m_avx2_r6"
     assert f"{tile}(" in cm.source.source, "the default tile of this conv changed: pick another"
     obj = compile_c(cm.source.source, resolve("x86-avx2"), "object", name="conv960")

@@ -98,16 +98,9 @@ def test_an_unfolded_stem_is_built_once_per_pixel_block():
     blocks hold every output channel, so the im2col block is built once per pixel block,
     not once per block of rows (8 times before)."""
     import numpy as np
-    from onnx import TensorProto, helper as h, numpy_helper
-    rng = np.random.default_rng(0)
-    W = numpy_helper.from_array((rng.standard_normal((32, 3, 3, 3)) * 0.1).astype(np.float32), "W")
-    lo, hi = (numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0), ("hi", 6)))
-    g = h.make_graph([h.make_node("Conv", ["X", "W"], ["Y0"], strides=[2, 2], pads=[1, 1, 1, 1]),
-                      h.make_node("Clip", ["Y0", "lo", "hi"], ["Y"])], "g",
-                     [h.make_tensor_value_info("X", TensorProto.FLOAT, [1, 3, 64, 64])],
-                     [h.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 32, 32, 32])], [W, lo, hi])
-    cm = compile_model(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), "x86-avx2",
-                       name="stem")
+    from tests.util import conv_clip_model
+    model = conv_clip_model(3, 32, 64, 3, 32, opset=17, strides=[2, 2], pads=[1, 1, 1, 1])
+    cm = compile_model(model, "x86-avx2", name="stem")
     k = next(k for k in cm.kernels if not k.is_alias)
     assert k.template == "conv2d_im2col"
     body = cm.c_source.split(f"static int {k.name}(", 1)[1].split("\n}\n", 1)[0]
@@ -118,8 +111,8 @@ def test_an_unfolded_stem_is_built_once_per_pixel_block():
     # the fill of the stride-2 planes Q, whose unfolded rows are then vector copies
     assert re.search(r"Q\[[^;?]*\] = X\[[^;?]*\];", body)
     assert re.search(r"_mm256_storeu_ps\(&col\[[^;?]*_mm256_loadu_ps\(&Q\[", body)
-    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
-    ref = onnx_reference(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), {"X": x})
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    ref = onnx_reference(model, {"X": x})
     np.testing.assert_allclose(cm.run({"X": x})["Y"], ref, rtol=1e-4, atol=1e-4)
 
 

@@ -21,6 +21,22 @@ def external_kernel(src: str) -> str:
     return src.replace(NOINLINE, "").replace("static inline void", "void").replace("static void", "void")
 
 
+def conv_clip_model(C: int, F: int, H: int, K: int, out: int, opset: int = 13, **conv):
+    """An ONNX model of one KxK Conv (C -> F channels on an HxH input, seeded weights, ONNX
+    attributes `conv`) and a Clip to [0, 6] (ReLU6, MobileNet's epilogue): an out x out
+    output."""
+    import numpy as np
+    from onnx import TensorProto, helper as h, numpy_helper
+    rng = np.random.default_rng(0)
+    W = numpy_helper.from_array((rng.standard_normal((F, C, K, K)) * 0.1).astype(np.float32), "W")
+    lo, hi = (numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("lo", 0), ("hi", 6)))
+    g = h.make_graph([h.make_node("Conv", ["X", "W"], ["Y0"], **conv),
+                      h.make_node("Clip", ["Y0", "lo", "hi"], ["Y"])], "g",
+                     [h.make_tensor_value_info("X", TensorProto.FLOAT, [1, C, H, H])],
+                     [h.make_tensor_value_info("Y", TensorProto.FLOAT, [1, F, out, out])], [W, lo, hi])
+    return h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
+
+
 def strict_compile(source: str, compilers=("gcc", "clang")) -> None:
     """Compile source to an object with each compiler under the strict flags."""
     for cc in compilers:
