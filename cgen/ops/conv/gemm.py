@@ -234,8 +234,8 @@ class Conv2dGemmTemplate:
         # 192->32 at 28x28 + residual: 4x24 tiles with a 16-column tail per 112-pixel block
         # ran at 0.78 of the AVX2 onnxruntime, exact 4x16 tiles at 0.9)
         nr, nc = _pixel_tiling(sp, nrs, OH * OW, kc, 2 * block_lanes(tgt), masked_tiles_ok(tgt))
-        order = "ji"
-        small = SMALL_IMAGE_ORDER.get(getattr(isa_for(tgt), "name", None))
+        order, isa_name = "ji", getattr(isa_for(tgt), "name", None)
+        small = SMALL_IMAGE_ORDER.get(isa_name)
         if small is not None and OH * OW <= SMALL_IMAGE:
             order = small
             kcs = next(k.choices for k in sp.knobs if k.name == "kc")
@@ -244,7 +244,7 @@ class Conv2dGemmTemplate:
         want = {"mr": mr, "nr": nr, "mc": 16, "kc": kc, "nc": nc, "order": order,
                 "micro": "masked" if column_tails_ok(tgt) else "fixed", "parallel": False,
                 "col": "direct" if input_is_b(wl) else
-                STRIDED_COL.get(getattr(isa_for(tgt), "name", None), "copy")
+                STRIDED_COL.get(isa_name, "copy")
                 if reads_planes(wl) else "copy"}
         return sp.nearest(want)
 
