@@ -374,9 +374,12 @@ class Agent:
         os.mkdir("runs", 0o700, dir_fd=self.wfd)
         # Held while the agent lives: an agent that starts later and can take it knows this
         # directory is stale (see reap_stale); agent.json is for hosts that reap (by pid).
-        self.lock = os.open("agent.lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_SAFE, 0o600,
-                            dir_fd=self.wfd)
+        # It is locked under another name and then renamed, so a reaper never finds an
+        # agent.lock that nobody holds yet in a directory whose agent is starting up.
+        self.lock = os.open("agent.lock.new", os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_SAFE,
+                            0o600, dir_fd=self.wfd)
         _flock(self.lock, False)
+        os.rename("agent.lock.new", "agent.lock", src_dir_fd=self.wfd, dst_dir_fd=self.wfd)
         fd = os.open("agent.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_SAFE, 0o600,
                      dir_fd=self.wfd)
         with os.fdopen(fd, "w") as f:

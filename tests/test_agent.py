@@ -351,6 +351,35 @@ def test_work_directories_of_killed_agents_are_reaped(tmp_path, cands):
         live.close()
 
 
+def test_an_agent_starting_up_is_never_reaped(tmp_path, monkeypatch):
+    """Another agent's reaper may look at any step of this one's start-up: a pool of two
+    local devices once lost a work directory, reaped between agent.lock's creation and its
+    lock.  Here a reaper runs after every open the start-up makes."""
+    from rpc_agent import agent as A
+    real_open, busy = os.open, []
+
+    def open_then_reap(*args, **kw):
+        fd = real_open(*args, **kw)
+        if not busy:
+            busy.append(True)
+            try:
+                A.reap_stale(str(tmp_path))
+            finally:
+                busy.pop()
+        return fd
+
+    monkeypatch.setattr(A.os, "open", open_then_reap)
+    try:
+        agent = A.Agent(str(tmp_path))
+    finally:
+        monkeypatch.undo()
+    try:
+        assert os.path.isdir(os.path.join(agent.workdir, "files"))
+        assert A.reap_stale(str(tmp_path)) == 0
+    finally:
+        agent.close()
+
+
 def _python39():
     import glob
     for cand in ["python3.9", "/usr/bin/python3.9",
