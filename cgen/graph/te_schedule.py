@@ -63,8 +63,9 @@ def wrap_output(s, Y: Tensor, ep: Callable, target, block_hint=None):
 
     A non-reduction output's body is wrapped (same stage, same loops).  A reduction
     gets an epilogue stage: with block_hint [(axis, factor), ...] those axes are split,
-    their outer loops ordered as listed, and Y computed per block at the last one;
-    else Y is computed whole first."""
+    their outer loops ordered as listed, and Y computed per block at the last one; an
+    axis listed again splits its block again (a pixel block, then a register tile's
+    columns in it); else Y is computed whole first."""
     body = Y.op.body
     if not isinstance(body, Reduce):
         new = ep(body, tuple(iv.var for iv in Y.op.axis))
@@ -75,19 +76,19 @@ def wrap_output(s, Y: Tensor, ep: Callable, target, block_hint=None):
     st = s2[E]
     axes = list(st.op.axis)
     lanes = lanes_of(target)
-    hints = [(d, f) for d, f in (block_hint or ()) if Y.shape[d] > f]
-    if hints:
-        split = {}
-        for d, factor in hints:
-            split[d] = st.split(axes[d], factor=factor)
-        # a hinted axis whose block covers it whole stays inside the block (were it
-        # outside, a 32-channel block of 32 channels would become 32 one-channel blocks)
+    # a hinted axis whose block covers it whole stays inside the block (were it outside,
+    # a 32-channel block of 32 channels would become 32 one-channel blocks)
+    cur, extent, outer = list(axes), list(Y.shape), []
+    for d, factor in block_hint or ():
+        if extent[d] > factor:
+            o, cur[d] = st.split(cur[d], factor=factor)
+            outer.append(o)
+            extent[d] = factor
+    if outer:
         first = min(d for d, _ in block_hint)
-        outer = axes[:first] + [split[d][0] for d, _ in hints]
-        inner = [split[d][1] if d in split else a for d, a in enumerate(axes) if d >= first]
-        *mid, last = inner
-        vo, vi = st.split(last, factor=_vec_factor(min(Y.shape[-1], dict(hints).get(
-            len(axes) - 1, Y.shape[-1])), lanes))
+        outer = axes[:first] + outer
+        *mid, last = cur[first:]
+        vo, vi = st.split(last, factor=_vec_factor(extent[-1], lanes))
         st.reorder(*outer, *mid, vo, vi)
         st.vectorize(vi)
         s2[Y].compute_at(st, outer[-1])

@@ -170,6 +170,10 @@ class Address(Expr):
 
 @dataclass(frozen=True, slots=True)
 class CallKernel(Stmt):
-    """A call of a micro-kernel (tensorize) or a builtin such as prefetch."""
+    """A call of a micro-kernel (tensorize) or a builtin such as prefetch.  `stores`, never
+    printed: a nest of plain stores to the elements the call writes before it reads any
+    (a zero-start tile: the zero init it replaced), so analyses such as
+    written_before_read see that it fills them."""
     name: str
     args: tuple
+    stores: Stmt | None = None

@@ -343,7 +343,9 @@ class _Lowerer:
         # clang's -Wunused-function under -Werror
         called = set()
         walk(body, lambda x: called.add(x.name) if isinstance(x, CallKernel) else None)
-        kernels = tuple(dict.fromkeys(i.body for i in self.tensorized.values() if i.body.name in called))
+        kernels = tuple(dict.fromkeys(b for i in self.tensorized.values()
+                                      for b in (i.body, i.zero_body)
+                                      if b is not None and b.name in called))
         return PrimFunc(self.name, tuple(self.params), tuple(self.outputs), body, kernels)
 
     def nest(self):

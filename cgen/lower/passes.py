@@ -87,15 +87,33 @@ def _is_zero(e) -> bool:
 
 
 def tensorize(s: Stmt, table: dict) -> Stmt:
-    """Loops marked tensorized become micro-kernel calls (see cgen.tensorize)."""
-    from ..tensorize.intrin import tensorize_loop, _serial
+    """Loops marked tensorized become micro-kernel calls (see cgen.tensorize).  A zero init
+    right before one that covers exactly the tile's elements (the depth is one block) goes
+    into the call: the intrinsic's zero-start kernel neither needs the zero pass nor reads
+    C (MobileNetV2's 16 -> 96 1x1 at 112x112 on x86-avx2, by hand: 0.80-0.86 the time)."""
+    from ..tensorize.intrin import tensorize_loop, zero_init_covers, _serial
+
+    def one(x, init=None):
+        out = tensorize_loop(x, table[x.var], init)
+        return out if out is not None else seq(init, _serial(x))
 
     def rec(x):
         if not isinstance(x, Stmt):
             return x
         if isinstance(x, For) and x.kind == "tensorized":
-            out = tensorize_loop(x, table[x.var])
-            return out if out is not None else _serial(x)
+            return one(x)
+        if isinstance(x, Seq):
+            out, items, q = [], x.stmts, 0
+            while q < len(items):
+                nxt = items[q + 1] if q + 1 < len(items) else None
+                if isinstance(nxt, For) and nxt.kind == "tensorized" \
+                        and zero_init_covers(items[q], nxt, table[nxt.var]):
+                    out.append(one(nxt, items[q]))
+                    q += 2
+                else:
+                    out.append(rec(items[q]))
+                    q += 1
+            return seq(*out)
         return map_children(x, rec)
     return rec(s)
 

@@ -3,7 +3,8 @@
 The C printer zero-fills a stack buffer (`= {0}`) unless this proves the fill dead: the
 first statement of the allocation's body that touches the buffer is a loop nest (or a
 sequence of them) of unconditional stores to it (constant bounds, affine indices, no read of the buffer) whose
-indices cover every element.  Anything else -- a guard, a micro-kernel call, a read first,
+indices cover every element, or a zero-start micro-kernel call standing for such a nest
+(CallKernel.stores).  Anything else -- a guard, another micro-kernel call, a read first,
 a non-affine index -- keeps the fill, so a consumer that relies on zeros (padding written
 only inside the image, an accumulator read before its first store) still gets them.
 """
@@ -14,8 +15,8 @@ from dataclasses import fields
 import numpy as np
 
 from ..te.expr import Const, Node, Var
-from .ir import (Address, Allocate, Buffer, For, IfThenElse, Load, Seq, Store, Stmt, VLoad,
-                 VStore, split_dtype)
+from .ir import (Address, Allocate, Buffer, CallKernel, For, IfThenElse, Load, Seq, Store, Stmt,
+                 VLoad, VStore, split_dtype)
 from .simplify import linear
 
 # stores enumerated at most (a bigger nest keeps its fill rather than cost compile time)
@@ -76,6 +77,11 @@ def _stores(x, loops, buf, budget):
         return []
     if isinstance(x, Allocate):
         return _stores(x.body, loops, buf, budget)
+    if isinstance(x, CallKernel):
+        # a call that touches buf other than through the stores it stands for reads it
+        if x.stores is None or not touches(x.stores, buf):
+            return None
+        return _stores(x.stores, loops, buf, budget)
     if isinstance(x, For):
         if not (isinstance(x.min, Const) and isinstance(x.extent, Const)):
             return None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..te.expr import Binary, Cast, Compare, Const, Logic, Reduce, TensorLoad, Var, INDEX
 from ..te.visit import free_vars
-from ..lower.ir import Address, CallKernel, For, IfThenElse, Load, Store
+from ..lower.ir import Address, CallKernel, For, IfThenElse, Load, Store, seq
 from ..lower.simplify import linear, simplify_expr
 
 OPERANDS = ("a", "b", "c")
@@ -38,6 +38,9 @@ class TensorIntrin:
     fixed: dict                  # role -> extent the kernel requires
     unit: frozenset              # (operand, role) pairs whose stride must be 1
     body: KernelSource           # the C definition for one ISA
+    # the same kernel with C = the sum (accumulators from zero, C not read), same
+    # parameters: called where the reduction's zero init covers exactly the tile
+    zero_body: KernelSource | None = None
 
     # the kernel's C parameters, in order
     def params(self) -> list:
@@ -50,7 +53,8 @@ class TensorIntrin:
         return out
 
 
-def from_compute(name: str, out_tensor, fixed: dict, unit, body: KernelSource) -> TensorIntrin:
+def from_compute(name: str, out_tensor, fixed: dict, unit, body: KernelSource,
+                 zero_body: KernelSource | None = None) -> TensorIntrin:
     """Derive an intrinsic from a te definition such as
     C[i, j] = sum_k A[i, k] * B[k, j]  (optionally with casts of A and B)."""
     op = out_tensor.op
@@ -77,7 +81,8 @@ def from_compute(name: str, out_tensor, fixed: dict, unit, body: KernelSource) -
     operands["c"] = frozenset(iv.name for iv in op.axis)
     dtypes["c"] = op.dtype
     roles = tuple(iv.name for iv in tuple(op.axis) + tuple(red.axes))
-    return TensorIntrin(name, roles, operands, dtypes, casts, dict(fixed), frozenset(unit), body)
+    return TensorIntrin(name, roles, operands, dtypes, casts, dict(fixed), frozenset(unit), body,
+                        zero_body)
 
 
 # ---------------------------------------------------------------------------
@@ -106,9 +111,12 @@ def _operand(x, intr: TensorIntrin, tag: str):
     return x
 
 
-def tensorize_loop(loop: For, intr: TensorIntrin):
+def tensorize_loop(loop: For, intr: TensorIntrin, init=None):
     """The kernel call replacing `loop`, guarded by a runtime check of the fixed
-    extents when they are not constant; the original nest stays as the fallback."""
+    extents when they are not constant; the original nest stays as the fallback.
+    `init` (zero_init_covers it): the zero init before the loop, folded into a call of
+    the zero-start kernel; the fallback then runs it first.  None: the tile is never full
+    (keep the scalar nest)."""
     loops, store = _perfect_nest(loop)
     val = store.value
     if not (isinstance(val, Binary) and val.op == "+" and isinstance(val.a, Load)
@@ -172,7 +180,8 @@ def tensorize_loop(loop: For, intr: TensorIntrin):
             args.append(Address(node.buffer, simplify_expr(substitute(index[p[1]], zero))))
         else:
             args.append(Const(coefs[p[1]][role_loop[p[2]].var], INDEX))
-    call = CallKernel(intr.body.name, tuple(args))
+    call = CallKernel(intr.body.name, tuple(args)) if init is None else \
+        CallKernel(intr.zero_body.name, tuple(args), init)
     checks = []
     for r, n in intr.fixed.items():
         e = role_loop[r].extent
@@ -183,13 +192,37 @@ def tensorize_loop(loop: For, intr: TensorIntrin):
         checks.append(Compare("==", e, Const(n, INDEX)))
     if any(not (isinstance(lp.min, Const) and lp.min.value == 0) for lp in loops):
         raise TensorizeError(f"{intr.name}: loops must start at 0")
-    fallback = _serial(loop)
+    fallback = seq(init, _serial(loop))
     if not checks:
         return call
     cond = checks[0]
     for c in checks[1:]:
         cond = Logic("&&", cond, c)
     return IfThenElse(cond, call, fallback)
+
+
+def zero_init_covers(init, loop: For, intr: TensorIntrin) -> bool:
+    """Whether `init`, a nest storing zero, writes exactly the elements of C that the
+    tensorized nest `loop` accumulates into (same loops, same store), so the intrinsic's
+    zero-start kernel may replace both."""
+    if intr.zero_body is None or not isinstance(init, For):
+        return False
+    try:
+        loops, store = _perfect_nest(loop)
+    except TensorizeError:
+        return False
+    iloops, ist = [], init
+    while isinstance(ist, For):
+        iloops.append(ist)
+        ist = ist.body
+    if not (isinstance(ist, Store) and ist.buffer is store.buffer and ist.index == store.index
+            and isinstance(ist.value, Const) and ist.value.value == 0):
+        return False
+    used = free_vars(store.index)
+
+    def span(lps):
+        return {lp.var: (lp.min, lp.extent) for lp in lps}
+    return span(iloops) == span(lp for lp in loops if lp.var in used)
 
 
 def _serial(loop: For):

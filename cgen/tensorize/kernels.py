@@ -22,11 +22,11 @@ def _gemm_row(target):
 
 def tile_definition(name: str, source: str, MR: int, NR: int, fixed_rows: bool = True,
                     fixed_cols: bool = True, a_unit: bool = False,
-                    a_k_unit: bool = False) -> TensorIntrin:
+                    a_k_unit: bool = False, zero: tuple | None = None) -> TensorIntrin:
     """The intrinsic of an MR x NR GEMM tile: C[i, j] += sum_k A[i, k] * B[k, j], B and C
     contiguous along j; `a_unit`: A contiguous along i (packed); `a_k_unit`: along k (A
     read in place); a fixed extent is the tile's, else the kernel takes the count (M, N)
-    first."""
+    first.  `zero`: (name, source) of the kernel that starts from zero (TensorIntrin)."""
     A = te.placeholder((MR, 1), "float32", name="A")
     B = te.placeholder((1, NR), "float32", name="B")
     k = te.reduce_axis((0, 1), name="k")
@@ -34,7 +34,8 @@ def tile_definition(name: str, source: str, MR: int, NR: int, fixed_rows: bool =
     fixed = ({"i": MR} if fixed_rows else {}) | ({"j": NR} if fixed_cols else {})
     unit = ({("b", "j"), ("c", "j")} | ({("a", "i")} if a_unit else set())
             | ({("a", "k")} if a_k_unit else set()))
-    return from_compute(name, C, fixed, unit, KernelSource(name, source))
+    return from_compute(name, C, fixed, unit, KernelSource(name, source),
+                        KernelSource(*zero) if zero else None)
 
 
 def gemm_shape(target) -> tuple:

@@ -309,7 +309,8 @@ def _latency_sets(isa, MR: int, nv: int) -> int:
     return max(1, min(-(-FMA_LATENCY_SETS // acc), room, 4))
 
 
-def _tile_body(isa, MR: int, nv: int, prefetch: int, masked: bool, a_read: str) -> list:
+def _tile_body(isa, MR: int, nv: int, prefetch: int, masked: bool, a_read: str,
+               zero: bool = False) -> list:
     ops, W, vt = Ops(isa), isa.lanes, isa.vtype
     A, B, C, k = X("A"), X("B"), X("C"), X("k")
     sets = _latency_sets(isa, MR, nv) if a_read == "rows" else 1
@@ -322,7 +323,8 @@ def _tile_body(isa, MR: int, nv: int, prefetch: int, masked: bool, a_read: str) 
     out = [decl("int64_t", "k")]
     if a_read == "rows":
         out += [decl("float", f"a{r}", A + r * X("a_si"), const=True, ptr=True) for r in range(MR)]
-    out += [decl(vt, f"c{r}_{v}", ops.load(C, r * X("c_si"), v * W, mask=mask(v)))
+    out += [decl(vt, f"c{r}_{v}", ops.zero() if zero else
+                 ops.load(C, r * X("c_si"), v * W, mask=mask(v)))
             for r in range(MR) for v in range(nv)]
     out += [decl(vt, acc(q, r, v), ops.zero()) for q in range(1, sets) for r in range(MR)
             for v in range(nv)]
@@ -384,25 +386,27 @@ def _check_tile(isa, MR: int, NR: int, a_read: str):
         raise ValueError(f"microkernel: A is read as 'rows' or 'lanes', not {a_read!r}")
 
 
-def tile_kernel(name: str, isa, MR: int, NR: int, prefetch: int = 0, a_read: str = "rows") -> str:
+def tile_kernel(name: str, isa, MR: int, NR: int, prefetch: int = 0, a_read: str = "rows",
+                zero: bool = False) -> str:
     """C[i][j] += sum_k A[i*a_si + k*a_sk] * B[k*b_sk + j] on an MR x NR tile held in
     registers.  a_read "rows": each row broadcast from memory (a_si any stride);
     "lanes": A packed (a_si = 1, no parameter), MR values loaded as vectors and
-    multiplied by lane.  `prefetch` > 0: the row of B that many k steps ahead."""
+    multiplied by lane.  `prefetch` > 0: the row of B that many k steps ahead.
+    `zero`: C = the sum instead, C not read (the accumulators start at zero)."""
     _check_tile(isa, MR, NR, a_read)
     params = _params(True, True, a_read == "rows")
-    return function(name, params, _tile_body(isa, MR, NR // isa.lanes, prefetch, False, a_read),
-                    noinline=True)
+    return function(name, params, _tile_body(isa, MR, NR // isa.lanes, prefetch, False, a_read,
+                                             zero), noinline=True)
 
 
 def tile_dispatch(name: str, isa, MR: int, NR: int, prefetch: int = 0, masked: bool = False,
-                  rows: bool = False) -> str:
+                  rows: bool = False, zero: bool = False) -> str:
     """The tile kernel taking the number of rows M <= MR first (`rows`) and the number of
     columns N <= NR (`masked`, ISAs with masks): each call runs the variant with just
     enough rows and vectors (the last one masked), nothing when M or N <= 0, so tails
-    need no scalar code.  Without either it is `tile_kernel`."""
+    need no scalar code.  Without either it is `tile_kernel`.  `zero`: as there."""
     if not masked and not rows:
-        return tile_kernel(name, isa, MR, NR, prefetch)
+        return tile_kernel(name, isa, MR, NR, prefetch, zero=zero)
     _check_tile(isa, MR, NR, "rows")
     mask_type = tile_mask_type(isa)
     if masked and mask_type is None:
@@ -416,10 +420,12 @@ def tile_dispatch(name: str, isa, MR: int, NR: int, prefetch: int = 0, masked: b
         for v in vec_counts:
             params = _params(True, True, True, mask_type=mask_type if masked else None)
             out.append(function(f"{name}_r{r}v{v}", params,
-                                _tile_body(isa, r, v, prefetch, masked, "rows"), noinline=True))
+                                _tile_body(isa, r, v, prefetch, masked, "rows", zero),
+                                noinline=True))
         if whole:
             out.append(function(f"{name}_r{r}", _params(True, True, True),
-                                _tile_body(isa, r, nv, prefetch, False, "rows"), noinline=True))
+                                _tile_body(isa, r, nv, prefetch, False, "rows", zero),
+                                noinline=True))
 
     def calls(v, mask):
         args = ["K", "A", "a_si", "a_sk", "B", "b_sk", "C", "c_si"] + ([] if mask is None else [mask])

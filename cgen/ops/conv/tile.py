@@ -33,14 +33,20 @@ def tile_intrin(target, MR: int, NR: int, prefetch: int = 0, masked: bool = Fals
     if a_packed and not masked and not rows and getattr(isa, "lane_fma", None) \
             and MR % isa.lanes == 0:
         name = f"cg_tile_{MR}x{NR}p{f'_pf{prefetch}' if prefetch else ''}_{isa.name.replace('-', '_')}"
+        zname = name + "_z"
         return tile_definition(name, tile_kernel(name, isa, MR, NR, prefetch, a_read="lanes"),
-                               MR, NR, a_unit=True)
+                               MR, NR, a_unit=True,
+                               zero=(zname, tile_kernel(zname, isa, MR, NR, prefetch,
+                                                        a_read="lanes", zero=True)))
     if masked and tile_mask_type(isa) is None:
         raise TensorizeError(f"no masked tile kernel on {isa.name}")
     name = (f"cg_tile_{MR}x{NR}{'m' if masked else ''}{'r' if rows else ''}"
             f"{f'_pf{prefetch}' if prefetch else ''}_{isa.name.replace('-', '_')}")
+    zname = name + "_z"
     return tile_definition(name, tile_dispatch(name, isa, MR, NR, prefetch, masked, rows), MR, NR,
-                           fixed_rows=not rows, fixed_cols=not masked)
+                           fixed_rows=not rows, fixed_cols=not masked,
+                           zero=(zname, tile_dispatch(zname, isa, MR, NR, prefetch, masked, rows,
+                                                      zero=True)))
 
 
 def masked_tiles_ok(target) -> bool:
