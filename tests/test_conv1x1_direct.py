@@ -109,23 +109,11 @@ def test_model_1x1_residual_x86_avx2():
     """A 1x1 conv + bias + ReLU6 + residual add through compile_model on x86-avx2: its kernel
     copies no input block and matches numpy."""
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper, numpy_helper
     from cgen.graph.model import compile_model
+    from tests.util import conv1x1_relu6_model
     rng = np.random.default_rng(5)
     C, F, H = 48, 16, 14
-    w = (rng.standard_normal((F, C, 1, 1)) * 0.2).astype(np.float32)
-    b = rng.standard_normal(F).astype(np.float32)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
-             numpy_helper.from_array(np.array(0, np.float32), "lo"),
-             numpy_helper.from_array(np.array(6, np.float32), "hi")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1]),
-             helper.make_node("Clip", ["c", "lo", "hi"], ["a"]),
-             helper.make_node("Add", ["a", "r"], ["y"])]
-    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
-          for n, s in (("x", [1, C, H, H]), ("r", [1, F, H, H]), ("y", [1, F, H, H]))]
-    g = helper.make_graph(nodes, "g", vi[:2], vi[2:], inits)
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+    model, ref = conv1x1_relu6_model(C, F, H, residual=True)
     onnx.checker.check_model(model)
     cm = compile_model(model, "x86-avx2", name="pw")
     conv = [k for k in cm.kernels if k.template == "conv2d_1x1"]
@@ -134,6 +122,4 @@ def test_model_1x1_residual_x86_avx2():
     x = rng.standard_normal((1, C, H, H)).astype(np.float32)
     r = rng.standard_normal((1, F, H, H)).astype(np.float32)
     out = cm.run({"x": x, "r": r})["y"]
-    ref = np.clip(np.einsum("fc,nchw->nfhw", w[:, :, 0, 0].astype(np.float64), x)
-                  + b[None, :, None, None], 0, 6) + r
-    assert_matches(out, ref.astype(np.float32))
+    assert_matches(out, ref(x, r))

@@ -23,7 +23,7 @@ from cgen.lower.written import written_before_read
 from cgen.ops.conv import Conv2dGemmTemplate
 from cgen.ops.conv.tile import tile_intrin
 from cgen.te.expr import Const, Var
-from tests.util import assert_matches
+from tests.util import assert_matches, conv1x1_relu6_model
 
 T = Conv2dGemmTemplate("conv2d_1x1", only_1x1=True)
 CFG = {"mr": 6, "nr": 16, "mc": 16, "kc": 16, "nc": 448, "micro": "masked", "col": "direct",
@@ -81,29 +81,6 @@ def test_a_row_tail_falls_back_with_its_zero_init_x86_avx2():
     assert_matches(c, (a.astype(np.float64) @ b).astype(np.float32))
 
 
-def _model(C, F, H):
-    """1x1 conv C -> F + bias + ReLU6 on an HxH input (seeded), and its numpy reference."""
-    from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(7)
-    w = (rng.standard_normal((F, C, 1, 1)) * 0.3).astype(np.float32)
-    b = rng.standard_normal(F).astype(np.float32)
-    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
-             numpy_helper.from_array(np.array(0, np.float32), "lo"),
-             numpy_helper.from_array(np.array(6, np.float32), "hi")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1]),
-             helper.make_node("Clip", ["c", "lo", "hi"], ["y"])]
-    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
-          for n, s in (("x", [1, C, H, H]), ("y", [1, F, H, H]))]
-    model = helper.make_model(helper.make_graph(nodes, "g", vi[:1], vi[1:], inits),
-                              opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-
-    def ref(x):
-        y = np.einsum("fc,nchw->nfhw", w[:, :, 0, 0].astype(np.float64), x)
-        return np.clip(y + b[None, :, None, None], 0, 6).astype(np.float32)
-    return model, ref
-
-
 @pytest.mark.parametrize("target", [
     pytest.param("x86-avx2", marks=pytest.mark.isa("avx2")),
     pytest.param("aarch64", marks=pytest.mark.qemu),
@@ -113,7 +90,7 @@ def test_model_1x1_relu6_per_tile(target):
     a zero-start tile (no zero fill of the workspace), and the output matches numpy."""
     pytest.importorskip("onnx")
     from cgen.graph.model import compile_model
-    model, ref = _model(16, 24, 16)
+    model, ref = conv1x1_relu6_model(16, 24, 16)
     cm = compile_model(model, target, name="zs")
     conv = [k for k in cm.kernels if k.template == "conv2d_1x1"]
     assert len(conv) == 1

@@ -37,6 +37,35 @@ def conv_clip_model(C: int, F: int, H: int, K: int, out: int, opset: int = 13, *
     return h.make_model(g, opset_imports=[h.make_opsetid("", opset)])
 
 
+def conv1x1_relu6_model(C: int, F: int, H: int, residual: bool = False, seed: int = 5):
+    """An ONNX model of a 1x1 Conv (C -> F, seeded weights and bias) + Clip to [0, 6] on an
+    HxH input x, + an input r when `residual`; and its numpy reference ref(x[, r])."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((F, C, 1, 1)) * 0.2).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b"),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 1]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["a" if residual else "y"])]
+    if residual:
+        nodes.append(helper.make_node("Add", ["a", "r"], ["y"]))
+    shapes = [("x", [1, C, H, H])] + ([("r", [1, F, H, H])] if residual else []) + \
+        [("y", [1, F, H, H])]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in shapes]
+    model = helper.make_model(helper.make_graph(nodes, "g", vi[:-1], vi[-1:], inits),
+                              opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+
+    def ref(x, r=None):
+        y = np.clip(np.einsum("fc,nchw->nfhw", w[:, :, 0, 0].astype(np.float64), x)
+                    + b[None, :, None, None], 0, 6)
+        return (y if r is None else y + r).astype(np.float32)
+    return model, ref
+
+
 def strict_compile(source: str, compilers=("gcc", "clang")) -> None:
     """Compile source to an object with each compiler under the strict flags."""
     for cc in compilers:
