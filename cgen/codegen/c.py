@@ -45,7 +45,7 @@ STACK_LIMIT = {"kernel": 16 * 1024, "model": 1024}
 WS_ALIGN = 64
 
 # the operators of an ISA row's expression trees (VectorISA.mask_first)
-ROW_OPERATORS = ("-", "<<")
+ROW_OPERATORS = ("+", "-", "<<")
 # te calls the vectorize pass keeps as vector calls -> the ISA row's field naming them
 VECTOR_CALLS = {"shl": "int_shl"}
 
@@ -264,6 +264,8 @@ class CEmitter:
         if isinstance(e, Address):
             return self.address(e.buffer, e.index)
         if isinstance(e, VLoad):
+            if e.stride == 2:
+                return self.row_expr(isa.load_even, {"p": self.address(e.buffer, e.index)})
             if e.count is not None:
                 parts = {"mask": self.mask(e.count), "ptr": self.address(e.buffer, e.index)}
                 return self.call(isa.mask_load, *[parts[k] for k in isa.mask_load_args])

@@ -75,7 +75,7 @@ def _realize(route: Route, group: Group, graph: Graph, cfg, tgt, lower_tgt, name
         sub = replace(group, nodes=(group.nodes[0],) + tuple(route.epilogue))
         ep = _epilogue_fn(sub, graph, inputs)
         Y = tensors[-1]
-        hint = route.block_hint(cfg) if route.block_hint and cfg is not None else None
+        hint = route.block_hint(cfg, tgt) if route.block_hint and cfg is not None else None
         s, out = wrap_output(s, Y, lambda v, i: ep(v, i, Y.shape), tgt, hint)
         tensors = tensors[:-1] + inputs.tensors + [out]
         args += inputs.args

@@ -112,7 +112,7 @@ class Route:
     build: Callable
     consts: dict = field(default_factory=dict)
     epilogue: tuple = ()               # nodes still to fuse after the template's output
-    block_hint: Callable | None = None  # config -> (axis, factor) for a reduction output
+    block_hint: Callable | None = None  # (config, build target) -> [(axis, factor)]
     portable_build: Callable | None = None   # build over the same args when the template
     flops: int = 0                           # cannot schedule the portable target
 

@@ -65,8 +65,8 @@ def _conv_route(group: Group, graph: Graph, target) -> Route:
     pname = f"{wv.name}__{suffix}"
     hint = None
     if tm.name in ("conv2d_1x1", "conv2d_im2col"):
-        def hint(cfg):
-            return gemm_epilogue_blocks(cfg, wl, lanes_of(target))
+        def hint(cfg, tgt):
+            return gemm_epilogue_blocks(cfg, wl, lanes_of(tgt))
     return Route(tm, wl, [Arg("value", x.name), Arg("const", pname)],
                  lambda tgt, cfg: _tmpl_build(tm, wl, tgt, cfg, {1: arr.shape}),
                  {pname: arr}, epi, hint, flops=tm.flops(wl))
@@ -143,7 +143,7 @@ def _conv_direct_route(group: Group, graph: Graph, target) -> Route:
     if len(n.inputs) > 2:
         epi = (_bias_node(n),) + epi
 
-    def hint(cfg):
+    def hint(cfg, tgt):
         """The epilogue per block of one output row and a register tile of channels, so
         the accumulator block is rows x OW floats, not the whole output."""
         return [(1, cfg.get("rows", 1)), (2, 1)]

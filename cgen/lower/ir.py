@@ -139,11 +139,13 @@ def split_dtype(dtype: str) -> tuple:
 
 @dataclass(frozen=True, slots=True)
 class VLoad(Expr):
-    """lanes consecutive elements buffer[index .. index+lanes)."""
+    """lanes elements buffer[index + stride * k], k < lanes: consecutive ones (stride 1),
+    or every other one (stride 2: the ISA row's load_even, never masked)."""
     buffer: Buffer
     index: Expr
     dtype: str
     count: Expr | None = None
+    stride: int = 1
 
 
 @dataclass(frozen=True, slots=True)

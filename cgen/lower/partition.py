@@ -126,7 +126,7 @@ def _bound_vars(s) -> set:
 
 
 def _partition(loop: For) -> Stmt | None:
-    if loop.kind != "serial":
+    if loop.kind not in ("serial", "vectorized"):
         return None
     conds = []
     _likely_conds(loop.body, conds)
@@ -158,6 +158,8 @@ def _partition(loop: For) -> Stmt | None:
     mid = partition_likely(_replace(loop.body, decided))
     if isinstance(a, Const) and isinstance(b, Const):
         return seq(part(start, a, edge), part(a, b, mid), part(b, end, edge))
+    if loop.kind == "vectorized":
+        return None         # a branch per iteration would be one per lane
     # bounds known at run time only (a term of an outer loop): one loop, a branch per
     # iteration around the inner loops, whose bounds stay constant (cgen.lower.written
     # still proves such a fill complete, and the C compiler sees one loop)
@@ -167,7 +169,9 @@ def _partition(loop: For) -> Stmt | None:
 
 
 def partition_likely(s: Stmt) -> Stmt:
-    """Partition serial loops on likely conditions (outermost first), then drop the markers."""
+    """Partition serial loops on likely conditions (outermost first), then drop the markers;
+    vectorized loops too where the cut is at constant bounds (each piece stays vectorized:
+    the interior without the selects vectorizes, the borders fall back to plain loops)."""
     def rec(x):
         if isinstance(x, For):
             out = _partition(x)

@@ -3,7 +3,8 @@ stores of the ISA's lane count, with a masked or scalar tail.
 
 Only what maps one-to-one onto vector instructions is vectorized: float32
 stores contiguous in the loop variable whose values are built from
-contiguous or loop-invariant loads and + - * / min max, selects on a float32 comparison
+contiguous or loop-invariant loads (or loads of every other element, where the ISA row
+has load_even: a copy into parity planes) and + - * / min max, selects on a float32 comparison
 (the row's compare and blend) or on a condition all lanes share (C's ?: on vectors),
 and the float32 <-> int32 bit casts and int32 shift by a constant of exp
 (cgen.te.fastmath).  Anything else keeps a plain loop, which the C compiler may still
@@ -18,7 +19,7 @@ and a vector of outputs accumulates over the reduction.
 from __future__ import annotations
 
 from ..te.expr import Binary, Call, Compare, Const, Expr, Reinterpret, Select, Var, INDEX
-from ..te.visit import free_vars, map_children, substitute
+from ..te.visit import free_vars, map_children, substitute, walk
 from .ir import (Broadcast, For, Seq, Stmt, Store, VLoad, VStore, Load, seq, split_dtype,
                  vector_dtype)
 from .simplify import linear, simplify_expr
@@ -164,7 +165,10 @@ def _vec_expr(e: Expr, v: Var, isa, lanes_dtype: str, hit: set | None = None):
     if id(e) not in hit:
         return False, e
     if isinstance(e, Load):
-        if e.dtype != "float32" or _coef(e.index, v) != 1:
+        stride = _coef(e.index, v) if e.dtype == "float32" else 0
+        if stride == 2 and isa.load_even:
+            return True, VLoad(e.buffer, e.index, lanes_dtype, stride=2)
+        if stride != 1:
             raise _Bail()
         return True, VLoad(e.buffer, e.index, lanes_dtype)
     if isinstance(e, Binary) and e.dtype == "float32" and e.op in isa.binary:
@@ -218,7 +222,11 @@ def _vectorize_loop(loop: For, isa) -> Stmt:
             raise _Bail()
         _vec_expr(st.value, v, isa, vector_dtype("float32", W))  # check only
     if not (isinstance(loop.min, Const) and loop.min.value == 0):
-        raise _Bail()
+        # lanes from 0: a loop cut by partition_likely starts where its border ends
+        shifted = Binary("+", v, loop.min, INDEX)
+        stores = [Store(st.buffer, simplify_expr(substitute(st.index, {v: shifted})),
+                        substitute(st.value, {v: shifted})) for st in stores]
+        loop = For(v, Const(0, INDEX), loop.extent, loop.kind, seq(*stores), loop.pragmas)
     dt = vector_dtype("float32", W)
     E = loop.extent
     const_E = E.value if isinstance(E, Const) else None
@@ -245,7 +253,11 @@ def _vectorize_loop(loop: For, isa) -> Stmt:
     rem = simplify_expr(Binary("-", E, done, INDEX))
     if isinstance(rem, Const) and rem.value == 0:
         return main if main is not None else seq()
-    if isa.masked:
+    if _strided(body) and isinstance(E, Const) and E.value >= W and _idempotent(stores):
+        # load_even has no masked form: the last whole vector again, ending at E (the
+        # lanes it shares with the main loop get the same values once more)
+        tail = _vector_body_at(stores, v, Const(E.value - W, INDEX), isa, dt)
+    elif isa.masked and not _strided(body):
         tail = _vector_body_at(stores, v, done, isa, dt, count=rem)
         if not isinstance(rem, Const):
             from .ir import IfThenElse
@@ -254,6 +266,21 @@ def _vectorize_loop(loop: For, isa) -> Stmt:
     else:
         tail = For(v, done, rem, "serial", loop.body, ())
     return seq(main, tail)
+
+
+def _strided(body) -> bool:
+    """Whether a vector body reads every other element somewhere (load_even has no
+    masked form)."""
+    found = []
+    walk(body, lambda x: found.append(1) if isinstance(x, VLoad) and x.stride != 1 else None)
+    return bool(found)
+
+
+def _idempotent(stores) -> bool:
+    """Whether running some iterations twice leaves the same result: no store reads a
+    buffer the loop writes."""
+    written = {st.buffer for st in stores}
+    return not any(ld.buffer in written for st in stores for ld in _loads(st.value))
 
 
 def _is_zero(e) -> bool:

@@ -108,9 +108,10 @@ def _stores(x, loops, buf, budget):
         if a is None or b is None or not np.array_equal(_pairs(a), _pairs(b)):
             return None
         return a
+    count = getattr(x, "count", None)
     if not (isinstance(x, (Store, VStore)) and x.buffer is buf and not touches(x.value, buf)
-            and getattr(x, "count", None) is None and not touches(x.index, buf)):
-        return None
+            and (count is None or isinstance(count, Const)) and not touches(x.index, buf)):
+        return None     # a masked store writes a known number of lanes only at a constant count
     return _elements(x, loops, buf.size, budget)
 
 
@@ -136,6 +137,8 @@ def _elements(x, loops, size: int, budget):
     for a, c in terms.items():
         idx += c * value_of[a]
     lanes = split_dtype(x.value.dtype)[1] if isinstance(x, VStore) else 1
+    if getattr(x, "count", None) is not None:
+        lanes = x.count.value
     if idx.min() < 0 or idx.max() + lanes > size:
         return None
     it = np.arange(n, dtype=np.int64)      # row-major iteration number over `loops`

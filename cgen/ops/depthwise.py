@@ -175,11 +175,12 @@ def deinterleaved_pad(X, pads, fill, likely: bool):
 
 def pair_deinterleaved_copy(stage) -> None:
     """Both parities of a column pair in one loop body of a deinterleaved_pad stage, so
-    its interior is one loop of paired loads (gcc's load-lanes / permutes) with constant
-    bounds."""
+    its interior is one loop of paired loads with constant bounds, vectorized where the
+    ISA row loads every other element (load_even), else left to gcc (ld2 on NEON)."""
     pn, pc, py, pph, pxh = stage.op.axis
     stage.reorder(pn, pc, py, pxh, pph)
     stage.unroll(pph)
+    stage.vectorize(pxh)
 
 
 def depthwise_nchw_compute(wl: dict, taps: str = "expr", tile: tuple | None = None,
@@ -510,11 +511,12 @@ class DepthwiseNCHWTemplate(_DepthwiseBase):
         s[F].compute_at(s[Y], o)
         # the row parity unrolled (constant bounds for each plane's border/interior cut);
         # both column parities of a pair in one loop body, so the interior is one loop of
-        # paired loads (gcc's load-lanes / permutes), not two strided ones
+        # paired loads (load_even, or gcc's ld2), not two strided ones
         _, _, ry, rx, py, px = s[P].op.axis
         s[P].reorder(ry, py, px, rx)
         s[P].unroll(ry)
         s[P].unroll(rx)
+        s[P].vectorize(px)
         s[Y].vectorize(s[Y].split(x, factor=vec)[1])
         if c.get("parallel", False) and tgt.can_thread:
             s[Y].parallel(o)

@@ -320,9 +320,10 @@ class Schedule:
         for p, a in zip(positions, r.axes):
             new[p] = a
         for a, k in st.ann.items():
-            if k == "vectorize" and any(st.kinds[b] != "reduce" for b in new[new.index(a) + 1:]):
+            if k == "vectorize" and not _lanes_innermost(st, new[new.index(a) + 1:]):
                 raise ScheduleError(st.name, a, "a vectorized axis must stay the innermost "
-                                    "data-parallel loop")
+                                    "data-parallel loop (reduction loops and unrolled loops "
+                                    "may sit inside it)")
         st.leaves = new
 
     def _fuse(self, r: R.Fuse):
@@ -353,11 +354,10 @@ class Schedule:
         if r.kind == "vectorize":
             if st.kinds[r.axis] == "reduce":
                 raise ScheduleError(st.name, r.axis, "cannot vectorize a reduction axis (it carries a dependence)")
-            inner = st.leaves[st.leaves.index(r.axis) + 1:]
-            if any(st.kinds[a] != "reduce" for a in inner):
-                # reduction loops may sit inside: lowering sinks the lanes below them
+            if not _lanes_innermost(st, st.leaves[st.leaves.index(r.axis) + 1:]):
                 raise ScheduleError(st.name, r.axis, "only the innermost data-parallel loop can "
-                                    "be vectorized (reduction loops may sit inside it)")
+                                    "be vectorized (reduction loops and unrolled loops may "
+                                    "sit inside it)")
             if self._attached_at(st.name, r.axis):
                 raise ScheduleError(st.name, r.axis, "cannot vectorize a loop that other stages are computed in")
         if r.kind == "parallel" and st.kinds[r.axis] == "reduce":
@@ -519,3 +519,10 @@ class Schedule:
     @classmethod
     def from_json(cls, outputs, text: str, intrinsics=None) -> "Schedule":
         return cls.from_records(outputs, R.records_from_json(text), intrinsics)
+
+
+def _lanes_innermost(st, inner) -> bool:
+    """Whether the loops inside a vectorized axis leave it the innermost data-parallel
+    one: reduction loops (lowering sinks the lanes below them) and loops already unrolled
+    (the lanes then run over their copies of the body) may sit inside."""
+    return all(st.kinds[a] == "reduce" or st.ann.get(a) == "unroll" for a in inner)

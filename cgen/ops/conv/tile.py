@@ -2,7 +2,9 @@
 strides, B optionally prefetched, row and column tails without scalar code)."""
 from __future__ import annotations
 
-from ...codegen.isa import isa_for
+from functools import lru_cache
+
+from ...codegen.isa import ROWS, isa_for
 from ...tensorize import TensorizeError
 from ...tensorize.kernels import tile_definition
 from ...tensorize.microkernel import tile_dispatch, tile_kernel, tile_mask_type
@@ -30,16 +32,26 @@ def tile_intrin(target, MR: int, NR: int, prefetch: int = 0, masked: bool = Fals
     if not tile_kernel_shape_ok(tgt, MR, NR):
         raise TensorizeError(f"no {MR}x{NR} register tile kernel for target {tgt.name}")
     isa = isa_for(tgt)
-    if a_packed and not masked and not rows and getattr(isa, "lane_fma", None) \
-            and MR % isa.lanes == 0:
+    packed = (a_packed and not masked and not rows and getattr(isa, "lane_fma", None)
+              and MR % isa.lanes == 0)
+    if not packed and masked and tile_mask_type(isa) is None:
+        raise TensorizeError(f"no masked tile kernel on {isa.name}")
+    return _tile(isa.name, MR, NR, prefetch, masked, rows, bool(packed))
+
+
+# the kernels' C is a pure function of these arguments, and generating a tile and its
+# zero-start twin costs tens of ms: every conv build and tuning candidate asks again
+@lru_cache(maxsize=256)
+def _tile(isa_name: str, MR: int, NR: int, prefetch: int, masked: bool, rows: bool,
+          packed: bool):
+    isa = next(r for r in ROWS if r.name == isa_name)
+    if packed:
         name = f"cg_tile_{MR}x{NR}p{f'_pf{prefetch}' if prefetch else ''}_{isa.name.replace('-', '_')}"
         zname = name + "_z"
         return tile_definition(name, tile_kernel(name, isa, MR, NR, prefetch, a_read="lanes"),
                                MR, NR, a_unit=True,
                                zero=(zname, tile_kernel(zname, isa, MR, NR, prefetch,
                                                         a_read="lanes", zero=True)))
-    if masked and tile_mask_type(isa) is None:
-        raise TensorizeError(f"no masked tile kernel on {isa.name}")
     name = (f"cg_tile_{MR}x{NR}{'m' if masked else ''}{'r' if rows else ''}"
             f"{f'_pf{prefetch}' if prefetch else ''}_{isa.name.replace('-', '_')}")
     zname = name + "_z"
