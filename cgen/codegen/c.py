@@ -326,6 +326,8 @@ class CEmitter:
         if isinstance(s, VStore):
             self.uses_isa = True
             ptr = self.address(s.buffer, s.index)
+            if isinstance(s.count, Const) and self.isa.part_store:
+                return [self.part_store(ptr, s.count.value, self.expr(s.value))]
             if s.count is not None:
                 parts = {"ptr": ptr, "mask": self.mask(s.count), "v": self.expr(s.value)}
                 return [self.call(self.isa.mask_store, *[parts[k] for k in self.isa.mask_store_args])]
@@ -335,6 +337,29 @@ class CEmitter:
         if isinstance(s, Allocate):
             return [c_ast.Compound(self.allocate(s.buffer, s.body))]
         raise TypeError(f"codegen: unsupported statement {type(s).__name__}")
+
+    def part_store(self, ptr, n: int, value) -> c_ast.Compound:
+        """The first n lanes of value stored at ptr by the row's part_store steps: the
+        value and what each step leaves in block-local constants."""
+        def const(name, ctype, init):
+            return c_ast.Decl(name, ["const"], [], [], [], c_ast.TypeDecl(
+                name, ["const"], None, c_ast.IdentifierType([ctype])), init, None)
+        out = [const("cg_part0", self.isa.vtype, value)]
+        cur, off = c_ast.ID("cg_part0"), 0
+        for i, (lanes, left_type, store, high, low) in enumerate(self.isa.part_store):
+            taken = bool(n & lanes)
+            if taken:
+                p = ptr if off == 0 else c_ast.BinaryOp("+", ptr, c_ast.Constant("int", str(off)))
+                out.append(self.row_expr(store, {"p": p, "v": cur}))
+                off += lanes
+            if not n & (lanes - 1):
+                break
+            left = high if taken else low
+            if left != "$v":
+                name = f"cg_part{i + 1}"
+                out.append(const(name, left_type, self.row_expr(left, {"v": cur})))
+                cur = c_ast.ID(name)
+        return c_ast.Compound(out)
 
     def decl(self, name: str, dtype: str, init=None, quals=()) -> c_ast.Decl:
         return c_ast.Decl(name, list(quals), [], [], [],

@@ -314,6 +314,12 @@ class VectorISA:
     # back, and a shuffle), so a copy into parity planes never reads past its source.
     # Missing on NEON: gcc already turns such a loop into ld2 / vld2, the best there is
     load_even: tuple = ()
+    # a store of the first n lanes, n a constant, as plain stores of parts where the
+    # masked store is slow (AVX2's vmaskmovps to memory: 42 uops, one per 12 cycles on
+    # Zen 3, 1-2 uops on Intel): steps (lanes, type of what is left, store of the first
+    # `lanes` of "$v" at "$p", what is left of "$v" after them, what is left when the
+    # step stores nothing), halving the width each step
+    part_store: tuple = ()
     serves: tuple = ()              # (Target.isa, Target.arch) pairs whose kernels use this row
 
     @property
@@ -359,6 +365,14 @@ _SSE_MINMAX = {op: ("_mm_cvtss_f32", (f"_mm_{op}_ss", ("_mm_set_ss", "$a"), ("_m
 _AVX2_LOAD_EVEN = ("_mm256_castpd_ps", ("_mm256_permute4x64_pd", ("_mm256_castps_pd", (
     "_mm256_shuffle_ps", ("_mm256_loadu_ps", "$p"), ("_mm256_loadu_ps", ("+", "$p", 7)), "0xd8")),
     "0xd8"))
+# n = 4a + 2b + c lanes: the low 128 bits, then 64 (movq), then 32 (movss), each from
+# what the previous step left (the high half after a store, else the low one)
+_AVX2_PART_STORE = (
+    (4, "__m128", ("_mm_storeu_ps", "$p", ("_mm256_castps256_ps128", "$v")),
+     ("_mm256_extractf128_ps", "$v", 1), ("_mm256_castps256_ps128", "$v")),
+    (2, "__m128", ("_mm_storel_epi64", ("cast", "__m128i *", ("cast", "void *", "$p")),
+                   ("_mm_castps_si128", "$v")), ("_mm_movehl_ps", "$v", "$v"), "$v"),
+    (1, "__m128", ("_mm_store_ss", "$p", "$v"), "$v", "$v"))
 # a = p[0 .. 15], b = p[15 .. 30]: a's even lanes, then b's odd ones (p16 = b[1], ..)
 _AVX512_LOAD_EVEN = ("_mm512_permutex2var_ps", ("_mm512_loadu_ps", "$p"), (
     "_mm512_setr_epi32",) + tuple(range(0, 16, 2)) + tuple(range(17, 32, 2)),
@@ -414,7 +428,7 @@ AVX2 = VectorISA(
     gemm_tile=(6, 16, "rows"), gemm_rows=(4, 6), gemm_max_rows=6,
     int8=(AVX2_I8,), as_int="_mm256_castps_si256", as_float="_mm256_castsi256_ps",
     int_shl="_mm256_slli_epi32", select=_AVX2_SELECT, scalar_minmax=_SSE_MINMAX,
-    load_even=_AVX2_LOAD_EVEN, serves=(("avx2", "x86_64"),))
+    load_even=_AVX2_LOAD_EVEN, part_store=_AVX2_PART_STORE, serves=(("avx2", "x86_64"),))
 
 AVX512 = VectorISA(
     "avx512", "immintrin.h", 16, "__m512", "_mm512_loadu_ps", "_mm512_storeu_ps", "_mm512_set1_ps",
