@@ -44,7 +44,12 @@ def vectorize(s: Stmt, isa) -> Stmt:
             except _Bail:
                 pass
             try:
-                return seq(*(_vectorize_or_serial(p, isa) for p in _sunk(x)))
+                pieces = [_vectorize_or_serial(p, isa) for p in _sunk(x)]
+                if not any(_has_vector(p) for p in pieces):
+                    # nothing gained by distributing: keep the one loop (both parities
+                    # of a copy, read by one ld2 on NEON, were two loops of one each)
+                    raise _Bail()
+                return seq(*pieces)
             except _Bail:
                 return For(x.var, x.min, x.extent, "serial", x.body, x.pragmas)
         return x
@@ -266,6 +271,12 @@ def _vectorize_loop(loop: For, isa) -> Stmt:
     else:
         tail = For(v, done, rem, "serial", loop.body, ())
     return seq(main, tail)
+
+
+def _has_vector(body) -> bool:
+    found = []
+    walk(body, lambda x: found.append(1) if isinstance(x, VStore) else None)
+    return bool(found)
 
 
 def _strided(body) -> bool:
