@@ -71,8 +71,20 @@ def _wait_in_flight(pool, tag, timeout=20):
     raise AssertionError(f"{tag} never started: {pool.stats()}")
 
 
+def _wait_alive(pool, timeout=30):
+    """Every device's agent is up: a test about where a request goes again must not
+    race a device that is still starting (on a loaded CI runner that takes seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(d["state"] == "alive" for d in pool.stats()["devices"]):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"devices never came up: {pool.stats()}")
+
+
 def test_batch_on_two_devices_every_request_exactly_once(add_exe):
     with DevicePool([LocalDevice(name="a"), LocalDevice(name="b")]) as pool:
+        _wait_alive(pool)
         futs = [pool.submit(add_exe, _io(k), ["y"], repeat=1, tag=k) for k in range(20)]
         results = [f.result(timeout=60) for f in futs]
         for k, r in enumerate(results):
@@ -122,6 +134,7 @@ def test_requests_go_to_devices_serving_their_target(add_exe, tmp_path):
 def test_device_dying_mid_request_requeues_it_exactly_once(add_exe):
     a, b = LocalDevice(name="a"), LocalDevice(name="b")
     with DevicePool([a, b], health_interval=0.3) as pool:
+        _wait_alive(pool)
         slow = pool.submit(SLEEP, {"x": X}, [], tag="slow")
         victim = _wait_in_flight(pool, "slow")
         quick = [pool.submit(add_exe, _io(k), ["y"], tag=k) for k in range(6)]
@@ -146,6 +159,7 @@ def test_device_dying_mid_request_requeues_it_exactly_once(add_exe):
 def test_a_lost_request_waits_for_another_device_rather_than_its_revived_one(add_exe):
     # the other device is busy for longer than the victim takes to come back
     with DevicePool([LocalDevice(name="a"), LocalDevice(name="b")], health_interval=0.2) as pool:
+        _wait_alive(pool)
         lost = pool.submit(SLEEP, {"x": X}, [], tag="lost")
         victim = _wait_in_flight(pool, "lost")
         busy = pool.submit(SLEEP, {"x": X}, [], tag="busy")

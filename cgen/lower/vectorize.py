@@ -258,11 +258,12 @@ def _vectorize_loop(loop: For, isa) -> Stmt:
     rem = simplify_expr(Binary("-", E, done, INDEX))
     if isinstance(rem, Const) and rem.value == 0:
         return main if main is not None else seq()
-    if _strided(body) and isinstance(E, Const) and E.value >= W and _idempotent(stores):
+    strided = _strided(body)
+    if strided and isinstance(E, Const) and E.value >= W and _idempotent(stores):
         # load_even has no masked form: the last whole vector again, ending at E (the
         # lanes it shares with the main loop get the same values once more)
         tail = _vector_body_at(stores, v, Const(E.value - W, INDEX), isa, dt)
-    elif isa.masked and not _strided(body):
+    elif isa.masked and not strided:
         tail = _vector_body_at(stores, v, done, isa, dt, count=rem)
         if not isinstance(rem, Const):
             from .ir import IfThenElse
@@ -273,18 +274,20 @@ def _vectorize_loop(loop: For, isa) -> Stmt:
     return seq(main, tail)
 
 
-def _has_vector(body) -> bool:
+def _any(body, pred) -> bool:
     found = []
-    walk(body, lambda x: found.append(1) if isinstance(x, VStore) else None)
+    walk(body, lambda x: found.append(1) if pred(x) else None)
     return bool(found)
+
+
+def _has_vector(body) -> bool:
+    return _any(body, lambda x: isinstance(x, VStore))
 
 
 def _strided(body) -> bool:
     """Whether a vector body reads every other element somewhere (load_even has no
     masked form)."""
-    found = []
-    walk(body, lambda x: found.append(1) if isinstance(x, VLoad) and x.stride != 1 else None)
-    return bool(found)
+    return _any(body, lambda x: isinstance(x, VLoad) and x.stride != 1)
 
 
 def _idempotent(stores) -> bool:

@@ -136,9 +136,9 @@ def _elements(x, loops, size: int, budget):
     idx = np.full(n, c0, dtype=np.int64)
     for a, c in terms.items():
         idx += c * value_of[a]
-    lanes = split_dtype(x.value.dtype)[1] if isinstance(x, VStore) else 1
-    if getattr(x, "count", None) is not None:
-        lanes = x.count.value
+    count = getattr(x, "count", None)      # a Const here: _stores refuses any other
+    lanes = count.value if count is not None else (
+        split_dtype(x.value.dtype)[1] if isinstance(x, VStore) else 1)
     if idx.min() < 0 or idx.max() + lanes > size:
         return None
     it = np.arange(n, dtype=np.int64)      # row-major iteration number over `loops`
