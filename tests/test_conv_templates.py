@@ -105,6 +105,8 @@ def draw_workload(name: str, rng) -> dict:
         return T.workload(**shape, pad=pads, groups=groups, layout=layout,
                           weights="packed" if packed else "OIHW", **extra)
     extra = {"oc_bn": C.gemm_default_mr(base, tgt)} if packed else {}
+    if packed and rng.random() < 0.5:   # weights by depth block: whole channels dividing it
+        extra["k_bn"] = kh * kw * int(rng.choice([d for d in range(1, cg + 1) if cg % d == 0]))
     return T.workload(**shape, **opts, weights="packed" if packed else "OIHW", **extra)
 
 
@@ -220,6 +222,10 @@ def test_packing_roundtrips():
     a = C.pack_weights_gemm_np(w, 2, 5)
     assert a.shape == (2, 3, 6 * 3 * 2, 5)       # groups 2: 12 rows each, in 3 panels of 5
     np.testing.assert_array_equal(C.unpack_weights_gemm_np(a, 24, 6, 3, 2), w)
+    b = C.pack_weights_gemm_np(w, 2, 5, kb=12)     # the same panels by depth block of 12
+    assert b.shape == (2, 3, 3, 12, 5)
+    np.testing.assert_array_equal(b.transpose(0, 2, 1, 3, 4).reshape(a.shape), a)
+    np.testing.assert_array_equal(C.unpack_weights_gemm_np(b, 24, 6, 3, 2), w)
     x = rng.standard_normal((2, 12, 5, 7)).astype(np.float32)
     np.testing.assert_array_equal(C.from_nchwc_np(C.to_nchwc_np(x, 4)), x)
     g = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)

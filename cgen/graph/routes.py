@@ -167,6 +167,7 @@ def conv_template(n: Node, target, pads=None):
       register-tile kernel (7 or 11 channels would otherwise get one-row tiles)."""
     try:
         from ..ops.conv import Conv2dGemmTemplate, conv2d_template_for
+        from ..ops.conv.gemm import weight_depth_block
     except ImportError:
         raise _NotCovered("no conv2d templates") from None
     N, C, H, W = n.inputs[0].shape
@@ -188,6 +189,10 @@ def conv_template(n: Node, target, pads=None):
         mr = _gemm_mr(base, target)
         if mr != wl["oc_bn"]:
             wl = tm.workload(N, C, H, W, F, KH, KW, groups=G, weights="packed", oc_bn=mr, **geo)
+        kb = weight_depth_block(tm, wl, target)
+        if kb is not None:
+            wl = tm.workload(N, C, H, W, F, KH, KW, groups=G, weights="packed", oc_bn=mr,
+                             k_bn=kb, **geo)
     return tm, wl
 
 
@@ -282,7 +287,9 @@ def _pack_conv_weights(tname: str, wl: dict, w: np.ndarray):
                                                                           wl["oc_bn"])
     if tname in ("conv2d_1x1", "conv2d_im2col"):
         from ..ops.conv.packing import pack_weights_gemm_np
-        return f"gemm{wl['oc_bn']}", pack_weights_gemm_np(w, wl["groups"], wl["oc_bn"])
+        kb = wl.get("k_bn")
+        return (f"gemm{wl['oc_bn']}" + (f"k{kb}" if kb else ""),
+                pack_weights_gemm_np(w, wl["groups"], wl["oc_bn"], kb))
     if tname == "conv2d_winograd":
         from ..ops.conv.winograd import winograd_weights_np
         return (f"wino{wl['tile']}x{wl['oc_bn']}",

@@ -20,6 +20,8 @@ Workloads (`conv2d_workload`) are plain dicts:
     weights   "OIHW" (packed by a stage inside the kernel) or "packed" (pre-packed,
               below; the blocks that fix the packed layout must then be given)
     ic_bn, oc_bn   channel blocks, or None: then a knob of the template's space
+    k_bn      (conv2d_1x1, conv2d_im2col, packed weights only) the weights' depth block;
+              only present when set, and then the kc knob's one value
     tile      (conv2d_winograd only) the Winograd output tile m, or None: a knob
 
 Pre-packed weights are what a model provides: its weights are constants, so the
@@ -31,7 +33,10 @@ The packed layouts:
 
     nchwc     Wp[F/oc_bn][(C/G)/ic_bn][KH*KW*ic_bn][oc_bn], row (kh*KW + kw)*ic_bn + ic:
               the memory of [OC/oc_bn][IC/ic_bn][KH][KW][ic_bn][oc_bn]
-    gemm      Ap[G][ceil((F/G)/oc_bn)][(C/G)*KH*KW][oc_bn], zero rows past F/G
+    gemm      Ap[G][ceil((F/G)/oc_bn)][(C/G)*KH*KW][oc_bn], zero rows past F/G; with a
+              depth block k_bn (gemm.weight_depth_block: the route sets it where the
+              GEMM blocks the depth) Ap[G][KK/k_bn][ceil((F/G)/oc_bn)][k_bn][oc_bn], so a
+              depth block of all panels is one stream
     winograd  U[(m+2)^2][F/oc_bn][C/G][oc_bn]  (winograd.py)
 
 Every family's inner loop nest is a register tile acc[i][j] += a[i][k] * b[k][j]

@@ -47,20 +47,31 @@ def pack_weights_gemm(Wt, groups: int, mr: int, name: str = "Ap"):
         name=name)
 
 
-def pack_weights_gemm_np(w: np.ndarray, groups: int, mr: int) -> np.ndarray:
+def pack_weights_gemm_np(w: np.ndarray, groups: int, mr: int, kb: int | None = None) -> np.ndarray:
+    """OIHW -> [G][ceil(Fg/mr)][KK][mr] panels (KK = Cg*KH*KW), zero rows past Fg; with a
+    depth block `kb` (dividing KK) -> [G][KK/kb][ceil(Fg/mr)][kb][mr]: every panel's kb rows
+    of one depth block, then the next block (see gemm.weight_depth_block)."""
     f, cg, kh, kw = w.shape
     fg = f // groups
     nb = -(-fg // mr)
-    a = np.zeros((groups, nb * mr, cg * kh * kw), np.float32)
-    a[:, :fg] = w.reshape(groups, fg, cg * kh * kw)
-    return np.ascontiguousarray(a.reshape(groups, nb, mr, cg * kh * kw).transpose(0, 1, 3, 2))
+    kk = cg * kh * kw
+    a = np.zeros((groups, nb * mr, kk), np.float32)
+    a[:, :fg] = w.reshape(groups, fg, kk)
+    panels = a.reshape(groups, nb, mr, kk).transpose(0, 1, 3, 2)
+    if kb is None:
+        return np.ascontiguousarray(panels)
+    if kk % kb:
+        raise ValueError(f"pack_weights_gemm_np: the depth block {kb} does not divide {kk}")
+    return np.ascontiguousarray(panels.reshape(groups, nb, kk // kb, kb, mr).transpose(0, 2, 1, 3, 4))
 
 
 def unpack_weights_gemm_np(ap: np.ndarray, f: int, cg: int, kh: int, kw: int) -> np.ndarray:
+    if ap.ndim == 5:            # depth-blocked: back to [G][panel][KK][mr]
+        g, nkb, nb, kb, mr = ap.shape
+        ap = ap.transpose(0, 2, 1, 3, 4).reshape(g, nb, nkb * kb, mr)
     g, nb, kk, mr = ap.shape
     a = ap.transpose(0, 1, 3, 2).reshape(g, nb * mr, kk)[:, :f // g]
     return np.ascontiguousarray(a.reshape(f, cg, kh, kw))
-
 
 
 def blocked_input(wl: dict, ic_bn: int):
