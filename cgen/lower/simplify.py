@@ -266,7 +266,7 @@ def _simp(e: Expr, ranges: dict) -> Expr:
                 else:
                     a, b = Binary("-", rest, t.a, dt), Binary("-", rest, t.b, dt)
                     o = "max" if t.op == "min" else "min"
-                return _simp(Binary(o, simplify_expr(a, ranges), simplify_expr(b, ranges), dt), ranges)
+                return _simp(Binary(o, _simp(a, ranges), _simp(b, ranges), dt), ranges)
             return from_linear(terms, c0)
         if dt == INDEX and op in ("//", "%") and isinstance(b, Const) and b.value > 0:
             return _simp_divmod(op, a, b.value, ranges)
@@ -293,7 +293,7 @@ def _simp(e: Expr, ranges: dict) -> Expr:
             return Const({"<": x < y, "<=": x <= y, ">": x > y, ">=": x >= y,
                           "==": x == y, "!=": x != y}[e.op], "bool")
         if a.dtype == INDEX:
-            d = _linear_range(*linear(simplify_expr(Binary("-", a, b, INDEX))), ranges)
+            d = _linear_range(*linear(_simp(Binary("-", a, b, INDEX), {})), ranges)
             r = _prove(e.op, d)
             if r is not None:
                 return Const(r, "bool")
@@ -359,7 +359,7 @@ def _simp_minmax(op: str, a: Expr, b: Expr, ranges: dict) -> Expr:
         for j, y in enumerate(rest):
             if i == j:
                 continue
-            d = _linear_range(*linear(simplify_expr(Binary("-", x, y, INDEX))), ranges)
+            d = _linear_range(*linear(_simp(Binary("-", x, y, INDEX), {})), ranges)
             # for min, x is useless when x >= y always (ties: keep the earlier one)
             worse = _prove(">=", d) if op == "min" else _prove("<=", d)
             strictly = _prove(">", d) if op == "min" else _prove("<", d)
@@ -484,7 +484,7 @@ def _refine(cond: Expr, ranges: dict) -> dict:
     for c in conds:
         if not (isinstance(c, Compare) and c.a.dtype == INDEX and c.op in ("<", "<=", ">=", ">")):
             continue
-        terms, c0 = linear(simplify_expr(Binary("-", c.a, c.b, INDEX)))
+        terms, c0 = linear(_simp(Binary("-", c.a, c.b, INDEX), {}))
         if len(terms) != 1:
             continue
         (atom, k), = terms.items()
