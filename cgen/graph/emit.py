@@ -186,11 +186,10 @@ def _array_literal(a: np.ndarray) -> str:
     flat = np.ascontiguousarray(a).reshape(-1)
     if flat.dtype == np.float32:
         if np.all(np.isfinite(flat)):
-            items = np.char.add(np.char.mod("%.8e", flat.astype(np.float64)), "f").tolist()
-        else:
-            items = [("%.8ef" % float(v)) if np.isfinite(v) else
-                     ("NAN" if np.isnan(v) else ("INFINITY" if v > 0 else "-INFINITY"))
-                     for v in flat]
+            return _rows("%.8ef", flat.astype(np.float64).tolist())
+        items = [("%.8ef" % float(v)) if np.isfinite(v) else
+                 ("NAN" if np.isnan(v) else ("INFINITY" if v > 0 else "-INFINITY"))
+                 for v in flat]
     elif flat.dtype == np.int64:
         items = []
         for v in flat.tolist():
@@ -200,10 +199,21 @@ def _array_literal(a: np.ndarray) -> str:
                 items.append(f"{v}LL" if abs(v) >= 2**31 else str(v))
     else:
         items = [str(int(v)) for v in flat.tolist()]
-    lines = []
-    for i in range(0, len(items), 8):
-        lines.append("  " + ", ".join(items[i:i + 8]) + ",")
-    return "\n".join(lines)
+    return _rows("%s", items)
+
+
+def _rows(fmt: str, values: list, per_row: int = 8) -> str:
+    """The values as C initializer rows, `per_row` a row, each formatted by `fmt`.  One
+    %-format over the whole array: formatting item by item took 20 s of the 80 s that
+    compiling YOLO-FPN's 8.5 M weights took."""
+    full = len(values) // per_row * per_row
+    row = "  " + ", ".join([fmt] * per_row) + ","
+    text = "\n".join([row] * (full // per_row)) % tuple(values[:full])
+    rest = values[full:]
+    if rest:
+        last = ("  " + ", ".join([fmt] * len(rest)) + ",") % tuple(rest)
+        text = f"{text}\n{last}" if text else last
+    return text
 
 
 def _fast_path(target):
