@@ -26,7 +26,7 @@ def gemm_default_mr(wl: dict, target) -> int:
 
 
 def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int,
-                  masked: bool = False) -> tuple:
+                  masked: bool = False, narrow: frozenset = frozenset()) -> tuple:
     """(nr, nc) of the default.
 
     With masked tiles (`masked`: column tails run in the micro-kernel) the widest tile, as
@@ -41,7 +41,11 @@ def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int,
     one-row blocks ran 2-4x slower than 5-row ones).  The B panel (kc x nc floats) stays
     under 256 KiB, and under 64 KiB unless that leaves fewer than 448 pixels: a shallow
     expansion reads its whole panel once per block of rows (1x1 32->192 at 56x56 on
-    x86-avx2: nc=1568 0.75 of onnxruntime, nc=448 1.36; 16->96 at 112x112 1.41 -> 1.5)."""
+    x86-avx2: nc=1568 0.75 of onnxruntime, nc=448 1.36; 16->96 at 112x112 1.41 -> 1.5).
+    Tiles in `narrow` (too few accumulators to hide the FMA latency, where tails run in a
+    masked micro-kernel) rank after the others when no block and tile leave no tail: on
+    x86-avx2 SqueezeNet's 3x3 stem at 111x111 ran 4x8 tiles (fewest tail columns) at
+    1250 us, 4x16 at 1040, and its 512->1000 1x1 at 13x13 had 5x8 tiles."""
     choices = next(k.choices for k in sp.knobs if k.name == "nc")
     limit = min(256 * 1024 // (4 * kc), max(64 * 1024 // (4 * kc), 448))
     ncs = [n for n in choices if n <= limit] or [min(choices)]
@@ -56,7 +60,7 @@ def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int,
     exact = [t for t in pairs if tails(t) == 0 and (t[1] % vec == 0 or t[1] == P)]
     if exact:
         return min(exact, key=lambda t: (-t[0], P % t[1] > 0, -t[1]))
-    return min(pairs, key=lambda t: (P % t[1] > 0, -t[1], tails(t), -t[0]))
+    return min(pairs, key=lambda t: (P % t[1] > 0, -t[1], t[0] in narrow, tails(t), -t[0]))
 
 
 def input_is_b(wl: dict) -> bool:
@@ -277,7 +281,10 @@ class Conv2dGemmTemplate:
         # the widest tile where masks are native; AVX2's masked tails are dearer (1x1
         # 192->32 at 28x28 + residual: 4x24 tiles with a 16-column tail per 112-pixel block
         # ran at 0.78 of the AVX2 onnxruntime, exact 4x16 tiles at 0.9)
-        nr, nc = _pixel_tiling(sp, nrs, OH * OW, kc, 2 * block_lanes(tgt), masked_tiles_ok(tgt))
+        lanes = block_lanes(tgt)
+        narrow = frozenset(n for n in nrs if mr * (n // lanes) < tgt.vector_registers // 2) \
+            if column_tails_ok(tgt) else frozenset()
+        nr, nc = _pixel_tiling(sp, nrs, OH * OW, kc, 2 * lanes, masked_tiles_ok(tgt), narrow)
         order, isa_name = "ji", getattr(isa_for(tgt), "name", None)
         small = SMALL_IMAGE_ORDER.get(isa_name)
         if small is not None and OH * OW <= SMALL_IMAGE:
