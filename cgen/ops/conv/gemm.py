@@ -26,7 +26,8 @@ def gemm_default_mr(wl: dict, target) -> int:
 
 
 def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int,
-                  masked: bool = False, narrow: frozenset = frozenset()) -> tuple:
+                  masked: bool = False, tails_in_kernel: bool = False,
+                  narrow: frozenset = frozenset()) -> tuple:
     """(nr, nc) of the default.
 
     With masked tiles (`masked`: column tails run in the micro-kernel) the widest tile, as
@@ -42,10 +43,14 @@ def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int,
     under 256 KiB, and under 64 KiB unless that leaves fewer than 448 pixels: a shallow
     expansion reads its whole panel once per block of rows (1x1 32->192 at 56x56 on
     x86-avx2: nc=1568 0.75 of onnxruntime, nc=448 1.36; 16->96 at 112x112 1.41 -> 1.5).
-    Tiles in `narrow` (too few accumulators to hide the FMA latency, where tails run in a
-    masked micro-kernel) rank after the others when no block and tile leave no tail: on
-    x86-avx2 SqueezeNet's 3x3 stem at 111x111 ran 4x8 tiles (fewest tail columns) at
-    1250 us, 4x16 at 1040, and its 512->1000 1x1 at 13x13 had 5x8 tiles."""
+    Where tails run in a masked micro-kernel (`tails_in_kernel`, x86-avx2) and no tiling
+    is exact, tiles in `narrow` (too few accumulators to hide the FMA latency) rank after
+    the others, and a block that is not a multiple of the epilogue's vector split gives
+    way to the smallest that is, its panel under 256 KiB.  SqueezeNet on x86-avx2: the 3x3
+    stem at 111x111 ran 4x8 tiles (fewest tail columns) in 333-pixel blocks at 1450 us,
+    4x16 at 1075, 4x16 in 1776-pixel blocks at 850 (with 333 the fused producer computed
+    a second block of 3 columns); the 55x55 and 27x27 1x1 layers ran 3-10 % faster in
+    16-row blocks; the 512->1000 1x1 at 13x13 had 5x8 tiles."""
     choices = next(k.choices for k in sp.knobs if k.name == "nc")
     limit = min(256 * 1024 // (4 * kc), max(64 * 1024 // (4 * kc), 448))
     ncs = [n for n in choices if n <= limit] or [min(choices)]
@@ -60,7 +65,14 @@ def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int,
     exact = [t for t in pairs if tails(t) == 0 and (t[1] % vec == 0 or t[1] == P)]
     if exact:
         return min(exact, key=lambda t: (-t[0], P % t[1] > 0, -t[1]))
-    return min(pairs, key=lambda t: (P % t[1] > 0, -t[1], t[0] in narrow, tails(t), -t[0]))
+    best = min(pairs, key=lambda t: (P % t[1] > 0, -t[1], tails_in_kernel and t[0] in narrow,
+                                     tails(t), -t[0]))
+    if tails_in_kernel and best[1] % vec and best[1] != P:
+        whole = [(nr, nc) for nr in nrs for nc in choices
+                 if nc <= 256 * 1024 // (4 * kc) and nc % vec == 0]
+        if whole:
+            return min(whole, key=lambda t: (t[0] in narrow, tails(t), -t[0], t[1]))
+    return best
 
 
 def input_is_b(wl: dict) -> bool:
@@ -229,8 +241,8 @@ class Conv2dGemmTemplate:
                              layout, weights, None, oc_bn, dtype)
         if k_bn is not None:      # only when set: workloads without it keep their log keys
             kk = (C // groups) * KH * KW
-            if weights != "packed" or isinstance(k_bn, bool) or not isinstance(k_bn, (int, np.integer)) \
-                    or k_bn < 1 or kk % k_bn or k_bn % (KH * KW):
+            whole = isinstance(k_bn, (int, np.integer)) and not isinstance(k_bn, bool)
+            if weights != "packed" or not whole or k_bn < 1 or kk % k_bn or k_bn % (KH * KW):
                 raise ValueError(f"{self.name}: k_bn (the packed weights' depth block) must be "
                                  f"whole input channels dividing {kk}, with packed weights; "
                                  f"got {k_bn!r}")
@@ -282,9 +294,9 @@ class Conv2dGemmTemplate:
         # 192->32 at 28x28 + residual: 4x24 tiles with a 16-column tail per 112-pixel block
         # ran at 0.78 of the AVX2 onnxruntime, exact 4x16 tiles at 0.9)
         lanes = block_lanes(tgt)
-        narrow = frozenset(n for n in nrs if mr * (n // lanes) < tgt.vector_registers // 2) \
-            if column_tails_ok(tgt) else frozenset()
-        nr, nc = _pixel_tiling(sp, nrs, OH * OW, kc, 2 * lanes, masked_tiles_ok(tgt), narrow)
+        narrow = frozenset(n for n in nrs if mr * (n // lanes) < tgt.vector_registers // 2)
+        nr, nc = _pixel_tiling(sp, nrs, OH * OW, kc, 2 * lanes, masked_tiles_ok(tgt),
+                               column_tails_ok(tgt), narrow)
         order, isa_name = "ji", getattr(isa_for(tgt), "name", None)
         small = SMALL_IMAGE_ORDER.get(isa_name)
         if small is not None and OH * OW <= SMALL_IMAGE:
