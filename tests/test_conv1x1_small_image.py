@@ -15,7 +15,7 @@ import cgen
 from cgen.ops.conv import Conv2dGemmTemplate, gemm_default_mr
 from cgen.ops.conv.gemm import L1_BYTES, SMALL_IMAGE, SMALL_IMAGE_KC, weight_depth_block
 from cgen.ops.conv.packing import pack_weights_gemm_np, unpack_weights_gemm_np
-from tests.util import assert_matches, conv1x1_relu6_model
+from tests.util import assert_matches, conv1x1_relu6_model, default_matches_reference
 
 T = Conv2dGemmTemplate("conv2d_1x1", only_1x1=True)
 
@@ -53,16 +53,8 @@ def test_small_image_default_unmeasured_rows(target):
 @pytest.mark.isa("avx2")
 def test_small_image_default_matches_x86_avx2():
     wl = _wl(320, 40, 7, "x86-avx2")
-    sp = T.space(wl, "x86-avx2")
-    cfg = T.default(wl, "x86-avx2")
-    assert cfg.to_dict()["order"] == "ij" and 320 % cfg.to_dict()["kc"]
-    s, args = T.build(wl, "x86-avx2", sp.get(cfg.index))
-    mod = cgen.build(s, args, target="x86-avx2", name="c1x1_small")
-    ins = T.inputs(wl, np.random.default_rng(3))
-    ref = T.reference(wl, ins)["Y"]
-    ins[-1][...] = np.nan
-    mod(*ins)
-    assert_matches(ins[-1], ref)
+    cfg = default_matches_reference(T, wl, "x86-avx2", "c1x1_small", 3)
+    assert cfg["order"] == "ij" and 320 % cfg["kc"]
 
 
 @pytest.mark.parametrize("target, C, H, want", [

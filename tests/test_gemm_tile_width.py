@@ -9,16 +9,14 @@ producer computed a second, 3-column block after each 333-pixel one).  Where tai
 outside the micro-kernel (NEON), the fewest tail columns still rank first."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-import cgen
 from cgen.ops.conv import Conv2dGemmTemplate
 from cgen.ops.conv.gemm import _pixel_tiling
 from cgen.ops.conv.tile import column_tails_ok
 from cgen.ops.conv.workload import block_lanes, out_size
 from targets import resolve
-from tests.util import assert_matches
+from tests.util import default_matches_reference
 
 ONE = Conv2dGemmTemplate("conv2d_1x1", only_1x1=True)
 IM2COL = Conv2dGemmTemplate("conv2d_im2col")
@@ -77,13 +75,5 @@ def test_tails_outside_the_micro_kernel_keep_the_fewest_tail_columns(target):
 @pytest.mark.isa("avx2")
 def test_x86_avx2_wide_tile_with_a_masked_tail_matches_numpy():
     wl = _wl(ONE, 64, 13, 40, 1, 1, 0, 5)        # 169 pixels: 10 tiles of 16 and a tail of 9
-    sp = ONE.space(wl, "x86-avx2")
-    cfg = ONE.default(wl, "x86-avx2")
-    assert cfg.to_dict()["nr"] == 16 and cfg.to_dict()["micro"] == "masked"
-    s, args = ONE.build(wl, "x86-avx2", sp.get(cfg.index))
-    mod = cgen.build(s, args, target="x86-avx2", name="c1x1_wide_tile")
-    ins = ONE.inputs(wl, np.random.default_rng(5))
-    ref = ONE.reference(wl, ins)["Y"]
-    ins[-1][...] = np.nan
-    mod(*ins)
-    assert_matches(ins[-1], ref)
+    cfg = default_matches_reference(ONE, wl, "x86-avx2", "c1x1_wide_tile", 5)
+    assert cfg["nr"] == 16 and cfg["micro"] == "masked"

@@ -95,6 +95,21 @@ def assert_matches(out: np.ndarray, ref: np.ndarray) -> None:
         np.testing.assert_array_equal(out, ref)
 
 
+def default_matches_reference(template, wl: dict, target: str, name: str, seed: int) -> dict:
+    """Builds the template's default for wl on target, runs it on seeded inputs with a
+    NaN-filled output (every element must be written) and checks it against the
+    template's reference; the default config as a dict."""
+    cfg = template.default(wl, target)
+    s, args = template.build(wl, target, template.space(wl, target).get(cfg.index))
+    mod = cgen.build(s, args, target=target, name=name)
+    ins = template.inputs(wl, np.random.default_rng(seed))
+    ref = template.reference(wl, ins)["Y"]
+    ins[-1][...] = np.nan
+    mod(*ins)
+    assert_matches(ins[-1], ref)
+    return cfg.to_dict()
+
+
 def extreme_operands(inputs, rng):
     """A third of the first two operands (an int8 kernel's activations and weights) set to
     the ends of their ranges: 255 x -128 and -128 x -128 are the largest products."""
