@@ -359,6 +359,8 @@ def _simp_minmax(op: str, a: Expr, b: Expr, ranges: dict) -> Expr:
         for j, y in enumerate(rest):
             if i == j:
                 continue
+            # x and y are simplified already: only their difference is new (simplifying
+            # them again redid every min/max nested in them, exponential in the nesting)
             d = _linear_range(*linear(_simp(Binary("-", x, y, INDEX), {})), ranges)
             # for min, x is useless when x >= y always (ties: keep the earlier one)
             worse = _prove(">=", d) if op == "min" else _prove("<=", d)

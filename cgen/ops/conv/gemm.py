@@ -52,7 +52,8 @@ def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int,
     a second block of 3 columns); the 55x55 and 27x27 1x1 layers ran 3-10 % faster in
     16-row blocks; the 512->1000 1x1 at 13x13 had 5x8 tiles."""
     choices = next(k.choices for k in sp.knobs if k.name == "nc")
-    limit = min(256 * 1024 // (4 * kc), max(64 * 1024 // (4 * kc), 448))
+    panel_max = 256 * 1024 // (4 * kc)       # pixels of a B panel under 256 KiB
+    limit = min(panel_max, max(64 * 1024 // (4 * kc), 448))
     ncs = [n for n in choices if n <= limit] or [min(choices)]
 
     def tails(t):
@@ -69,7 +70,7 @@ def _pixel_tiling(sp: ConfigSpace, nrs: tuple, P: int, kc: int, vec: int,
                                      tails(t), -t[0]))
     if tails_in_kernel and best[1] % vec and best[1] != P:
         whole = [(nr, nc) for nr in nrs for nc in choices
-                 if nc <= 256 * 1024 // (4 * kc) and nc % vec == 0]
+                 if nc <= panel_max and nc % vec == 0]
         if whole:
             return min(whole, key=lambda t: (t[0] in narrow, tails(t), -t[0], t[1]))
     return best
